@@ -1,0 +1,497 @@
+//! Loading: read the main file and every tenant file, deserialize, then validate into the
+//! typed config. Validation collects every error it can find, each with file:line:column,
+//! rather than stopping at the first; only a file that does not parse stops early (for that
+//! file alone).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::raw::{self, S};
+use super::{
+    Backend, Config, Destination, FixedResponse, Provider, RetryPolicy, Server, Source, Store,
+    Synchronous, Tenant,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column, when the error has a place in the file.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, column)) => {
+                write!(f, "{}:{line}:{column}: {}", self.file.display(), self.message)
+            }
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Every error found, in file order.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// One file being validated: its path and text (to turn spans into line:column), and the
+/// shared error list.
+struct File<'a> {
+    path: &'a Path,
+    text: &'a str,
+    errors: &'a mut Vec<ConfigError>,
+}
+
+impl File<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.path.to_path_buf(),
+            position: Some(line_column(self.text, span.start)),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, value: &Option<S<String>>, default: Duration) -> Duration {
+        let Some(value) = value else { return default };
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.error(value.span(), "duration must be greater than zero");
+                default
+            }
+            Err(e) => {
+                self.error(
+                    value.span(),
+                    format!("invalid duration {:?} ({e}); write e.g. \"250ms\", \"10s\", \"5m\", \"24h\"", value.get_ref()),
+                );
+                default
+            }
+        }
+    }
+
+    fn ranged(&mut self, value: &Option<S<u64>>, default: u64, range: Range<u64>, what: &str) -> u64 {
+        let Some(value) = value else { return default };
+        let v = *value.get_ref();
+        if range.contains(&v) {
+            v
+        } else {
+            self.error(
+                value.span(),
+                format!("{what} must be between {} and {}", range.start, range.end - 1),
+            );
+            default
+        }
+    }
+
+    fn id(&mut self, value: &S<String>, what: &str) {
+        let v = value.get_ref();
+        let ok = !v.is_empty()
+            && v.len() <= 64
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            self.error(
+                value.span(),
+                format!("{what} id {v:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '-' or '_'"),
+            );
+        }
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+fn read(path: &Path, errors: &mut Vec<ConfigError>) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(e) => {
+            errors.push(ConfigError {
+                file: path.to_path_buf(),
+                position: None,
+                message: format!("cannot read: {e}"),
+            });
+            None
+        }
+    }
+}
+
+fn parse<T: DeserializeOwned>(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> Option<T> {
+    match toml::from_str(text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(ConfigError {
+                file: path.to_path_buf(),
+                position: e.span().map(|s| line_column(text, s.start)),
+                message: e.message().trim_end().to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// Loads and validates the main config file and every `*.toml` in its tenants directory.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let text = read(path, &mut errors).ok_or_else(|| ConfigErrors(errors.clone()))?;
+    let main: raw::Main = parse(path, &text, &mut errors).ok_or_else(|| ConfigErrors(errors.clone()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+
+    let mut file = File { path, text: &text, errors: &mut errors };
+    let server = server(&mut file, &main.server);
+    let store = store(&mut file, &main.store, base);
+    let tenants_dir = base.join(main.server.tenants_dir.as_ref().map_or("tenants", |d| d.get_ref()));
+
+    let mut tenants: HashMap<String, Arc<Tenant>> = HashMap::new();
+    let mut defined_in: HashMap<String, PathBuf> = HashMap::new();
+    for tenant_path in tenant_files(&tenants_dir, path, &mut errors) {
+        let Some(text) = read(&tenant_path, &mut errors) else { continue };
+        let Some(raw) = parse::<raw::Tenant>(&tenant_path, &text, &mut errors) else { continue };
+        let mut file = File { path: &tenant_path, text: &text, errors: &mut errors };
+        let tenant = tenant(&mut file, &raw);
+        if let Some(other) = defined_in.get(&tenant.id) {
+            let message = format!("tenant {:?} is already defined in {}", tenant.id, other.display());
+            file.error(raw.id.span(), message);
+            continue;
+        }
+        defined_in.insert(tenant.id.clone(), tenant_path.clone());
+        tenants.insert(tenant.id.clone(), Arc::new(tenant));
+    }
+
+    if errors.is_empty() {
+        Ok(Config { path: path.to_path_buf(), server, store, tenants })
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn tenant_files(dir: &Path, main: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            errors.push(ConfigError {
+                file: main.to_path_buf(),
+                position: None,
+                message: format!("cannot read tenants_dir {}: {e}", dir.display()),
+            });
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+fn socket_addr(file: &mut File, value: &S<String>) -> Option<SocketAddr> {
+    match value.get_ref().parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            file.error(value.span(), format!("{:?} is not an address like \"127.0.0.1:8080\"", value.get_ref()));
+            None
+        }
+    }
+}
+
+fn server(file: &mut File, raw: &raw::Server) -> Server {
+    let unspecified: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let listen = socket_addr(file, &raw.listen).unwrap_or(unspecified);
+    let admin_listen = match &raw.admin_listen {
+        Some(a) => socket_addr(file, a).unwrap_or(unspecified),
+        None => ([127, 0, 0, 1], 8081).into(),
+    };
+    Server {
+        listen,
+        admin_listen,
+        max_body_bytes: file.ranged(&raw.max_body_bytes, 256 * 1024, 1..(64 << 20) + 1, "max_body_bytes") as usize,
+        max_connections: file.ranged(&raw.max_connections, 4096, 1..1_000_001, "max_connections") as usize,
+        header_read_timeout: file.duration(&raw.header_read_timeout, Duration::from_secs(10)),
+        body_read_timeout: file.duration(&raw.body_read_timeout, Duration::from_secs(30)),
+        idle_timeout: file.duration(&raw.idle_timeout, Duration::from_secs(60)),
+        drain_timeout: file.duration(&raw.drain_timeout, Duration::from_secs(10)),
+        max_pending_deliveries: file.ranged(&raw.max_pending_deliveries, 5_000_000, 1..u64::MAX, "max_pending_deliveries"),
+    }
+}
+
+fn store(file: &mut File, raw: &raw::Store, base: &Path) -> Store {
+    let default_path = base.join("data/switchboard.db");
+    let backend = match &raw.url {
+        None => Backend::Sqlite { path: default_path },
+        Some(url) => match url.get_ref().strip_prefix("sqlite://") {
+            Some(p) if !p.is_empty() => Backend::Sqlite { path: base.join(p) },
+            _ => {
+                file.error(url.span(), format!("unsupported store url {:?}; write \"sqlite://path/to/file.db\"", url.get_ref()));
+                Backend::Sqlite { path: default_path }
+            }
+        },
+    };
+    let synchronous = match raw.synchronous.as_ref().map(|s| (s, s.get_ref().as_str())) {
+        None | Some((_, "full")) => Synchronous::Full,
+        Some((_, "normal")) => Synchronous::Normal,
+        Some((s, other)) => {
+            file.error(s.span(), format!("synchronous must be \"full\" or \"normal\", not {other:?}"));
+            Synchronous::Full
+        }
+    };
+    let max_size_bytes = raw
+        .max_size_bytes
+        .as_ref()
+        .map(|_| file.ranged(&raw.max_size_bytes, 0, 65536..u64::MAX, "max_size_bytes"));
+    Store { backend, synchronous, max_size_bytes }
+}
+
+fn tenant(file: &mut File, raw: &raw::Tenant) -> Tenant {
+    file.id(&raw.id, "tenant");
+    let id = raw.id.get_ref().clone();
+
+    let mut sources: Vec<Source> = Vec::with_capacity(raw.sources.len());
+    for s in &raw.sources {
+        file.id(&s.id, "source");
+        if sources.iter().any(|o| o.id == *s.id.get_ref()) {
+            file.error(s.id.span(), format!("source {:?} is defined twice", s.id.get_ref()));
+        }
+        let provider = Provider::parse(s.provider.get_ref()).unwrap_or_else(|| {
+            file.error(
+                s.provider.span(),
+                format!("unknown provider {:?}; expected one of {}", s.provider.get_ref(), Provider::NAMES.join(", ")),
+            );
+            Provider::Generic
+        });
+        let response = s.response.as_ref().and_then(|r| fixed_response(file, r));
+        sources.push(Source { id: s.id.get_ref().clone(), provider, response, destinations: Vec::new() });
+    }
+
+    let mut destinations: Vec<Arc<Destination>> = Vec::with_capacity(raw.destinations.len());
+    for (index, d) in raw.destinations.iter().enumerate() {
+        file.id(&d.id, "destination");
+        if destinations.iter().any(|o| o.id == *d.id.get_ref()) {
+            file.error(d.id.span(), format!("destination {:?} is defined twice", d.id.get_ref()));
+        }
+        match &d.sources {
+            None => sources.iter_mut().for_each(|s| s.destinations.push(index)),
+            Some(names) => {
+                for name in names {
+                    match sources.iter_mut().find(|s| s.id == *name.get_ref()) {
+                        Some(s) if !s.destinations.contains(&index) => s.destinations.push(index),
+                        Some(_) => {}
+                        None => file.error(name.span(), format!("no source {:?} in tenant {id:?}", name.get_ref())),
+                    }
+                }
+            }
+        }
+        destinations.push(Arc::new(destination(file, &id, d)));
+    }
+    Tenant { id, sources, destinations }
+}
+
+fn fixed_response(file: &mut File, raw: &S<raw::Response>) -> Option<FixedResponse> {
+    let r = raw.get_ref();
+    let status = match StatusCode::from_u16(r.status.unwrap_or(200)) {
+        Ok(s) if (200..600).contains(&s.as_u16()) => s,
+        _ => {
+            file.error(raw.span(), "response status must be between 200 and 599");
+            return None;
+        }
+    };
+    let content_type = r.content_type.as_deref().unwrap_or("application/json");
+    let Ok(content_type) = HeaderValue::from_str(content_type) else {
+        file.error(raw.span(), "response content_type is not a valid header value");
+        return None;
+    };
+    let body = Bytes::from(r.body.clone().unwrap_or_default());
+    Some(FixedResponse { status, content_type, body })
+}
+
+fn destination(file: &mut File, tenant: &str, raw: &raw::Destination) -> Destination {
+    let url = match reqwest::Url::parse(raw.url.get_ref()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
+        Ok(_) => {
+            file.error(raw.url.span(), "destination url must be an absolute http:// or https:// URL");
+            reqwest::Url::parse("http://invalid.invalid/").expect("static URL")
+        }
+        Err(e) => {
+            file.error(raw.url.span(), format!("invalid destination url: {e}"));
+            reqwest::Url::parse("http://invalid.invalid/").expect("static URL")
+        }
+    };
+    let method = match raw.method.as_ref().map(|m| (m, m.get_ref().to_ascii_uppercase())) {
+        None => Method::POST,
+        Some((_, m)) if m == "POST" => Method::POST,
+        Some((_, m)) if m == "PUT" => Method::PUT,
+        Some((_, m)) if m == "GET" => Method::GET,
+        Some((m, _)) => {
+            file.error(m.span(), format!("method must be GET, POST or PUT, not {:?}", m.get_ref()));
+            Method::POST
+        }
+    };
+    let success_codes = match &raw.success_codes {
+        None => vec![200, 202],
+        Some(codes) if codes.get_ref().is_empty() => {
+            file.error(codes.span(), "success_codes must name at least one status");
+            vec![200, 202]
+        }
+        Some(codes) => codes
+            .get_ref()
+            .iter()
+            .filter_map(|c| {
+                let v = *c.get_ref();
+                if (100..600).contains(&v) {
+                    Some(v)
+                } else {
+                    file.error(c.span(), format!("{v} is not an HTTP status (100 to 599)"));
+                    None
+                }
+            })
+            .collect(),
+    };
+    let defaults = RetryPolicy::default();
+    let retry = match &raw.retry {
+        None => defaults,
+        Some(r) => {
+            let policy = RetryPolicy {
+                max_attempts: file.ranged(&r.max_attempts, defaults.max_attempts.into(), 1..1001, "max_attempts") as u32,
+                initial_backoff: file.duration(&r.initial_backoff, defaults.initial_backoff),
+                max_backoff: file.duration(&r.max_backoff, defaults.max_backoff),
+                deadline: file.duration(&r.deadline, defaults.deadline),
+            };
+            if policy.initial_backoff > policy.max_backoff {
+                let span = r.initial_backoff.as_ref().or(r.max_backoff.as_ref()).map_or(raw.id.span(), |s| s.span());
+                file.error(span, "initial_backoff must not exceed max_backoff");
+            }
+            policy
+        }
+    };
+    Destination {
+        tenant: tenant.to_string(),
+        id: raw.id.get_ref().clone(),
+        url,
+        method,
+        success_codes,
+        timeout: file.duration(&raw.timeout, Duration::from_secs(10)),
+        max_in_flight: file.ranged(&raw.max_in_flight, 64, 1..10_001, "max_in_flight") as usize,
+        retry,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    const MAIN: &str = "[server]\nlisten = \"127.0.0.1:0\"\n";
+
+    #[test]
+    fn line_column_counts_characters() {
+        assert_eq!(line_column("ab\ncdé x", 0), (1, 1));
+        assert_eq!(line_column("ab\ncdé x", 3), (2, 1));
+        assert_eq!(line_column("ab\ncdé x", 8), (2, 5));
+    }
+
+    #[test]
+    fn loads_a_minimal_config_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(dir.path(), "switchboard.toml", MAIN);
+        write(
+            dir.path(),
+            "tenants/acme.toml",
+            "id = \"acme\"\n[[source]]\nid = \"telecmi\"\nprovider = \"telecmi\"\n[[destination]]\nid = \"crm\"\nurl = \"http://127.0.0.1:9/x\"\n",
+        );
+        let config = load(&main).unwrap();
+        let acme = &config.tenants["acme"];
+        let crm = &acme.destinations[0];
+        assert_eq!(crm.success_codes, [200, 202]);
+        assert_eq!(crm.method, Method::POST);
+        assert_eq!(acme.source("telecmi").unwrap().destinations, [0]);
+        assert_eq!(config.server.max_body_bytes, 262_144);
+        let Backend::Sqlite { path } = &config.store.backend;
+        assert_eq!(path, &dir.path().join("data/switchboard.db"));
+    }
+
+    #[test]
+    fn collects_every_error_with_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(dir.path(), "switchboard.toml", MAIN);
+        let tenant = write(
+            dir.path(),
+            "tenants/acme.toml",
+            concat!(
+                "id = \"acme\"\n",
+                "[[source]]\nid = \"telecmi\"\nprovider = \"telekom\"\n",
+                "[[destination]]\nid = \"crm\"\nurl = \"ftp://x\"\nsources = [\"nope\"]\n",
+                "timeout = \"ten seconds\"\nretry = { initial_backoff = \"1m\", max_backoff = \"1s\" }\n",
+            ),
+        );
+        let errors = load(&main).unwrap_err().0;
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let at = |line: usize, col: usize, text: &str| {
+            let prefix = format!("{}:{line}:{col}: ", tenant.display());
+            assert!(
+                shown.iter().any(|s| s.starts_with(&prefix) && s.contains(text)),
+                "no error at {line}:{col} containing {text:?} in {shown:#?}"
+            );
+        };
+        at(4, 12, "unknown provider \"telekom\"");
+        at(8, 12, "no source \"nope\"");
+        at(7, 7, "http:// or https://");
+        at(9, 11, "invalid duration");
+        at(10, 29, "initial_backoff must not exceed max_backoff");
+        assert_eq!(errors.len(), 5, "{shown:#?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(dir.path(), "switchboard.toml", "[server]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n");
+        let errors = load(&main).unwrap_err().0;
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].position, Some((3, 1)));
+        assert!(errors[0].message.contains("lisen"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn duplicate_tenants_and_destinations_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(dir.path(), "switchboard.toml", MAIN);
+        let body = "id = \"acme\"\n[[destination]]\nid = \"a\"\nurl = \"http://x/\"\n[[destination]]\nid = \"a\"\nurl = \"http://x/\"\n";
+        write(dir.path(), "tenants/a.toml", body);
+        write(dir.path(), "tenants/b.toml", body);
+        let shown = load(&main).unwrap_err().to_string();
+        assert!(shown.contains("a.toml:6:6: destination \"a\" is defined twice"), "{shown}");
+        assert!(shown.contains("b.toml:1:6: tenant \"acme\" is already defined"), "{shown}");
+    }
+}

@@ -1,0 +1,153 @@
+//! Configuration, parsed and validated once into types that cannot hold invalid states:
+//! addresses parsed, durations typed, URLs parsed, destinations resolved per source.
+//! Nothing here is re-parsed per request.
+
+mod load;
+mod raw;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+
+pub use load::{ConfigError, ConfigErrors, load};
+
+#[derive(Debug)]
+pub struct Config {
+    /// The main file, as named on the command line.
+    pub path: PathBuf,
+    pub server: Server,
+    pub store: Store,
+    pub tenants: HashMap<String, Arc<Tenant>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub drain_timeout: Duration,
+    /// Ingest answers 503 once this many deliveries are pending, instead of growing without bound.
+    pub max_pending_deliveries: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub backend: Backend,
+    pub synchronous: Synchronous,
+    pub max_size_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite { path: PathBuf },
+}
+
+/// SQLite's `synchronous` pragma: `Full` fsyncs every group commit, `Normal` only at checkpoints
+/// (an OS crash may then lose the last commits; a process crash loses nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+#[derive(Debug)]
+pub struct Tenant {
+    pub id: String,
+    pub sources: Vec<Source>,
+    pub destinations: Vec<Arc<Destination>>,
+}
+
+impl Tenant {
+    pub fn source(&self, id: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.id == id)
+    }
+}
+
+#[derive(Debug)]
+pub struct Source {
+    pub id: String,
+    pub provider: Provider,
+    pub response: Option<FixedResponse>,
+    /// Indexes into the tenant's `destinations`: the fan-out of this source, resolved at load.
+    pub destinations: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Wavecell,
+    Telecmi,
+    Mobtexting,
+    Callerdesk,
+    Generic,
+}
+
+impl Provider {
+    pub const NAMES: [&'static str; 5] = ["wavecell", "telecmi", "mobtexting", "callerdesk", "generic"];
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "wavecell" => Self::Wavecell,
+            "telecmi" => Self::Telecmi,
+            "mobtexting" => Self::Mobtexting,
+            "callerdesk" => Self::Callerdesk,
+            "generic" => Self::Generic,
+            _ => return None,
+        })
+    }
+}
+
+/// What ingest answers the provider once the event is committed, when the provider expects
+/// something other than our default JSON acknowledgement.
+#[derive(Debug, Clone)]
+pub struct FixedResponse {
+    pub status: StatusCode,
+    pub content_type: HeaderValue,
+    pub body: Bytes,
+}
+
+#[derive(Debug)]
+pub struct Destination {
+    pub tenant: String,
+    pub id: String,
+    pub url: reqwest::Url,
+    pub method: Method,
+    pub success_codes: Vec<u16>,
+    pub timeout: Duration,
+    pub max_in_flight: usize,
+    pub retry: RetryPolicy,
+}
+
+impl Destination {
+    pub fn is_success(&self, status: u16) -> bool {
+        self.success_codes.contains(&status)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Measured from the event's arrival; no attempt is scheduled past it.
+    pub deadline: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(600),
+            deadline: Duration::from_secs(24 * 3600),
+        }
+    }
+}

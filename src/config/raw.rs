@@ -1,0 +1,86 @@
+//! The TOML shapes exactly as written. Every value that `validate` must check keeps its
+//! span, so an error can point at file:line:column. Nothing outside `config` sees these.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Main {
+    pub server: Server,
+    #[serde(default)]
+    pub store: Store,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: S<String>,
+    pub admin_listen: Option<S<String>>,
+    pub max_body_bytes: Option<S<u64>>,
+    pub tenants_dir: Option<S<String>>,
+    pub max_connections: Option<S<u64>>,
+    pub header_read_timeout: Option<S<String>>,
+    pub body_read_timeout: Option<S<String>>,
+    pub idle_timeout: Option<S<String>>,
+    pub drain_timeout: Option<S<String>>,
+    pub max_pending_deliveries: Option<S<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    pub url: Option<S<String>>,
+    pub synchronous: Option<S<String>>,
+    pub max_size_bytes: Option<S<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    pub id: S<String>,
+    #[serde(default, rename = "source")]
+    pub sources: Vec<Source>,
+    #[serde(default, rename = "destination")]
+    pub destinations: Vec<Destination>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub id: S<String>,
+    pub provider: S<String>,
+    pub response: Option<S<Response>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Response {
+    pub status: Option<u16>,
+    pub content_type: Option<String>,
+    pub body: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    pub id: S<String>,
+    pub url: S<String>,
+    pub method: Option<S<String>>,
+    pub sources: Option<Vec<S<String>>>,
+    pub success_codes: Option<S<Vec<S<u16>>>>,
+    pub timeout: Option<S<String>>,
+    pub max_in_flight: Option<S<u64>>,
+    pub retry: Option<Retry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    pub max_attempts: Option<S<u64>>,
+    pub initial_backoff: Option<S<String>>,
+    pub max_backoff: Option<S<String>>,
+    pub deadline: Option<S<String>>,
+}

@@ -1,0 +1,104 @@
+//! One HTTP attempt of one delivery. The request carries the event's original body and
+//! content type, plus `webhook-id` (the event id: the same on every retry, so receivers can
+//! drop duplicates), `webhook-timestamp` and `x-switchboard-attempt`. At most
+//! `RESPONSE_PREFIX` bytes of the answer are read, whatever its size.
+
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, header};
+
+use super::outcome::parse_retry_after;
+use crate::config::Destination;
+use crate::store::{AttemptRecord, ClaimedDelivery, now_ms};
+
+pub const RESPONSE_PREFIX: usize = 1024;
+
+pub struct Sent {
+    pub record: AttemptRecord,
+    pub retry_after: Option<Duration>,
+}
+
+/// The HTTP client every delivery shares: pooled keep-alive connections, rustls, and no
+/// redirects followed (a 3xx is a failed attempt, not an invitation to go elsewhere).
+pub fn client() -> reqwest::Result<reqwest::Client> {
+    // Several callers may race to install it; the first one wins and that is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("Switchboard/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+}
+
+pub async fn send(client: &reqwest::Client, destination: &Destination, delivery: &ClaimedDelivery) -> Sent {
+    let started_at = now_ms();
+    let start = Instant::now();
+    let mut id = uuid::Uuid::encode_buffer();
+    let id = delivery.event_id.hyphenated().encode_lower(&mut id);
+
+    let mut request = client
+        .request(destination.method.clone(), destination.url.clone())
+        .timeout(destination.timeout)
+        .header("webhook-id", &*id)
+        .header("webhook-timestamp", started_at / 1000)
+        .header("x-switchboard-attempt", delivery.attempt);
+    if destination.method != Method::GET {
+        // A callback that came as a GET carries its fields in the query string: forward them
+        // as a form body.
+        let (content_type, body) = match (&delivery.content_type, &delivery.query) {
+            (Some(ct), _) => (Some(ct.as_str()), delivery.body.clone()),
+            (None, Some(q)) if delivery.body.is_empty() => {
+                (Some("application/x-www-form-urlencoded"), bytes::Bytes::copy_from_slice(q.as_bytes()))
+            }
+            (None, _) => (None, delivery.body.clone()),
+        };
+        if let Some(ct) = content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
+            request = request.header(header::CONTENT_TYPE, ct);
+        }
+        request = request.body(body);
+    }
+
+    let (status, error, retry_after, response_prefix) = match request.send().await {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let mut prefix = Vec::new();
+            // The status is the answer; a body that then fails or stalls does not change it.
+            while prefix.len() < RESPONSE_PREFIX {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        let take = chunk.len().min(RESPONSE_PREFIX - prefix.len());
+                        prefix.extend_from_slice(&chunk[..take]);
+                    }
+                    _ => break,
+                }
+            }
+            (Some(status), None, retry_after, prefix)
+        }
+        Err(e) => (None, Some(error_kind(&e)), None, Vec::new()),
+    };
+    Sent {
+        record: AttemptRecord { started_at, latency: start.elapsed(), status, error, response_prefix },
+        retry_after,
+    }
+}
+
+/// `timeout`, `connect: …` or `io: …`, with the innermost cause (e.g. "Connection refused").
+fn error_kind(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timeout".to_string();
+    }
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let kind = if e.is_connect() { "connect" } else { "io" };
+    format!("{kind}: {cause}")
+}

@@ -1,0 +1,75 @@
+//! Everything ingest can refuse, and the one place those refusals become HTTP answers.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::server::{Body, json_error};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("no such endpoint; callbacks go to /v1/hooks/{{tenant}}/{{source}}")]
+    NotFound,
+    #[error("unknown tenant")]
+    UnknownTenant,
+    #[error("unknown source")]
+    UnknownSource,
+    #[error("method not allowed; use POST, or GET with the fields in the query string")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    Malformed(String),
+    #[error("the request body was not received in time")]
+    BodyTimeout,
+    #[error("too many deliveries are pending; retry later")]
+    Backlog,
+    #[error("the event could not be stored; retry later")]
+    Store(#[from] StoreError),
+}
+
+impl IngestError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound | Self::UnknownTenant | Self::UnknownSource => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Backlog | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable, machine-readable name of the refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::UnknownTenant => "unknown_tenant",
+            Self::UnknownSource => "unknown_source",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::TooLarge { .. } => "payload_too_large",
+            Self::Malformed(_) => "malformed_body",
+            Self::BodyTimeout => "request_timeout",
+            Self::Backlog => "backlog_full",
+            Self::Store(_) => "store_unavailable",
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        // The store's own words stay in the log: a 503 body carries no internals.
+        let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
+        let mut response = json_error(status, self.code(), &self.to_string(), retry_after);
+        if let Self::MethodNotAllowed = self {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        }
+        if matches!(self, Self::TooLarge { .. } | Self::BodyTimeout) {
+            // The rest of the body was not read; the connection cannot be reused.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}

@@ -1,0 +1,114 @@
+//! What ingest accepts as a callback body: JSON objects, form-encoded fields, or nothing
+//! (GET, or an empty POST, with the fields in the query string). The body is checked here
+//! and stored byte for byte; nothing is guessed. Errors say where the body went wrong.
+
+use http::HeaderValue;
+
+use super::error::IngestError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Json,
+    Form,
+}
+
+/// The body's kind from its Content-Type; `None` for no Content-Type (an empty body only).
+pub fn kind(content_type: Option<&HeaderValue>) -> Result<Option<Kind>, IngestError> {
+    let Some(value) = content_type else { return Ok(None) };
+    let text = value
+        .to_str()
+        .map_err(|_| IngestError::UnsupportedMediaType("Content-Type is not readable text".into()))?;
+    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(Some(Kind::Json)),
+        "application/x-www-form-urlencoded" => Ok(Some(Kind::Form)),
+        e if e.starts_with("application/") && e.ends_with("+json") => Ok(Some(Kind::Json)),
+        _ => Err(IngestError::UnsupportedMediaType(format!(
+            "Content-Type {text:?} is not supported; send application/json or application/x-www-form-urlencoded"
+        ))),
+    }
+}
+
+/// Checks the body against its kind.
+pub fn check(kind: Option<Kind>, body: &[u8]) -> Result<(), IngestError> {
+    match kind {
+        None if body.is_empty() => Ok(()),
+        None => Err(IngestError::UnsupportedMediaType(
+            "a request with a body needs a Content-Type: application/json or application/x-www-form-urlencoded".into(),
+        )),
+        Some(Kind::Json) => check_json(body),
+        Some(Kind::Form) => check_form(body).map_err(|m| IngestError::Malformed(format!("invalid form body: {m}"))),
+    }
+}
+
+fn check_json(body: &[u8]) -> Result<(), IngestError> {
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        return Err(IngestError::Malformed(format!("invalid JSON: {e}")));
+    }
+    // A call event is a set of named fields; anything else has no field to route on.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(IngestError::Malformed("the JSON body must be an object".into())),
+    }
+}
+
+/// Checks `a=b&c=d` text: every `%` starts a two-digit hex escape and every name and value
+/// decodes to UTF-8. Returns a message naming the byte offset of the first problem.
+pub fn check_form(body: &[u8]) -> Result<(), String> {
+    let mut offset = 0;
+    for part in body.split(|&b| b == b'&') {
+        let mut i = 0;
+        while i < part.len() {
+            if part[i] == b'%' {
+                let hex = part.get(i + 1..i + 3).unwrap_or(&[]);
+                if hex.len() != 2 || !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(format!("bad percent-escape at byte {}", offset + i));
+                }
+                i += 3;
+            } else {
+                i += 1;
+            }
+        }
+        for piece in part.splitn(2, |&b| b == b'=') {
+            if percent_encoding::percent_decode(piece).decode_utf8().is_err() {
+                return Err(format!("field at byte {offset} is not UTF-8 once decoded"));
+            }
+        }
+        offset += part.len() + 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_say_where() {
+        let err = check(Some(Kind::Json), b"{\n  \"a\": 1,\n}").unwrap_err();
+        assert_eq!(err.to_string(), "invalid JSON: key must be a string at line 3 column 1");
+        assert!(check(Some(Kind::Json), b"[1]").is_err());
+        assert!(check(Some(Kind::Json), b" {\"a\": [1, {\"b\": null}]}").is_ok());
+        let deep = "[".repeat(100_000);
+        assert!(check(Some(Kind::Json), format!("{{\"a\":{deep}").as_bytes()).is_err());
+    }
+
+    #[test]
+    fn form_needs_valid_escapes_and_utf8() {
+        assert!(check_form(b"a=1&b=%20x+y&c").is_ok());
+        assert_eq!(check_form(b"a=1&b=%2").unwrap_err(), "bad percent-escape at byte 6");
+        assert_eq!(check_form(b"a=%zz").unwrap_err(), "bad percent-escape at byte 2");
+        assert!(check_form(b"a=%ff%fe").is_err());
+    }
+
+    #[test]
+    fn content_types() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(kind(Some(&v("application/json; charset=utf-8"))).unwrap(), Some(Kind::Json));
+        assert_eq!(kind(Some(&v("Application/X-WWW-Form-Urlencoded"))).unwrap(), Some(Kind::Form));
+        assert_eq!(kind(Some(&v("application/cloudevents+json"))).unwrap(), Some(Kind::Json));
+        assert!(kind(Some(&v("text/plain"))).is_err());
+        assert!(check(None, b"x").is_err());
+        assert!(check(None, b"").is_ok());
+    }
+}

@@ -1,0 +1,118 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchboard::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "Webhook relay and fan-out gateway for telephony callbacks")]
+struct Cli {
+    /// Log lines as human-readable text or JSON (filter with RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value = "pretty")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default command).
+    Serve {
+        #[arg(long, default_value = "config/switchboard.toml")]
+        config: PathBuf,
+    },
+    /// Validate the configuration; print file:line:column errors and exit non-zero.
+    Check {
+        #[arg(long, default_value = "config/switchboard.toml")]
+        config: PathBuf,
+    },
+    /// A receiving server that prints each request and answers a fixed status.
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let command = cli.command.unwrap_or(Command::Serve { config: "config/switchboard.toml".into() });
+    let result = match command {
+        Command::Check { config } => return check(&config),
+        Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(config))),
+        Command::Sink { listen, status } => runtime().and_then(|rt| rt.block_on(sink(listen, status))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match switchboard::config::load(path) {
+        Ok(config) => {
+            let destinations: usize = config.tenants.values().map(|t| t.destinations.len()).sum();
+            println!("{}: ok ({} tenants, {destinations} destinations)", path.display(), config.tenants.len());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = match switchboard::config::load(&path) {
+        Ok(config) => Arc::new(config),
+        Err(errors) => anyhow::bail!("invalid configuration:\n{errors}"),
+    };
+    let node = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+    let store = switchboard::open_store(&config, &node).context("cannot open the store")?;
+    let ingest = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let admin = tokio::net::TcpListener::bind(config.server.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.admin_listen))?;
+    tracing::info!(addr = %ingest.local_addr()?, "ingest listening");
+    tracing::info!(addr = %admin.local_addr()?, "admin listening");
+    let listeners = switchboard::Listeners { ingest, admin };
+    switchboard::run(config, store, listeners, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn sink(listen: SocketAddr, status: u16) -> anyhow::Result<()> {
+    let status = http::StatusCode::from_u16(status).context("--status must be an HTTP status code")?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(addr = %listener.local_addr()?, %status, "sink listening");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
+    switchboard::sink::run(listener, status, stop).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,181 @@
+//! The durable queue. An event and all its deliveries are committed together, and ingest
+//! acknowledges only after that commit. Deliveries are claimed with leases (claimed_by,
+//! lease token, lease expiry) rather than in-process locks, so several gateway nodes can
+//! share one store; a result is recorded only by the holder of the current lease.
+//!
+//! Times are Unix milliseconds throughout.
+
+pub mod sqlite;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use uuid::Uuid;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The writer's queue is full: the store is not keeping up with ingest.
+    #[error("store is busy")]
+    Busy,
+    /// The disk or the configured size limit is full.
+    #[error("store is full")]
+    Full,
+    #[error("store is closed")]
+    Closed,
+    #[error("store failed: {0}")]
+    Failed(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full,
+            _ => StoreError::Failed(e.to_string()),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the same operation may succeed later without anyone changing anything.
+    pub fn is_retriable(&self) -> bool {
+        !matches!(self, StoreError::Closed)
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// An accepted callback and the destinations it fans out to.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: Uuid,
+    pub tenant: String,
+    pub source: String,
+    pub received_at: i64,
+    pub content_type: Option<String>,
+    pub query: Option<String>,
+    pub body: Bytes,
+    /// Destination ids of the tenant, one delivery each.
+    pub destinations: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub tenant: String,
+    pub destination: String,
+    pub limit: usize,
+    /// How long the claim holds; past it, the delivery is due again for anyone.
+    pub lease: Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct Claim {
+    pub deliveries: Vec<ClaimedDelivery>,
+    /// The earliest time another delivery of this destination may become claimable
+    /// (a retry, or a lease that expires), if any is pending.
+    pub next_due: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub lease: i64,
+    pub event_id: Uuid,
+    /// 1-based number of the attempt about to be made.
+    pub attempt: u32,
+    /// When the event arrived (or was replayed): the retry deadline counts from here.
+    pub created_at: i64,
+    pub content_type: Option<String>,
+    pub query: Option<String>,
+    pub body: Bytes,
+}
+
+/// What one attempt observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub started_at: i64,
+    pub latency: Duration,
+    pub status: Option<u16>,
+    /// Error kind when no status was received: timeout, connect, io…
+    pub error: Option<String>,
+    /// The first bytes of the response body.
+    pub response_prefix: Vec<u8>,
+}
+
+impl AttemptRecord {
+    /// A short account of the attempt, kept on the delivery for inspection.
+    pub fn summary(&self) -> String {
+        match (self.status, &self.error) {
+            (Some(status), _) => format!("HTTP {status}"),
+            (None, Some(error)) => error.clone(),
+            (None, None) => "no answer".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    Delivered,
+    Retry { at: i64 },
+    Dead { reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub delivery: i64,
+    pub lease: i64,
+    pub attempt: AttemptRecord,
+    pub next: Next,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryState {
+    fn from_code(code: i64) -> Self {
+        match code {
+            1 => Self::Delivered,
+            2 => Self::Dead,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// A delivery with its whole history, for inspection.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    pub id: i64,
+    pub tenant: String,
+    pub destination: String,
+    pub state: DeliveryState,
+    pub attempts: Vec<AttemptRecord>,
+    pub last_error: Option<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Durably commits the event and one pending delivery per destination. Returns only
+    /// after the commit (group-committed with concurrent callers).
+    async fn commit(&self, event: NewEvent) -> Result<(), StoreError>;
+    /// Leases up to `limit` due deliveries of one destination, oldest due first.
+    async fn claim(&self, request: ClaimRequest) -> Result<Claim, StoreError>;
+    /// Records an attempt and the delivery's next state. `Ok(false)` when the lease was
+    /// lost (expired and taken by someone else): nothing is recorded then.
+    async fn complete(&self, completion: Completion) -> Result<bool, StoreError>;
+    /// Gives a leased delivery back, due now, without counting an attempt.
+    async fn release(&self, delivery: i64, lease: i64) -> Result<(), StoreError>;
+    /// Deliveries not yet delivered or dead (this node's view), for backpressure.
+    fn pending_deliveries(&self) -> u64;
+    async fn ping(&self) -> Result<(), StoreError>;
+    async fn deliveries_of(&self, event: Uuid) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Flushes what was submitted and stops the writer.
+    async fn close(&self);
+}

@@ -1,0 +1,199 @@
+//! The embedded store: one SQLite file in WAL mode. All writes go through a single writer
+//! thread that group-commits whatever is queued (see `writer`); reads for inspection use a
+//! second connection on the blocking pool. Only one process may use a file at a time, so
+//! leases found at open belong to a dead process and are released at once.
+
+mod schema;
+mod writer;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, params};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{
+    AttemptRecord, Claim, ClaimRequest, Completion, DeliveryRecord, DeliveryState, NewEvent,
+    Store, StoreError,
+};
+use crate::config::{self, Synchronous};
+use writer::Command;
+
+/// How many commands may wait for the writer before ingest is told the store is busy.
+const QUEUE_CAPACITY: usize = 8192;
+
+pub struct SqliteStore {
+    sender: mpsc::Sender<Command>,
+    closed: AtomicBool,
+    reader: Arc<Mutex<Connection>>,
+    pending: Arc<AtomicU64>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn open_connection(path: &Path, config: &config::Store) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let sync = match config.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "cache_size", -16_000)?; // 16 MB
+    if let Some(max) = config.max_size_bytes {
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        conn.pragma_update(None, "max_page_count", (max as i64 / page_size).max(1))?;
+    }
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database, applies migrations and starts the writer.
+    pub fn open(path: &Path, config: &config::Store, node: &str) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Failed(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut conn = open_connection(path, config)?;
+        schema::migrate(&mut conn)?;
+        // Single process per file: any lease still held was held by a process that died.
+        conn.execute(
+            "UPDATE deliveries SET due_at = min(due_at, ?1), claimed_by = NULL, lease_token = NULL
+             WHERE state = 0 AND lease_token IS NOT NULL",
+            params![super::now_ms()],
+        )?;
+        let pending = conn.query_row("SELECT count(*) FROM deliveries WHERE state = 0", [], |r| r.get::<_, i64>(0))? as u64;
+        let next_lease: i64 = conn.query_row("SELECT coalesce(max(lease_token), 0) + 1 FROM deliveries", [], |r| r.get(0))?;
+        let reader = open_connection(path, config)?;
+
+        let pending = Arc::new(AtomicU64::new(pending));
+        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = writer::Writer::new(conn, node.to_string(), next_lease, pending.clone());
+        let handle = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| StoreError::Failed(format!("cannot start the writer thread: {e}")))?;
+
+        Ok(Self {
+            sender,
+            closed: AtomicBool::new(false),
+            reader: Arc::new(Mutex::new(reader)),
+            pending,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender.send(make(reply)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn).map_err(StoreError::from)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn commit(&self, event: NewEvent) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        // Never wait for room: a full queue means the store is behind, and the provider is
+        // better told 503 now than left hanging.
+        self.sender.try_send(Command::Commit { event, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> Result<Claim, StoreError> {
+        self.call(|reply| Command::Claim { request, reply }).await
+    }
+
+    async fn complete(&self, completion: Completion) -> Result<bool, StoreError> {
+        self.call(|reply| Command::Complete { completion, reply }).await
+    }
+
+    async fn release(&self, delivery: i64, lease: i64) -> Result<(), StoreError> {
+        self.call(|reply| Command::Release { delivery, lease, reply }).await
+    }
+
+    fn pending_deliveries(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Relaxed) || self.sender.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+
+    async fn deliveries_of(&self, event: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.read(move |conn| {
+            let mut deliveries = conn.prepare_cached(
+                "SELECT id, tenant, destination, state, last_error FROM deliveries WHERE event_id = ?1 ORDER BY id",
+            )?;
+            let mut attempts = conn.prepare_cached(
+                "SELECT started_at, latency_us, status, error, response_prefix FROM attempts
+                 WHERE delivery_id = ?1 ORDER BY n",
+            )?;
+            let rows = deliveries
+                .query_map(params![event.as_bytes()], |r| {
+                    Ok(DeliveryRecord {
+                        id: r.get(0)?,
+                        tenant: r.get(1)?,
+                        destination: r.get(2)?,
+                        state: DeliveryState::from_code(r.get(3)?),
+                        last_error: r.get(4)?,
+                        attempts: Vec::new(),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|mut d| {
+                    d.attempts = attempts
+                        .query_map(params![d.id], |r| {
+                            Ok(AttemptRecord {
+                                started_at: r.get(0)?,
+                                latency: std::time::Duration::from_micros(r.get::<_, i64>(1)? as u64),
+                                status: r.get(2)?,
+                                error: r.get(3)?,
+                                response_prefix: r.get(4)?,
+                            })
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    Ok(d)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        // The writer commits everything queued before the shutdown command, then stops.
+        self.closed.store(true, Ordering::Relaxed);
+        let _ = self.sender.send(Command::Shutdown).await;
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}

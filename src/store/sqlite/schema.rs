@@ -1,0 +1,56 @@
+//! Versioned schema migrations, applied in order on open; `PRAGMA user_version` records
+//! how many have run. Migrations are append-only: never edit one that has shipped.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: events, their deliveries, and every attempt.
+    "CREATE TABLE events (
+        id BLOB PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        source TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        content_type TEXT,
+        query TEXT,
+        body BLOB NOT NULL
+    );
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        event_id BLOB NOT NULL,
+        tenant TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        state INTEGER NOT NULL DEFAULT 0,   -- 0 pending, 1 delivered, 2 dead
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        due_at INTEGER NOT NULL,            -- while leased: the lease expiry
+        claimed_by TEXT,
+        lease_token INTEGER,
+        last_error TEXT
+    );
+    -- The queue: due pending deliveries of one destination, oldest first.
+    CREATE INDEX deliveries_queue ON deliveries (tenant, destination, due_at) WHERE state = 0;
+    CREATE INDEX deliveries_event ON deliveries (event_id);
+    CREATE TABLE attempts (
+        delivery_id INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        latency_us INTEGER NOT NULL,
+        status INTEGER,
+        error TEXT,
+        response_prefix BLOB NOT NULL,
+        PRIMARY KEY (delivery_id, n)
+    ) WITHOUT ROWID;",
+];
+
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let applied = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if applied >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    for sql in &MIGRATIONS[applied..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit()
+}

@@ -1,0 +1,263 @@
+//! The single writer: group commit. It blocks for one command, takes whatever else is
+//! already queued (up to `MAX_BATCH`), applies them all in one transaction, commits once
+//! (one fsync with `synchronous = FULL`), and only then answers each caller. Each command
+//! runs in its own savepoint, so one failing command does not fail its neighbours; a
+//! failure that aborts the whole transaction (disk full) fails the whole batch, and nobody
+//! is told "committed" for work that was not.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use rusqlite::{Connection, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::store::{Claim, ClaimRequest, ClaimedDelivery, Completion, NewEvent, Next, StoreError, now_ms};
+
+const MAX_BATCH: usize = 1024;
+
+pub enum Command {
+    Commit { event: NewEvent, reply: oneshot::Sender<Result<(), StoreError>> },
+    Claim { request: ClaimRequest, reply: oneshot::Sender<Result<Claim, StoreError>> },
+    Complete { completion: Completion, reply: oneshot::Sender<Result<bool, StoreError>> },
+    Release { delivery: i64, lease: i64, reply: oneshot::Sender<Result<(), StoreError>> },
+    /// Commit what is queued, then stop.
+    Shutdown,
+}
+
+enum Done {
+    Committed { deliveries: u64 },
+    Claimed(Claim),
+    Completed { recorded: bool, terminal: bool },
+    Released,
+}
+
+pub struct Writer {
+    conn: Connection,
+    node: String,
+    next_lease: i64,
+    pending: Arc<AtomicU64>,
+}
+
+impl Writer {
+    pub fn new(conn: Connection, node: String, next_lease: i64, pending: Arc<AtomicU64>) -> Self {
+        Self { conn, node, next_lease, pending }
+    }
+
+    pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut stopping = false;
+        loop {
+            let first = if stopping { rx.try_recv().ok() } else { rx.blocking_recv() };
+            let Some(first) = first else { break };
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Shutdown => stopping = true,
+                    command => batch.push(command),
+                }
+                if batch.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                self.execute(&mut batch);
+            }
+        }
+    }
+
+    fn execute(&mut self, batch: &mut Vec<Command>) {
+        let results = match self.apply_all(batch) {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::error!(error = %e, batch = batch.len(), "store commit failed");
+                (0..batch.len()).map(|_| Err(e.clone())).collect()
+            }
+        };
+        let mut added = 0;
+        let mut finished = 0;
+        for result in &results {
+            match result {
+                Ok(Done::Committed { deliveries }) => added += deliveries,
+                Ok(Done::Completed { terminal: true, .. }) => finished += 1,
+                _ => {}
+            }
+        }
+        if added > 0 {
+            self.pending.fetch_add(added, Ordering::Relaxed);
+        }
+        if finished > 0 {
+            self.pending.fetch_sub(finished, Ordering::Relaxed);
+        }
+        for (command, result) in batch.drain(..).zip(results) {
+            reply(command, result);
+        }
+    }
+
+    fn apply_all(&mut self, batch: &[Command]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(batch.len());
+        for command in batch {
+            let savepoint = tx.savepoint()?;
+            match apply(&savepoint, command, now, &self.node, &mut self.next_lease) {
+                Ok(done) => {
+                    savepoint.commit()?;
+                    results.push(Ok(done));
+                }
+                Err(e) => {
+                    drop(savepoint);
+                    if tx.is_autocommit() {
+                        // SQLite rolled the whole transaction back (e.g. disk full).
+                        return Err(e.into());
+                    }
+                    results.push(Err(e.into()));
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+}
+
+fn reply(command: Command, result: Result<Done, StoreError>) {
+    // A caller that gave up waiting has dropped its receiver; the work is committed anyway.
+    match command {
+        Command::Commit { reply, .. } => {
+            let _ = reply.send(result.map(|_| ()));
+        }
+        Command::Claim { reply, .. } => {
+            let _ = reply.send(result.map(|d| match d {
+                Done::Claimed(claim) => claim,
+                _ => Claim::default(),
+            }));
+        }
+        Command::Complete { reply, .. } => {
+            let _ = reply.send(result.map(|d| matches!(d, Done::Completed { recorded: true, .. })));
+        }
+        Command::Release { reply, .. } => {
+            let _ = reply.send(result.map(|_| ()));
+        }
+        Command::Shutdown => {}
+    }
+}
+
+fn apply(tx: &Connection, command: &Command, now: i64, node: &str, next_lease: &mut i64) -> rusqlite::Result<Done> {
+    match command {
+        Command::Commit { event, .. } => commit(tx, event),
+        Command::Claim { request, .. } => {
+            let lease = *next_lease;
+            *next_lease += 1;
+            claim(tx, request, now, node, lease).map(Done::Claimed)
+        }
+        Command::Complete { completion, .. } => complete(tx, completion),
+        Command::Release { delivery, lease, .. } => {
+            tx.prepare_cached(
+                "UPDATE deliveries SET due_at = ?3, claimed_by = NULL, lease_token = NULL
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 0",
+            )?
+            .execute(params![delivery, lease, now])?;
+            Ok(Done::Released)
+        }
+        Command::Shutdown => Ok(Done::Released),
+    }
+}
+
+fn commit(tx: &Connection, event: &NewEvent) -> rusqlite::Result<Done> {
+    tx.prepare_cached(
+        "INSERT INTO events (id, tenant, source, received_at, content_type, query, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        event.id.as_bytes(),
+        event.tenant,
+        event.source,
+        event.received_at,
+        event.content_type,
+        event.query,
+        &event.body[..],
+    ])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO deliveries (event_id, tenant, destination, created_at, due_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+    )?;
+    for destination in &event.destinations {
+        insert.execute(params![event.id.as_bytes(), event.tenant, destination, event.received_at])?;
+    }
+    Ok(Done::Committed { deliveries: event.destinations.len() as u64 })
+}
+
+fn claim(tx: &Connection, request: &ClaimRequest, now: i64, node: &str, lease: i64) -> rusqlite::Result<Claim> {
+    let lease_until = now + request.lease.as_millis() as i64;
+    let mut claimed = tx.prepare_cached(
+        "UPDATE deliveries SET due_at = ?5, claimed_by = ?6, lease_token = ?7
+         WHERE id IN (SELECT id FROM deliveries
+                      WHERE tenant = ?1 AND destination = ?2 AND state = 0 AND due_at <= ?3
+                      ORDER BY due_at LIMIT ?4)
+         RETURNING id, event_id, attempts, created_at",
+    )?;
+    let rows = claimed
+        .query_map(
+            params![request.tenant, request.destination, now, request.limit as i64, lease_until, node, lease],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?, r.get::<_, i64>(3)?)),
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut event = tx.prepare_cached("SELECT content_type, query, body FROM events WHERE id = ?1")?;
+    let mut deliveries = Vec::with_capacity(rows.len());
+    for (id, event_id, attempts, created_at) in rows {
+        let (content_type, query, body) = event.query_row(params![event_id], |r| {
+            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Vec<u8>>(2)?))
+        })?;
+        deliveries.push(ClaimedDelivery {
+            id,
+            lease,
+            event_id: Uuid::from_slice(&event_id).unwrap_or_default(),
+            attempt: attempts + 1,
+            created_at,
+            content_type,
+            query,
+            body: Bytes::from(body),
+        });
+    }
+    deliveries.sort_unstable_by_key(|d| d.id);
+    let next_due = tx
+        .prepare_cached("SELECT min(due_at) FROM deliveries WHERE tenant = ?1 AND destination = ?2 AND state = 0")?
+        .query_row(params![request.tenant, request.destination], |r| r.get(0))?;
+    Ok(Claim { deliveries, next_due })
+}
+
+fn complete(tx: &Connection, c: &Completion) -> rusqlite::Result<Done> {
+    let a = &c.attempt;
+    let (state, due_at, last_error) = match &c.next {
+        Next::Delivered => (1, a.started_at, None),
+        Next::Retry { at } => (0, *at, Some(a.summary())),
+        Next::Dead { reason } => (2, a.started_at, Some(reason.clone())),
+    };
+    let n: Option<i64> = tx
+        .prepare_cached(
+            "UPDATE deliveries SET state = ?3, attempts = attempts + 1, due_at = ?4,
+                 claimed_by = NULL, lease_token = NULL, last_error = ?5
+             WHERE id = ?1 AND lease_token = ?2 AND state = 0
+             RETURNING attempts",
+        )?
+        .query_map(params![c.delivery, c.lease, state, due_at, last_error], |r| r.get(0))?
+        .next()
+        .transpose()?;
+    let Some(n) = n else {
+        return Ok(Done::Completed { recorded: false, terminal: false });
+    };
+    tx.prepare_cached(
+        "INSERT INTO attempts (delivery_id, n, started_at, latency_us, status, error, response_prefix)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        c.delivery,
+        n,
+        a.started_at,
+        a.latency.as_micros() as i64,
+        a.status,
+        a.error,
+        a.response_prefix,
+    ])?;
+    Ok(Done::Completed { recorded: true, terminal: state != 0 })
+}
