@@ -62,18 +62,31 @@ pub async fn run(
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
     let client = deliver::client()?;
-    let wakers = deliver::start(&config, store.clone(), client, &tracker, stop.clone(), abort.clone());
+    let wakers = deliver::start(
+        &config,
+        store.clone(),
+        client,
+        &tracker,
+        stop.clone(),
+        abort.clone(),
+    );
 
     let limits = server::Limits::from(&config.server);
     let ingest = Arc::new(ingest::Ingest::new(config.clone(), store.clone(), wakers));
     let servers = TaskTracker::new();
-    servers.spawn(server::serve(listeners.ingest, limits, stop.clone(), move |request, _peer| {
-        ingest.clone().handle(request)
-    }));
+    servers.spawn(server::serve(
+        listeners.ingest,
+        limits,
+        stop.clone(),
+        move |request, _peer| ingest.clone().handle(request),
+    ));
     let admin_store = store.clone();
-    servers.spawn(server::serve(listeners.admin, limits, stop.clone(), move |request, _peer| {
-        admin::handle(admin_store.clone(), request)
-    }));
+    servers.spawn(server::serve(
+        listeners.admin,
+        limits,
+        stop.clone(),
+        move |request, _peer| admin::handle(admin_store.clone(), request),
+    ));
 
     shutdown.await;
     tracing::info!("shutting down");
@@ -87,7 +100,9 @@ pub async fn run(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("deliveries still in flight after the drain timeout; returning them to the queue");
+        tracing::warn!(
+            "deliveries still in flight after the drain timeout; returning them to the queue"
+        );
         abort.cancel();
         let _ = tokio::time::timeout(RELEASE_GRACE, tracker.wait()).await;
     }

@@ -33,7 +33,12 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.position {
             Some((line, column)) => {
-                write!(f, "{}:{line}:{column}: {}", self.file.display(), self.message)
+                write!(
+                    f,
+                    "{}:{line}:{column}: {}",
+                    self.file.display(),
+                    self.message
+                )
             }
             None => write!(f, "{}: {}", self.file.display(), self.message),
         }
@@ -93,7 +98,13 @@ impl File<'_> {
         }
     }
 
-    fn ranged(&mut self, value: &Option<S<u64>>, default: u64, range: Range<u64>, what: &str) -> u64 {
+    fn ranged(
+        &mut self,
+        value: &Option<S<u64>>,
+        default: u64,
+        range: Range<u64>,
+        what: &str,
+    ) -> u64 {
         let Some(value) = value else { return default };
         let v = *value.get_ref();
         if range.contains(&v) {
@@ -101,7 +112,11 @@ impl File<'_> {
         } else {
             self.error(
                 value.span(),
-                format!("{what} must be between {} and {}", range.start, range.end - 1),
+                format!(
+                    "{what} must be between {} and {}",
+                    range.start,
+                    range.end - 1
+                ),
             );
             default
         }
@@ -111,7 +126,8 @@ impl File<'_> {
         let v = value.get_ref();
         let ok = !v.is_empty()
             && v.len() <= 64
-            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {
             self.error(
                 value.span(),
@@ -161,23 +177,45 @@ fn parse<T: DeserializeOwned>(path: &Path, text: &str, errors: &mut Vec<ConfigEr
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let text = read(path, &mut errors).ok_or_else(|| ConfigErrors(errors.clone()))?;
-    let main: raw::Main = parse(path, &text, &mut errors).ok_or_else(|| ConfigErrors(errors.clone()))?;
+    let main: raw::Main =
+        parse(path, &text, &mut errors).ok_or_else(|| ConfigErrors(errors.clone()))?;
     let base = path.parent().unwrap_or(Path::new("."));
 
-    let mut file = File { path, text: &text, errors: &mut errors };
+    let mut file = File {
+        path,
+        text: &text,
+        errors: &mut errors,
+    };
     let server = server(&mut file, &main.server);
     let store = store(&mut file, &main.store, base);
-    let tenants_dir = base.join(main.server.tenants_dir.as_ref().map_or("tenants", |d| d.get_ref()));
+    let tenants_dir = base.join(
+        main.server
+            .tenants_dir
+            .as_ref()
+            .map_or("tenants", |d| d.get_ref()),
+    );
 
     let mut tenants: HashMap<String, Arc<Tenant>> = HashMap::new();
     let mut defined_in: HashMap<String, PathBuf> = HashMap::new();
     for tenant_path in tenant_files(&tenants_dir, path, &mut errors) {
-        let Some(text) = read(&tenant_path, &mut errors) else { continue };
-        let Some(raw) = parse::<raw::Tenant>(&tenant_path, &text, &mut errors) else { continue };
-        let mut file = File { path: &tenant_path, text: &text, errors: &mut errors };
+        let Some(text) = read(&tenant_path, &mut errors) else {
+            continue;
+        };
+        let Some(raw) = parse::<raw::Tenant>(&tenant_path, &text, &mut errors) else {
+            continue;
+        };
+        let mut file = File {
+            path: &tenant_path,
+            text: &text,
+            errors: &mut errors,
+        };
         let tenant = tenant(&mut file, &raw);
         if let Some(other) = defined_in.get(&tenant.id) {
-            let message = format!("tenant {:?} is already defined in {}", tenant.id, other.display());
+            let message = format!(
+                "tenant {:?} is already defined in {}",
+                tenant.id,
+                other.display()
+            );
             file.error(raw.id.span(), message);
             continue;
         }
@@ -186,7 +224,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     }
 
     if errors.is_empty() {
-        Ok(Config { path: path.to_path_buf(), server, store, tenants })
+        Ok(Config {
+            path: path.to_path_buf(),
+            server,
+            store,
+            tenants,
+        })
     } else {
         Err(ConfigErrors(errors))
     }
@@ -216,7 +259,13 @@ fn socket_addr(file: &mut File, value: &S<String>) -> Option<SocketAddr> {
     match value.get_ref().parse() {
         Ok(addr) => Some(addr),
         Err(_) => {
-            file.error(value.span(), format!("{:?} is not an address like \"127.0.0.1:8080\"", value.get_ref()));
+            file.error(
+                value.span(),
+                format!(
+                    "{:?} is not an address like \"127.0.0.1:8080\"",
+                    value.get_ref()
+                ),
+            );
             None
         }
     }
@@ -232,13 +281,24 @@ fn server(file: &mut File, raw: &raw::Server) -> Server {
     Server {
         listen,
         admin_listen,
-        max_body_bytes: file.ranged(&raw.max_body_bytes, 256 * 1024, 1..(64 << 20) + 1, "max_body_bytes") as usize,
-        max_connections: file.ranged(&raw.max_connections, 4096, 1..1_000_001, "max_connections") as usize,
+        max_body_bytes: file.ranged(
+            &raw.max_body_bytes,
+            256 * 1024,
+            1..(64 << 20) + 1,
+            "max_body_bytes",
+        ) as usize,
+        max_connections: file.ranged(&raw.max_connections, 4096, 1..1_000_001, "max_connections")
+            as usize,
         header_read_timeout: file.duration(&raw.header_read_timeout, Duration::from_secs(10)),
         body_read_timeout: file.duration(&raw.body_read_timeout, Duration::from_secs(30)),
         idle_timeout: file.duration(&raw.idle_timeout, Duration::from_secs(60)),
         drain_timeout: file.duration(&raw.drain_timeout, Duration::from_secs(10)),
-        max_pending_deliveries: file.ranged(&raw.max_pending_deliveries, 5_000_000, 1..u64::MAX, "max_pending_deliveries"),
+        max_pending_deliveries: file.ranged(
+            &raw.max_pending_deliveries,
+            5_000_000,
+            1..u64::MAX,
+            "max_pending_deliveries",
+        ),
     }
 }
 
@@ -249,7 +309,13 @@ fn store(file: &mut File, raw: &raw::Store, base: &Path) -> Store {
         Some(url) => match url.get_ref().strip_prefix("sqlite://") {
             Some(p) if !p.is_empty() => Backend::Sqlite { path: base.join(p) },
             _ => {
-                file.error(url.span(), format!("unsupported store url {:?}; write \"sqlite://path/to/file.db\"", url.get_ref()));
+                file.error(
+                    url.span(),
+                    format!(
+                        "unsupported store url {:?}; write \"sqlite://path/to/file.db\"",
+                        url.get_ref()
+                    ),
+                );
                 Backend::Sqlite { path: default_path }
             }
         },
@@ -258,7 +324,10 @@ fn store(file: &mut File, raw: &raw::Store, base: &Path) -> Store {
         None | Some((_, "full")) => Synchronous::Full,
         Some((_, "normal")) => Synchronous::Normal,
         Some((s, other)) => {
-            file.error(s.span(), format!("synchronous must be \"full\" or \"normal\", not {other:?}"));
+            file.error(
+                s.span(),
+                format!("synchronous must be \"full\" or \"normal\", not {other:?}"),
+            );
             Synchronous::Full
         }
     };
@@ -266,7 +335,11 @@ fn store(file: &mut File, raw: &raw::Store, base: &Path) -> Store {
         .max_size_bytes
         .as_ref()
         .map(|_| file.ranged(&raw.max_size_bytes, 0, 65536..u64::MAX, "max_size_bytes"));
-    Store { backend, synchronous, max_size_bytes }
+    Store {
+        backend,
+        synchronous,
+        max_size_bytes,
+    }
 }
 
 fn tenant(file: &mut File, raw: &raw::Tenant) -> Tenant {
@@ -277,24 +350,39 @@ fn tenant(file: &mut File, raw: &raw::Tenant) -> Tenant {
     for s in &raw.sources {
         file.id(&s.id, "source");
         if sources.iter().any(|o| o.id == *s.id.get_ref()) {
-            file.error(s.id.span(), format!("source {:?} is defined twice", s.id.get_ref()));
+            file.error(
+                s.id.span(),
+                format!("source {:?} is defined twice", s.id.get_ref()),
+            );
         }
         let provider = Provider::parse(s.provider.get_ref()).unwrap_or_else(|| {
             file.error(
                 s.provider.span(),
-                format!("unknown provider {:?}; expected one of {}", s.provider.get_ref(), Provider::NAMES.join(", ")),
+                format!(
+                    "unknown provider {:?}; expected one of {}",
+                    s.provider.get_ref(),
+                    Provider::NAMES.join(", ")
+                ),
             );
             Provider::Generic
         });
         let response = s.response.as_ref().and_then(|r| fixed_response(file, r));
-        sources.push(Source { id: s.id.get_ref().clone(), provider, response, destinations: Vec::new() });
+        sources.push(Source {
+            id: s.id.get_ref().clone(),
+            provider,
+            response,
+            destinations: Vec::new(),
+        });
     }
 
     let mut destinations: Vec<Arc<Destination>> = Vec::with_capacity(raw.destinations.len());
     for (index, d) in raw.destinations.iter().enumerate() {
         file.id(&d.id, "destination");
         if destinations.iter().any(|o| o.id == *d.id.get_ref()) {
-            file.error(d.id.span(), format!("destination {:?} is defined twice", d.id.get_ref()));
+            file.error(
+                d.id.span(),
+                format!("destination {:?} is defined twice", d.id.get_ref()),
+            );
         }
         match &d.sources {
             None => sources.iter_mut().for_each(|s| s.destinations.push(index)),
@@ -303,14 +391,21 @@ fn tenant(file: &mut File, raw: &raw::Tenant) -> Tenant {
                     match sources.iter_mut().find(|s| s.id == *name.get_ref()) {
                         Some(s) if !s.destinations.contains(&index) => s.destinations.push(index),
                         Some(_) => {}
-                        None => file.error(name.span(), format!("no source {:?} in tenant {id:?}", name.get_ref())),
+                        None => file.error(
+                            name.span(),
+                            format!("no source {:?} in tenant {id:?}", name.get_ref()),
+                        ),
                     }
                 }
             }
         }
         destinations.push(Arc::new(destination(file, &id, d)));
     }
-    Tenant { id, sources, destinations }
+    Tenant {
+        id,
+        sources,
+        destinations,
+    }
 }
 
 fn fixed_response(file: &mut File, raw: &S<raw::Response>) -> Option<FixedResponse> {
@@ -324,18 +419,28 @@ fn fixed_response(file: &mut File, raw: &S<raw::Response>) -> Option<FixedRespon
     };
     let content_type = r.content_type.as_deref().unwrap_or("application/json");
     let Ok(content_type) = HeaderValue::from_str(content_type) else {
-        file.error(raw.span(), "response content_type is not a valid header value");
+        file.error(
+            raw.span(),
+            "response content_type is not a valid header value",
+        );
         return None;
     };
     let body = Bytes::from(r.body.clone().unwrap_or_default());
-    Some(FixedResponse { status, content_type, body })
+    Some(FixedResponse {
+        status,
+        content_type,
+        body,
+    })
 }
 
 fn destination(file: &mut File, tenant: &str, raw: &raw::Destination) -> Destination {
     let url = match reqwest::Url::parse(raw.url.get_ref()) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
         Ok(_) => {
-            file.error(raw.url.span(), "destination url must be an absolute http:// or https:// URL");
+            file.error(
+                raw.url.span(),
+                "destination url must be an absolute http:// or https:// URL",
+            );
             reqwest::Url::parse("http://invalid.invalid/").expect("static URL")
         }
         Err(e) => {
@@ -343,13 +448,20 @@ fn destination(file: &mut File, tenant: &str, raw: &raw::Destination) -> Destina
             reqwest::Url::parse("http://invalid.invalid/").expect("static URL")
         }
     };
-    let method = match raw.method.as_ref().map(|m| (m, m.get_ref().to_ascii_uppercase())) {
+    let method = match raw
+        .method
+        .as_ref()
+        .map(|m| (m, m.get_ref().to_ascii_uppercase()))
+    {
         None => Method::POST,
         Some((_, m)) if m == "POST" => Method::POST,
         Some((_, m)) if m == "PUT" => Method::PUT,
         Some((_, m)) if m == "GET" => Method::GET,
         Some((m, _)) => {
-            file.error(m.span(), format!("method must be GET, POST or PUT, not {:?}", m.get_ref()));
+            file.error(
+                m.span(),
+                format!("method must be GET, POST or PUT, not {:?}", m.get_ref()),
+            );
             Method::POST
         }
     };
@@ -378,13 +490,22 @@ fn destination(file: &mut File, tenant: &str, raw: &raw::Destination) -> Destina
         None => defaults,
         Some(r) => {
             let policy = RetryPolicy {
-                max_attempts: file.ranged(&r.max_attempts, defaults.max_attempts.into(), 1..1001, "max_attempts") as u32,
+                max_attempts: file.ranged(
+                    &r.max_attempts,
+                    defaults.max_attempts.into(),
+                    1..1001,
+                    "max_attempts",
+                ) as u32,
                 initial_backoff: file.duration(&r.initial_backoff, defaults.initial_backoff),
                 max_backoff: file.duration(&r.max_backoff, defaults.max_backoff),
                 deadline: file.duration(&r.deadline, defaults.deadline),
             };
             if policy.initial_backoff > policy.max_backoff {
-                let span = r.initial_backoff.as_ref().or(r.max_backoff.as_ref()).map_or(raw.id.span(), |s| s.span());
+                let span = r
+                    .initial_backoff
+                    .as_ref()
+                    .or(r.max_backoff.as_ref())
+                    .map_or(raw.id.span(), |s| s.span());
                 file.error(span, "initial_backoff must not exceed max_backoff");
             }
             policy
@@ -461,7 +582,9 @@ mod tests {
         let at = |line: usize, col: usize, text: &str| {
             let prefix = format!("{}:{line}:{col}: ", tenant.display());
             assert!(
-                shown.iter().any(|s| s.starts_with(&prefix) && s.contains(text)),
+                shown
+                    .iter()
+                    .any(|s| s.starts_with(&prefix) && s.contains(text)),
                 "no error at {line}:{col} containing {text:?} in {shown:#?}"
             );
         };
@@ -476,7 +599,11 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors_with_position() {
         let dir = tempfile::tempdir().unwrap();
-        let main = write(dir.path(), "switchboard.toml", "[server]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n");
+        let main = write(
+            dir.path(),
+            "switchboard.toml",
+            "[server]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n",
+        );
         let errors = load(&main).unwrap_err().0;
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].position, Some((3, 1)));
@@ -491,7 +618,13 @@ mod tests {
         write(dir.path(), "tenants/a.toml", body);
         write(dir.path(), "tenants/b.toml", body);
         let shown = load(&main).unwrap_err().to_string();
-        assert!(shown.contains("a.toml:6:6: destination \"a\" is defined twice"), "{shown}");
-        assert!(shown.contains("b.toml:1:6: tenant \"acme\" is already defined"), "{shown}");
+        assert!(
+            shown.contains("a.toml:6:6: destination \"a\" is defined twice"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("b.toml:1:6: tenant \"acme\" is already defined"),
+            "{shown}"
+        );
     }
 }

@@ -91,7 +91,8 @@ pub enum Provider {
 }
 
 impl Provider {
-    pub const NAMES: [&'static str; 5] = ["wavecell", "telecmi", "mobtexting", "callerdesk", "generic"];
+    pub const NAMES: [&'static str; 5] =
+        ["wavecell", "telecmi", "mobtexting", "callerdesk", "generic"];
 
     fn parse(s: &str) -> Option<Self> {
         Some(match s {

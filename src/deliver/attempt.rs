@@ -33,7 +33,11 @@ pub fn client() -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
-pub async fn send(client: &reqwest::Client, destination: &Destination, delivery: &ClaimedDelivery) -> Sent {
+pub async fn send(
+    client: &reqwest::Client,
+    destination: &Destination,
+    delivery: &ClaimedDelivery,
+) -> Sent {
     let started_at = now_ms();
     let start = Instant::now();
     let mut id = uuid::Uuid::encode_buffer();
@@ -50,9 +54,10 @@ pub async fn send(client: &reqwest::Client, destination: &Destination, delivery:
         // as a form body.
         let (content_type, body) = match (&delivery.content_type, &delivery.query) {
             (Some(ct), _) => (Some(ct.as_str()), delivery.body.clone()),
-            (None, Some(q)) if delivery.body.is_empty() => {
-                (Some("application/x-www-form-urlencoded"), bytes::Bytes::copy_from_slice(q.as_bytes()))
-            }
+            (None, Some(q)) if delivery.body.is_empty() => (
+                Some("application/x-www-form-urlencoded"),
+                bytes::Bytes::copy_from_slice(q.as_bytes()),
+            ),
             (None, _) => (None, delivery.body.clone()),
         };
         if let Some(ct) = content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
@@ -85,7 +90,13 @@ pub async fn send(client: &reqwest::Client, destination: &Destination, delivery:
         Err(e) => (None, Some(error_kind(&e)), None, Vec::new()),
     };
     Sent {
-        record: AttemptRecord { started_at, latency: start.elapsed(), status, error, response_prefix },
+        record: AttemptRecord {
+            started_at,
+            latency: start.elapsed(),
+            status,
+            error,
+            response_prefix,
+        },
         retry_after,
     }
 }

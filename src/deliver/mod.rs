@@ -63,16 +63,28 @@ pub fn start(
     stop: CancellationToken,
     abort: CancellationToken,
 ) -> Wakers {
-    let shared = Arc::new(Shared { store, client, tracker: tracker.clone(), stop, abort });
+    let shared = Arc::new(Shared {
+        store,
+        client,
+        tracker: tracker.clone(),
+        stop,
+        abort,
+    });
     let mut by_tenant = HashMap::new();
     for tenant in config.tenants.values() {
-        let wakers: Vec<Arc<Notify>> = tenant.destinations.iter().map(|_| Arc::new(Notify::new())).collect();
+        let wakers: Vec<Arc<Notify>> = tenant
+            .destinations
+            .iter()
+            .map(|_| Arc::new(Notify::new()))
+            .collect();
         for (destination, wake) in tenant.destinations.iter().zip(&wakers) {
             tracker.spawn(worker(shared.clone(), destination.clone(), wake.clone()));
         }
         by_tenant.insert(tenant.id.clone(), wakers);
     }
-    Wakers { by_tenant: Arc::new(by_tenant) }
+    Wakers {
+        by_tenant: Arc::new(by_tenant),
+    }
 }
 
 async fn worker(shared: Arc<Shared>, destination: Arc<Destination>, wake: Arc<Notify>) {
@@ -123,9 +135,19 @@ async fn worker(shared: Arc<Shared>, destination: Arc<Destination>, wake: Arc<No
             let slot = match first.take() {
                 Some(slot) => slot,
                 // Only this loop takes slots, and it claimed no more than were free.
-                None => slots.clone().acquire_owned().await.expect("the semaphore is never closed"),
+                None => slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed"),
             };
-            shared.tracker.spawn(deliver(shared.clone(), destination.clone(), delivery, slot, wake.clone()));
+            shared.tracker.spawn(deliver(
+                shared.clone(),
+                destination.clone(),
+                delivery,
+                slot,
+                wake.clone(),
+            ));
         }
     }
 }

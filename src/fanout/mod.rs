@@ -5,5 +5,9 @@ use crate::config::{Source, Tenant};
 
 /// The ids of the destinations `source`'s events are delivered to, one delivery each.
 pub fn destinations(tenant: &Tenant, source: &Source) -> Vec<String> {
-    source.destinations.iter().map(|&i| tenant.destinations[i].id.clone()).collect()
+    source
+        .destinations
+        .iter()
+        .map(|&i| tenant.destinations[i].id.clone())
+        .collect()
 }

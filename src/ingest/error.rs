@@ -64,11 +64,15 @@ impl IngestError {
         let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
         let mut response = json_error(status, self.code(), &self.to_string(), retry_after);
         if let Self::MethodNotAllowed = self {
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
         }
         if matches!(self, Self::TooLarge { .. } | Self::BodyTimeout) {
             // The rest of the body was not read; the connection cannot be reused.
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

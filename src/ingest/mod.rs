@@ -30,17 +30,28 @@ pub struct Ingest {
 
 impl Ingest {
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>, wakers: Wakers) -> Self {
-        Self { config, store, wakers }
+        Self {
+            config,
+            store,
+            wakers,
+        }
     }
 
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
-        let span = tracing::info_span!("ingest", tenant = tracing::field::Empty, source = tracing::field::Empty, event_id = tracing::field::Empty);
+        let span = tracing::info_span!(
+            "ingest",
+            tenant = tracing::field::Empty,
+            source = tracing::field::Empty,
+            event_id = tracing::field::Empty
+        );
         async move {
             match self.accept(request).await {
                 Ok(response) => response,
                 Err(e) => {
                     match &e {
-                        IngestError::Store(cause) => tracing::error!(error = %cause, "event not stored"),
+                        IngestError::Store(cause) => {
+                            tracing::error!(error = %cause, "event not stored")
+                        }
                         e => tracing::info!(code = e.code(), "callback refused"),
                     }
                     e.into_response()
@@ -57,13 +68,21 @@ impl Ingest {
         if request.method() != Method::POST && request.method() != Method::GET {
             return Err(IngestError::MethodNotAllowed);
         }
-        let tenant = self.config.tenants.get(tenant_id).ok_or(IngestError::UnknownTenant)?;
+        let tenant = self
+            .config
+            .tenants
+            .get(tenant_id)
+            .ok_or(IngestError::UnknownTenant)?;
         let source = tenant.source(source_id).ok_or(IngestError::UnknownSource)?;
         let span = tracing::Span::current();
         span.record("tenant", tenant_id);
         span.record("source", source_id);
 
-        let query = request.uri().query().filter(|q| !q.is_empty()).map(str::to_owned);
+        let query = request
+            .uri()
+            .query()
+            .filter(|q| !q.is_empty())
+            .map(str::to_owned);
         if let Some(q) = &query {
             payload::check_form(q.as_bytes())
                 .map_err(|m| IngestError::Malformed(format!("invalid query string: {m}")))?;
@@ -75,12 +94,17 @@ impl Ingest {
             let kind = payload::kind(content_type.as_ref())?;
             let body = self.read_body(request).await?;
             payload::check(kind, &body)?;
-            (content_type.and_then(|v| v.to_str().ok().map(str::to_owned)), body)
+            (
+                content_type.and_then(|v| v.to_str().ok().map(str::to_owned)),
+                body,
+            )
         };
 
         let destinations = crate::fanout::destinations(tenant, source);
         let pending = self.store.pending_deliveries();
-        if !destinations.is_empty() && pending + destinations.len() as u64 > self.config.server.max_pending_deliveries {
+        if !destinations.is_empty()
+            && pending + destinations.len() as u64 > self.config.server.max_pending_deliveries
+        {
             return Err(IngestError::Backlog);
         }
 
@@ -117,8 +141,12 @@ impl Ingest {
         match tokio::time::timeout(self.config.server.body_read_timeout, body).await {
             Err(_) => Err(IngestError::BodyTimeout),
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(IngestError::TooLarge { limit }),
-            Ok(Err(e)) => Err(IngestError::Malformed(format!("could not read the body: {e}"))),
+            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(IngestError::TooLarge { limit })
+            }
+            Ok(Err(e)) => Err(IngestError::Malformed(format!(
+                "could not read the body: {e}"
+            ))),
         }
     }
 }
@@ -137,18 +165,24 @@ fn acknowledge(id: Uuid, _tenant: &Tenant, source: &Source) -> Response<Body> {
         Some(fixed) => {
             let mut r = Response::new(Full::new(fixed.body.clone()));
             *r.status_mut() = fixed.status;
-            r.headers_mut().insert(header::CONTENT_TYPE, fixed.content_type.clone());
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, fixed.content_type.clone());
             r
         }
         None => {
             let mut r = Response::new(Full::new(Bytes::from(format!("{{\"event_id\":\"{id}\"}}"))));
             *r.status_mut() = StatusCode::OK;
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             r
         }
     };
     if let Ok(value) = HeaderValue::from_str(id) {
-        response.headers_mut().insert("x-switchboard-event-id", value);
+        response
+            .headers_mut()
+            .insert("x-switchboard-event-id", value);
     }
     response
 }

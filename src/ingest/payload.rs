@@ -14,11 +14,18 @@ pub enum Kind {
 
 /// The body's kind from its Content-Type; `None` for no Content-Type (an empty body only).
 pub fn kind(content_type: Option<&HeaderValue>) -> Result<Option<Kind>, IngestError> {
-    let Some(value) = content_type else { return Ok(None) };
-    let text = value
-        .to_str()
-        .map_err(|_| IngestError::UnsupportedMediaType("Content-Type is not readable text".into()))?;
-    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let Some(value) = content_type else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        IngestError::UnsupportedMediaType("Content-Type is not readable text".into())
+    })?;
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/json" => Ok(Some(Kind::Json)),
         "application/x-www-form-urlencoded" => Ok(Some(Kind::Form)),
@@ -42,13 +49,24 @@ pub fn check(kind: Option<Kind>, body: &[u8]) -> Result<(), IngestError> {
 }
 
 fn check_json(body: &[u8]) -> Result<(), IngestError> {
+    // Skipping values does not look inside strings, so UTF-8 is checked on its own.
+    if let Err(e) = std::str::from_utf8(body) {
+        let valid = &body[..e.valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = valid.len() - valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+        return Err(IngestError::Malformed(format!(
+            "invalid JSON: invalid UTF-8 at line {line} column {column}"
+        )));
+    }
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
         return Err(IngestError::Malformed(format!("invalid JSON: {e}")));
     }
     // A call event is a set of named fields; anything else has no field to route on.
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => Ok(()),
-        _ => Err(IngestError::Malformed("the JSON body must be an object".into())),
+        _ => Err(IngestError::Malformed(
+            "the JSON body must be an object".into(),
+        )),
     }
 }
 
@@ -70,7 +88,10 @@ pub fn check_form(body: &[u8]) -> Result<(), String> {
             }
         }
         for piece in part.splitn(2, |&b| b == b'=') {
-            if percent_encoding::percent_decode(piece).decode_utf8().is_err() {
+            if percent_encoding::percent_decode(piece)
+                .decode_utf8()
+                .is_err()
+            {
                 return Err(format!("field at byte {offset} is not UTF-8 once decoded"));
             }
         }
@@ -86,9 +107,17 @@ mod tests {
     #[test]
     fn json_errors_say_where() {
         let err = check(Some(Kind::Json), b"{\n  \"a\": 1,\n}").unwrap_err();
-        assert_eq!(err.to_string(), "invalid JSON: key must be a string at line 3 column 1");
+        assert_eq!(
+            err.to_string(),
+            "invalid JSON: key must be a string at line 3 column 1"
+        );
         assert!(check(Some(Kind::Json), b"[1]").is_err());
         assert!(check(Some(Kind::Json), b" {\"a\": [1, {\"b\": null}]}").is_ok());
+        let err = check(Some(Kind::Json), b"{\"a\":\n \"\xff\"}").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid JSON: invalid UTF-8 at line 2 column 3"
+        );
         let deep = "[".repeat(100_000);
         assert!(check(Some(Kind::Json), format!("{{\"a\":{deep}").as_bytes()).is_err());
     }
@@ -96,17 +125,32 @@ mod tests {
     #[test]
     fn form_needs_valid_escapes_and_utf8() {
         assert!(check_form(b"a=1&b=%20x+y&c").is_ok());
-        assert_eq!(check_form(b"a=1&b=%2").unwrap_err(), "bad percent-escape at byte 6");
-        assert_eq!(check_form(b"a=%zz").unwrap_err(), "bad percent-escape at byte 2");
+        assert_eq!(
+            check_form(b"a=1&b=%2").unwrap_err(),
+            "bad percent-escape at byte 6"
+        );
+        assert_eq!(
+            check_form(b"a=%zz").unwrap_err(),
+            "bad percent-escape at byte 2"
+        );
         assert!(check_form(b"a=%ff%fe").is_err());
     }
 
     #[test]
     fn content_types() {
         let v = |s: &'static str| HeaderValue::from_static(s);
-        assert_eq!(kind(Some(&v("application/json; charset=utf-8"))).unwrap(), Some(Kind::Json));
-        assert_eq!(kind(Some(&v("Application/X-WWW-Form-Urlencoded"))).unwrap(), Some(Kind::Form));
-        assert_eq!(kind(Some(&v("application/cloudevents+json"))).unwrap(), Some(Kind::Json));
+        assert_eq!(
+            kind(Some(&v("application/json; charset=utf-8"))).unwrap(),
+            Some(Kind::Json)
+        );
+        assert_eq!(
+            kind(Some(&v("Application/X-WWW-Form-Urlencoded"))).unwrap(),
+            Some(Kind::Form)
+        );
+        assert_eq!(
+            kind(Some(&v("application/cloudevents+json"))).unwrap(),
+            Some(Kind::Json)
+        );
         assert!(kind(Some(&v("text/plain"))).is_err());
         assert!(check(None, b"x").is_err());
         assert!(check(None, b"").is_ok());

@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    AttemptRecord, Claim, ClaimRequest, Completion, DeliveryRecord, DeliveryState, NewEvent,
-    Store, StoreError,
+    AttemptRecord, Claim, ClaimRequest, Completion, DeliveryRecord, DeliveryState, NewEvent, Store,
+    StoreError,
 };
 use crate::config::{self, Synchronous};
 use writer::Command;
@@ -37,7 +37,9 @@ pub struct SqliteStore {
 fn open_connection(path: &Path, config: &config::Store) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -69,8 +71,15 @@ impl SqliteStore {
              WHERE state = 0 AND lease_token IS NOT NULL",
             params![super::now_ms()],
         )?;
-        let pending = conn.query_row("SELECT count(*) FROM deliveries WHERE state = 0", [], |r| r.get::<_, i64>(0))? as u64;
-        let next_lease: i64 = conn.query_row("SELECT coalesce(max(lease_token), 0) + 1 FROM deliveries", [], |r| r.get(0))?;
+        let pending =
+            conn.query_row("SELECT count(*) FROM deliveries WHERE state = 0", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64;
+        let next_lease: i64 = conn.query_row(
+            "SELECT coalesce(max(lease_token), 0) + 1 FROM deliveries",
+            [],
+            |r| r.get(0),
+        )?;
         let reader = open_connection(path, config)?;
 
         let pending = Arc::new(AtomicU64::new(pending));
@@ -90,9 +99,15 @@ impl SqliteStore {
         })
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command) -> Result<T, StoreError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.sender.send(make(reply)).await.map_err(|_| StoreError::Closed)?;
+        self.sender
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -116,10 +131,12 @@ impl Store for SqliteStore {
         let (reply, rx) = oneshot::channel();
         // Never wait for room: a full queue means the store is behind, and the provider is
         // better told 503 now than left hanging.
-        self.sender.try_send(Command::Commit { event, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::Busy,
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })?;
+        self.sender
+            .try_send(Command::Commit { event, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -128,11 +145,17 @@ impl Store for SqliteStore {
     }
 
     async fn complete(&self, completion: Completion) -> Result<bool, StoreError> {
-        self.call(|reply| Command::Complete { completion, reply }).await
+        self.call(|reply| Command::Complete { completion, reply })
+            .await
     }
 
     async fn release(&self, delivery: i64, lease: i64) -> Result<(), StoreError> {
-        self.call(|reply| Command::Release { delivery, lease, reply }).await
+        self.call(|reply| Command::Release {
+            delivery,
+            lease,
+            reply,
+        })
+        .await
     }
 
     fn pending_deliveries(&self) -> u64 {
@@ -143,7 +166,8 @@ impl Store for SqliteStore {
         if self.closed.load(Ordering::Relaxed) || self.sender.is_closed() {
             return Err(StoreError::Closed);
         }
-        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(()))).await
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
     }
 
     async fn deliveries_of(&self, event: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {

@@ -13,15 +13,30 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::store::{Claim, ClaimRequest, ClaimedDelivery, Completion, NewEvent, Next, StoreError, now_ms};
+use crate::store::{
+    Claim, ClaimRequest, ClaimedDelivery, Completion, NewEvent, Next, StoreError, now_ms,
+};
 
 const MAX_BATCH: usize = 1024;
 
 pub enum Command {
-    Commit { event: NewEvent, reply: oneshot::Sender<Result<(), StoreError>> },
-    Claim { request: ClaimRequest, reply: oneshot::Sender<Result<Claim, StoreError>> },
-    Complete { completion: Completion, reply: oneshot::Sender<Result<bool, StoreError>> },
-    Release { delivery: i64, lease: i64, reply: oneshot::Sender<Result<(), StoreError>> },
+    Commit {
+        event: NewEvent,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Claim {
+        request: ClaimRequest,
+        reply: oneshot::Sender<Result<Claim, StoreError>>,
+    },
+    Complete {
+        completion: Completion,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    Release {
+        delivery: i64,
+        lease: i64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Commit what is queued, then stop.
     Shutdown,
 }
@@ -42,14 +57,23 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(conn: Connection, node: String, next_lease: i64, pending: Arc<AtomicU64>) -> Self {
-        Self { conn, node, next_lease, pending }
+        Self {
+            conn,
+            node,
+            next_lease,
+            pending,
+        }
     }
 
     pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut stopping = false;
         loop {
-            let first = if stopping { rx.try_recv().ok() } else { rx.blocking_recv() };
+            let first = if stopping {
+                rx.try_recv().ok()
+            } else {
+                rx.blocking_recv()
+            };
             let Some(first) = first else { break };
             let mut next = Some(first);
             while let Some(command) = next.take() {
@@ -95,9 +119,14 @@ impl Writer {
         }
     }
 
-    fn apply_all(&mut self, batch: &[Command]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+    fn apply_all(
+        &mut self,
+        batch: &[Command],
+    ) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
         let now = now_ms();
-        let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
         for command in batch {
             let savepoint = tx.savepoint()?;
@@ -143,7 +172,13 @@ fn reply(command: Command, result: Result<Done, StoreError>) {
     }
 }
 
-fn apply(tx: &Connection, command: &Command, now: i64, node: &str, next_lease: &mut i64) -> rusqlite::Result<Done> {
+fn apply(
+    tx: &Connection,
+    command: &Command,
+    now: i64,
+    node: &str,
+    next_lease: &mut i64,
+) -> rusqlite::Result<Done> {
     match command {
         Command::Commit { event, .. } => commit(tx, event),
         Command::Claim { request, .. } => {
@@ -152,7 +187,9 @@ fn apply(tx: &Connection, command: &Command, now: i64, node: &str, next_lease: &
             claim(tx, request, now, node, lease).map(Done::Claimed)
         }
         Command::Complete { completion, .. } => complete(tx, completion),
-        Command::Release { delivery, lease, .. } => {
+        Command::Release {
+            delivery, lease, ..
+        } => {
             tx.prepare_cached(
                 "UPDATE deliveries SET due_at = ?3, claimed_by = NULL, lease_token = NULL
                  WHERE id = ?1 AND lease_token = ?2 AND state = 0",
@@ -182,12 +219,25 @@ fn commit(tx: &Connection, event: &NewEvent) -> rusqlite::Result<Done> {
         "INSERT INTO deliveries (event_id, tenant, destination, created_at, due_at) VALUES (?1, ?2, ?3, ?4, ?4)",
     )?;
     for destination in &event.destinations {
-        insert.execute(params![event.id.as_bytes(), event.tenant, destination, event.received_at])?;
+        insert.execute(params![
+            event.id.as_bytes(),
+            event.tenant,
+            destination,
+            event.received_at
+        ])?;
     }
-    Ok(Done::Committed { deliveries: event.destinations.len() as u64 })
+    Ok(Done::Committed {
+        deliveries: event.destinations.len() as u64,
+    })
 }
 
-fn claim(tx: &Connection, request: &ClaimRequest, now: i64, node: &str, lease: i64) -> rusqlite::Result<Claim> {
+fn claim(
+    tx: &Connection,
+    request: &ClaimRequest,
+    now: i64,
+    node: &str,
+    lease: i64,
+) -> rusqlite::Result<Claim> {
     let lease_until = now + request.lease.as_millis() as i64;
     let mut claimed = tx.prepare_cached(
         "UPDATE deliveries SET due_at = ?5, claimed_by = ?6, lease_token = ?7
@@ -198,15 +248,35 @@ fn claim(tx: &Connection, request: &ClaimRequest, now: i64, node: &str, lease: i
     )?;
     let rows = claimed
         .query_map(
-            params![request.tenant, request.destination, now, request.limit as i64, lease_until, node, lease],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?, r.get::<_, i64>(3)?)),
+            params![
+                request.tenant,
+                request.destination,
+                now,
+                request.limit as i64,
+                lease_until,
+                node,
+                lease
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            },
         )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut event = tx.prepare_cached("SELECT content_type, query, body FROM events WHERE id = ?1")?;
+    let mut event =
+        tx.prepare_cached("SELECT content_type, query, body FROM events WHERE id = ?1")?;
     let mut deliveries = Vec::with_capacity(rows.len());
     for (id, event_id, attempts, created_at) in rows {
         let (content_type, query, body) = event.query_row(params![event_id], |r| {
-            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Vec<u8>>(2)?))
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
         })?;
         deliveries.push(ClaimedDelivery {
             id,
@@ -223,7 +293,10 @@ fn claim(tx: &Connection, request: &ClaimRequest, now: i64, node: &str, lease: i
     let next_due = tx
         .prepare_cached("SELECT min(due_at) FROM deliveries WHERE tenant = ?1 AND destination = ?2 AND state = 0")?
         .query_row(params![request.tenant, request.destination], |r| r.get(0))?;
-    Ok(Claim { deliveries, next_due })
+    Ok(Claim {
+        deliveries,
+        next_due,
+    })
 }
 
 fn complete(tx: &Connection, c: &Completion) -> rusqlite::Result<Done> {
@@ -240,11 +313,17 @@ fn complete(tx: &Connection, c: &Completion) -> rusqlite::Result<Done> {
              WHERE id = ?1 AND lease_token = ?2 AND state = 0
              RETURNING attempts",
         )?
-        .query_map(params![c.delivery, c.lease, state, due_at, last_error], |r| r.get(0))?
+        .query_map(
+            params![c.delivery, c.lease, state, due_at, last_error],
+            |r| r.get(0),
+        )?
         .next()
         .transpose()?;
     let Some(n) = n else {
-        return Ok(Done::Completed { recorded: false, terminal: false });
+        return Ok(Done::Completed {
+            recorded: false,
+            terminal: false,
+        });
     };
     tx.prepare_cached(
         "INSERT INTO attempts (delivery_id, n, started_at, latency_us, status, error, response_prefix)
@@ -259,5 +338,8 @@ fn complete(tx: &Connection, c: &Completion) -> rusqlite::Result<Done> {
         a.error,
         a.response_prefix,
     ])?;
-    Ok(Done::Completed { recorded: true, terminal: state != 0 })
+    Ok(Done::Completed {
+        recorded: true,
+        terminal: state != 0,
+    })
 }

@@ -1,0 +1,202 @@
+//! Delivery semantics: only 200 and 202 succeed; everything else is retried with backoff
+//! until dead; Retry-After is honoured; webhook-id is stable across attempts; destinations
+//! are isolated from each other.
+
+use std::time::Duration;
+
+use switchboard::store::DeliveryState;
+
+use crate::support::{Gateway, Receiver, Reply};
+
+const FAST_RETRY: &str =
+    r#"retry = { max_attempts = 3, initial_backoff = "10ms", max_backoff = "20ms" }"#;
+
+fn destination(id: &str, url: &str, extra: &str) -> String {
+    format!(
+        "[[destination]]\nid = \"{id}\"\nurl = \"{url}\"\ntimeout = \"300ms\"\n{FAST_RETRY}\n{extra}\n"
+    )
+}
+
+#[tokio::test]
+async fn only_200_and_202_succeed_everything_else_is_retried_until_dead() {
+    let receiver = Receiver::start().await;
+    receiver.reply_with(|request, _| match request.path() {
+        "/slow" => Reply::status(200).after(Duration::from_secs(2)),
+        path => Reply::status(path.trim_start_matches("/s").parse().unwrap()),
+    });
+    let refused = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let codes = [200, 202, 201, 204, 301, 400, 500, 503];
+    let mut tenant =
+        String::from("id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\n");
+    for code in codes {
+        tenant += &destination(&format!("s{code}"), &receiver.url(&format!("/s{code}")), "");
+    }
+    tenant += &destination("slow", &receiver.url("/slow"), "");
+    tenant += &destination("refused", &format!("http://{refused}/hook"), "");
+    let gateway = Gateway::start("", &[&tenant]).await;
+
+    let id = gateway
+        .accept("acme", "s", "application/json", r#"{"callId":"c1"}"#)
+        .await;
+    let deliveries = gateway.settled(id, Duration::from_secs(20)).await;
+    assert_eq!(deliveries.len(), codes.len() + 2);
+    for d in &deliveries {
+        let statuses: Vec<Option<u16>> = d.attempts.iter().map(|a| a.status).collect();
+        match d.destination.as_str() {
+            "s200" | "s202" => {
+                assert_eq!(d.state, DeliveryState::Delivered, "{d:?}");
+                assert_eq!(d.attempts.len(), 1);
+            }
+            "slow" => {
+                assert_eq!(d.state, DeliveryState::Dead);
+                assert!(
+                    d.attempts
+                        .iter()
+                        .all(|a| a.error.as_deref() == Some("timeout")),
+                    "{d:?}"
+                );
+                assert_eq!(d.attempts.len(), 3);
+            }
+            "refused" => {
+                assert_eq!(d.state, DeliveryState::Dead);
+                assert_eq!(d.attempts.len(), 3);
+                assert!(
+                    d.attempts
+                        .iter()
+                        .all(|a| a.error.as_deref().unwrap().starts_with("connect")),
+                    "{d:?}"
+                );
+            }
+            other => {
+                let code: u16 = other[1..].parse().unwrap();
+                assert_eq!(
+                    d.state,
+                    DeliveryState::Dead,
+                    "{other} must not count as delivered"
+                );
+                assert_eq!(statuses, vec![Some(code); 3], "{other}");
+                assert!(
+                    d.last_error
+                        .as_deref()
+                        .unwrap()
+                        .contains("gave up after 3 attempts"),
+                    "{d:?}"
+                );
+                if code != 204 {
+                    assert_eq!(d.attempts[0].response_prefix, br#"{"ok":true}"#, "{other}");
+                }
+            }
+        }
+    }
+    // Every attempt of the event carried the same webhook-id, numbered 1, 2, 3.
+    let requests = receiver.requests();
+    for code in [201, 204, 301, 400, 500, 503] {
+        let path = format!("/s{code}");
+        let attempts: Vec<_> = requests.iter().filter(|r| r.path() == path).collect();
+        assert_eq!(attempts.len(), 3, "{path}");
+        for (n, r) in attempts.iter().enumerate() {
+            assert_eq!(r.header("webhook-id"), Some(id.to_string().as_str()));
+            assert_eq!(
+                r.header("x-switchboard-attempt"),
+                Some((n + 1).to_string().as_str())
+            );
+        }
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn retry_after_on_429_and_503_is_waited_for() {
+    let receiver = Receiver::start().await;
+    receiver.reply_with(|request, before| match (request.path(), before) {
+        ("/limited", 0) => Reply::status(429).header("retry-after", "1"),
+        ("/unavailable", 0) => {
+            let at = std::time::SystemTime::now() + Duration::from_secs(2);
+            Reply::status(503).header("retry-after", httpdate::fmt_http_date(at))
+        }
+        _ => Reply::status(200),
+    });
+    let tenant = format!(
+        "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\n{}{}",
+        destination("limited", &receiver.url("/limited"), ""),
+        destination("unavailable", &receiver.url("/unavailable"), ""),
+    )
+    // Retry-After is capped at max_backoff: leave room for it.
+    .replace("max_backoff = \"20ms\"", "max_backoff = \"10s\"");
+    let gateway = Gateway::start("", &[&tenant]).await;
+    let id = gateway.accept("acme", "s", "application/json", "{}").await;
+    let deliveries = gateway.settled(id, Duration::from_secs(15)).await;
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.state == DeliveryState::Delivered),
+        "{deliveries:#?}"
+    );
+    let requests = receiver.requests();
+    for path in ["/limited", "/unavailable"] {
+        let at: Vec<_> = requests
+            .iter()
+            .filter(|r| r.path() == path)
+            .map(|r| r.at)
+            .collect();
+        assert_eq!(at.len(), 2, "{path}");
+        let waited = at[1] - at[0];
+        // Without Retry-After the backoff would be 10–20 ms.
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+            "{path} waited {waited:?}: {deliveries:#?}"
+        );
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_destination_never_has_more_than_max_in_flight_attempts_at_once() {
+    let receiver = Receiver::start().await;
+    receiver.reply_with(|_, _| Reply::status(200).after(Duration::from_millis(100)));
+    let tenant = format!(
+        "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\n{}",
+        destination("crm", &receiver.url("/crm"), "max_in_flight = 2")
+            .replace("timeout = \"300ms\"", "timeout = \"5s\""),
+    );
+    let gateway = Gateway::start("", &[&tenant]).await;
+    for i in 0..8 {
+        gateway
+            .accept("acme", "s", "application/json", format!("{{\"n\":{i}}}"))
+            .await;
+    }
+    receiver
+        .wait_until(Duration::from_secs(10), "8 deliveries", |r| r.len() == 8)
+        .await;
+    assert_eq!(receiver.max_concurrent(), 2);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_stuck_destination_does_not_delay_a_healthy_one() {
+    let (stuck, healthy) = (Receiver::start().await, Receiver::start().await);
+    stuck.reply_with(|_, _| Reply::status(200).after(Duration::from_secs(20)));
+    let tenant = format!(
+        "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\n{}{}",
+        destination("stuck", &stuck.url("/"), "max_in_flight = 1").replace("300ms", "30s"),
+        destination("healthy", &healthy.url("/"), ""),
+    );
+    let gateway = Gateway::start("drain_timeout = \"200ms\"", &[&tenant]).await;
+    for i in 0..5 {
+        gateway
+            .accept("acme", "s", "application/json", format!("{{\"n\":{i}}}"))
+            .await;
+    }
+    healthy
+        .wait_until(
+            Duration::from_secs(5),
+            "all 5 at the healthy destination",
+            |r| r.len() == 5,
+        )
+        .await;
+    assert!(stuck.requests().is_empty());
+    gateway.stop().await;
+}

@@ -1,0 +1,307 @@
+//! Every refusal ingest can give, each produced for real, with its status and JSON code.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{Gateway, Receiver, Reply};
+
+const TENANT: &str = "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\n";
+
+async fn expect_error(response: reqwest::Response, status: u16, code: &str) -> String {
+    assert_eq!(response.status(), status, "expected {code}");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    body["error"]["message"].as_str().unwrap().to_string()
+}
+
+/// Sends raw bytes on a new connection and returns everything the server answers until it
+/// closes the connection (bounded).
+async fn raw(gateway: &Gateway, request: &[u8], hold_open: bool) -> String {
+    let mut stream = TcpStream::connect(gateway.ingest).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    if !hold_open {
+        stream.shutdown().await.unwrap();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closed the connection in time")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_with_the_place() {
+    let gateway = Gateway::start("", &[TENANT]).await;
+    let m = expect_error(
+        gateway
+            .post(
+                "acme",
+                "s",
+                "application/json",
+                "{\n\"a\": 1,\n\"b\": tru\n}",
+            )
+            .await,
+        400,
+        "malformed_body",
+    )
+    .await;
+    assert!(m.contains("expected ident at line 4"), "{m}");
+    let m = expect_error(
+        gateway.post("acme", "s", "application/json", "[1,2]").await,
+        400,
+        "malformed_body",
+    )
+    .await;
+    assert!(m.contains("must be an object"), "{m}");
+    expect_error(
+        gateway
+            .post(
+                "acme",
+                "s",
+                "application/json",
+                vec![b'{', b'"', 0xff, b'"', b':', b'1', b'}'],
+            )
+            .await,
+        400,
+        "malformed_body",
+    )
+    .await;
+    let m = expect_error(
+        gateway
+            .post(
+                "acme",
+                "s",
+                "application/x-www-form-urlencoded",
+                "a=1&b=%G1",
+            )
+            .await,
+        400,
+        "malformed_body",
+    )
+    .await;
+    assert!(m.contains("byte 6"), "{m}");
+    let bad_query = gateway
+        .client
+        .get(format!("{}?a=%", gateway.hook("acme", "s")))
+        .send()
+        .await
+        .unwrap();
+    expect_error(bad_query, 400, "malformed_body").await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_tenants_and_sources_are_404() {
+    let gateway = Gateway::start("", &[TENANT]).await;
+    let post = |url: String| {
+        gateway
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+    };
+    expect_error(
+        post(gateway.hook("nobody", "s")).await.unwrap(),
+        404,
+        "unknown_tenant",
+    )
+    .await;
+    expect_error(
+        post(gateway.hook("acme", "nothing")).await.unwrap(),
+        404,
+        "unknown_source",
+    )
+    .await;
+    expect_error(
+        post(format!("http://{}/v1/hooks/acme", gateway.ingest))
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        post(format!("http://{}/v1/hooks/acme/s/extra", gateway.ingest))
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn other_methods_are_405_with_allow() {
+    let gateway = Gateway::start("", &[TENANT]).await;
+    for method in [
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+        reqwest::Method::PATCH,
+    ] {
+        let response = gateway
+            .client
+            .request(method, gateway.hook("acme", "s"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["allow"], "GET, POST");
+        expect_error(response, 405, "method_not_allowed").await;
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn unsupported_content_types_are_415() {
+    let gateway = Gateway::start("", &[TENANT]).await;
+    expect_error(
+        gateway.post("acme", "s", "text/plain", "hello").await,
+        415,
+        "unsupported_media_type",
+    )
+    .await;
+    expect_error(
+        gateway.post("acme", "s", "application/xml", "<a/>").await,
+        415,
+        "unsupported_media_type",
+    )
+    .await;
+    let no_type = gateway
+        .client
+        .post(gateway.hook("acme", "s"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    expect_error(no_type, 415, "unsupported_media_type").await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_declared_or_streamed() {
+    let gateway = Gateway::start("max_body_bytes = 1024", &[TENANT]).await;
+    let big = format!("{{\"a\":\"{}\"}}", "x".repeat(2000));
+    expect_error(
+        gateway.post("acme", "s", "application/json", big).await,
+        413,
+        "payload_too_large",
+    )
+    .await;
+
+    // Chunked, so the size is only known while streaming: refused once past the limit,
+    // without reading the rest.
+    let mut request = b"POST /v1/hooks/acme/s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..8 {
+        request.extend_from_slice(format!("200\r\n{}\r\n", "x".repeat(512)).as_bytes());
+    }
+    let answer = raw(&gateway, &request, true).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+
+    // At the limit is fine.
+    let fits = format!("{{\"a\":\"{}\"}}", "x".repeat(1024 - 8));
+    assert_eq!(
+        gateway
+            .post("acme", "s", "application/json", fits)
+            .await
+            .status(),
+        200
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn backlog_past_its_bound_is_503_with_retry_after() {
+    let receiver = Receiver::start().await;
+    receiver.reply_with(|_, _| Reply::status(500));
+    let tenant = format!(
+        "{TENANT}[[destination]]\nid = \"down\"\nurl = \"{}\"\nretry = {{ initial_backoff = \"1h\", max_backoff = \"1h\" }}\n",
+        receiver.url("/")
+    );
+    let gateway = Gateway::start("max_pending_deliveries = 3", &[&tenant]).await;
+    for _ in 0..3 {
+        assert_eq!(
+            gateway
+                .post("acme", "s", "application/json", "{}")
+                .await
+                .status(),
+            200
+        );
+    }
+    let refused = gateway.post("acme", "s", "application/json", "{}").await;
+    assert_eq!(refused.headers()["retry-after"], "1");
+    expect_error(refused, 503, "backlog_full").await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_commit_is_503_and_nothing_is_acknowledged() {
+    let receiver = Receiver::start().await;
+    receiver.reply_with(|_, _| Reply::status(500));
+    let tenant = format!(
+        "{TENANT}[[destination]]\nid = \"down\"\nurl = \"{}\"\nretry = {{ initial_backoff = \"1h\", max_backoff = \"1h\" }}\n",
+        receiver.url("/")
+    );
+    let gateway = Gateway::start_with("", "max_size_bytes = 262144", &[&tenant]).await;
+    let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(16_000));
+    let mut acknowledged = Vec::new();
+    let refused = loop {
+        let response = gateway
+            .post("acme", "s", "application/json", body.clone())
+            .await;
+        if response.status() != 200 {
+            break response;
+        }
+        acknowledged.push(
+            response.headers()["x-switchboard-event-id"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+        assert!(acknowledged.len() < 100, "the store never filled up");
+    };
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let message = expect_error(refused, 503, "store_unavailable").await;
+    assert!(!message.contains("sqlite"), "internals leaked: {message}");
+    // Everything acknowledged is in the store.
+    for id in acknowledged {
+        assert_eq!(gateway.store.deliveries_of(id).await.unwrap().len(), 1);
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    let gateway = Gateway::start(
+        "header_read_timeout = \"300ms\"\nbody_read_timeout = \"300ms\"\nidle_timeout = \"500ms\"",
+        &[TENANT],
+    )
+    .await;
+    // Headers that never finish: the connection is closed.
+    let answer = raw(
+        &gateway,
+        b"POST /v1/hooks/acme/s HTTP/1.1\r\nhost: x\r\n",
+        true,
+    )
+    .await;
+    assert!(!answer.contains("200 OK"), "{answer}");
+    // A body that never arrives: 408.
+    let answer = raw(
+        &gateway,
+        b"POST /v1/hooks/acme/s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+        true,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    // A connection that sends nothing at all is closed too.
+    let answer = raw(&gateway, b"", true).await;
+    assert_eq!(answer, "");
+    gateway.stop().await;
+}

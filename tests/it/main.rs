@@ -1,0 +1,10 @@
+//! End-to-end tests: the real gateway (in process, or the binary itself) between real
+//! HTTP clients and capturing receivers on loopback, over a real SQLite file.
+
+mod cli;
+mod crash;
+mod delivery;
+mod errors;
+mod health;
+mod seeds;
+mod support;

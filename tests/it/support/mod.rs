@@ -1,0 +1,12 @@
+pub mod gateway;
+pub mod process;
+pub mod receiver;
+
+pub use gateway::Gateway;
+pub use receiver::{Receiver, Reply};
+
+pub const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seeds");
+
+pub fn seed(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{SEEDS}/{name}")).unwrap()
+}
