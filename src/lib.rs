@@ -12,6 +12,7 @@ pub mod config;
 pub mod deliver;
 pub mod fanout;
 pub mod ingest;
+pub mod normalize;
 pub mod server;
 pub mod sink;
 pub mod store;

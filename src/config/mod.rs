@@ -94,6 +94,16 @@ impl Provider {
     pub const NAMES: [&'static str; 5] =
         ["wavecell", "telecmi", "mobtexting", "callerdesk", "generic"];
 
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Wavecell => "wavecell",
+            Self::Telecmi => "telecmi",
+            Self::Mobtexting => "mobtexting",
+            Self::Callerdesk => "callerdesk",
+            Self::Generic => "generic",
+        }
+    }
+
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "wavecell" => Self::Wavecell,

@@ -1,0 +1,68 @@
+//! Normalization: one call-event shape whatever the provider. A profile per provider maps
+//! its fields to `CallEvent`; unknown words never fail an ingest (they become `unknown` and
+//! are kept in `provider_status`), phone numbers stay the exact text sent, and times become
+//! RFC 3339 with an offset.
+
+mod callerdesk;
+mod event;
+mod fields;
+mod mobtexting;
+mod status;
+mod telecmi;
+pub mod time;
+mod wavecell;
+
+pub use event::{CallEvent, Direction, Field};
+pub use fields::Payload;
+pub use status::Status;
+
+use crate::config::Provider;
+
+/// What the profile needs to know besides the payload.
+pub struct Context<'a> {
+    pub event_id: &'a str,
+    pub tenant: &'a str,
+    pub source: &'a str,
+    pub provider: Provider,
+    /// Unix milliseconds.
+    pub received_at: i64,
+    /// Zone for provider times written without one.
+    pub timezone: &'a jiff::tz::TimeZone,
+}
+
+/// Maps a payload to the normalized event, and the provider's dedupe key for it (`None` when
+/// the profile has none or the payload lacks the fields it is built from).
+pub fn normalize(payload: &Payload, ctx: &Context) -> (CallEvent, Option<String>) {
+    let mut event = CallEvent {
+        event_id: ctx.event_id.to_string(),
+        tenant: ctx.tenant.to_string(),
+        source: ctx.source.to_string(),
+        provider: ctx.provider.name().to_string(),
+        received_at: time::from_millis(ctx.received_at, ctx.timezone),
+        ..CallEvent::default()
+    };
+    let key = match ctx.provider {
+        Provider::Wavecell => wavecell::map(payload, ctx, &mut event),
+        Provider::Telecmi => telecmi::map(payload, ctx, &mut event),
+        Provider::Mobtexting => mobtexting::map(payload, ctx, &mut event),
+        Provider::Callerdesk => callerdesk::map(payload, ctx, &mut event),
+        Provider::Generic => None,
+    };
+    if let Some(sip) = event.sip_status {
+        event.status = event.status.refined_by_sip(sip);
+    }
+    (event, key)
+}
+
+/// Joins the parts of a dedupe key; `None` if any part is missing.
+fn dedupe_key(parts: &[Option<&str>]) -> Option<String> {
+    let mut key = String::new();
+    for part in parts {
+        key.push_str(part.as_ref()?);
+        key.push('\u{1f}');
+    }
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests;
