@@ -17,6 +17,7 @@ pub mod server;
 pub mod sink;
 pub mod store;
 pub mod telemetry;
+pub mod template;
 
 use std::future::Future;
 use std::sync::Arc;

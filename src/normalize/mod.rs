@@ -4,7 +4,7 @@
 //! RFC 3339 with an offset.
 
 mod callerdesk;
-mod event;
+pub mod event;
 mod fields;
 mod mobtexting;
 mod status;

@@ -1,0 +1,68 @@
+//! A destination's whole request as templates: URL, header values, and a JSON or form body
+//! (or the provider's original body, when neither is configured).
+
+use http::{HeaderName, HeaderValue};
+
+use super::{Data, Template};
+
+#[derive(Debug, Clone)]
+pub enum BodyTemplate {
+    /// Forward the provider's body and content type unchanged.
+    Original,
+    Json { template: Template, content_type: HeaderValue },
+    Form(Vec<(String, Template)>),
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    pub url: Template,
+    pub headers: Vec<(HeaderName, Template)>,
+    pub body: BodyTemplate,
+}
+
+/// A rendered request; `body` is `None` for `Original` (the caller has the stored body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub url: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Option<(HeaderValue, String)>,
+}
+
+impl RequestTemplate {
+    pub fn render(&self, data: &Data) -> Rendered {
+        let url = self.url.render_to_string(data);
+        let headers = self
+            .headers
+            .iter()
+            .filter_map(|(name, template)| {
+                // Header escaping leaves only characters a header value may hold.
+                HeaderValue::from_str(&template.render_to_string(data)).ok().map(|v| (name.clone(), v))
+            })
+            .collect();
+        let body = match &self.body {
+            BodyTemplate::Original => None,
+            BodyTemplate::Json { template, content_type } => Some((content_type.clone(), template.render_to_string(data))),
+            BodyTemplate::Form(fields) => {
+                let mut form = form_urlencoded::Serializer::new(String::new());
+                let mut value = String::new();
+                for (name, template) in fields {
+                    value.clear();
+                    template.render(data, &mut value);
+                    form.append_pair(name, &value);
+                }
+                Some((HeaderValue::from_static("application/x-www-form-urlencoded"), form.finish()))
+            }
+        };
+        Rendered { url, headers, body }
+    }
+
+    pub fn uses_payload(&self) -> bool {
+        self.url.uses_payload()
+            || self.headers.iter().any(|(_, t)| t.uses_payload())
+            || match &self.body {
+                BodyTemplate::Original => false,
+                BodyTemplate::Json { template, .. } => template.uses_payload(),
+                BodyTemplate::Form(fields) => fields.iter().any(|(_, t)| t.uses_payload()),
+            }
+    }
+}
