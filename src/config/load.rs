@@ -20,6 +20,10 @@ use super::{
     Backend, Config, Destination, FixedResponse, Provider, RetryPolicy, Server, Source, Store,
     Synchronous, Tenant,
 };
+use crate::fanout::When;
+use crate::normalize::Field;
+use crate::template::request::{BodyTemplate, RequestTemplate};
+use crate::template::{Kind, Template, TemplateError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -78,6 +82,23 @@ impl File<'_> {
             position: Some(line_column(self.text, span.start)),
             message: message.into(),
         });
+    }
+
+    /// A template error, placed inside the TOML string that holds the template (exact for
+    /// literal strings, close for basic strings with escapes).
+    fn template_error(&mut self, span: Range<usize>, e: TemplateError) {
+        let raw = &self.text[span.start.min(self.text.len())..];
+        let opening = if raw.starts_with("'''") || raw.starts_with("\"\"\"") {
+            3 + if raw[3..].starts_with("\r\n") {
+                2
+            } else {
+                usize::from(raw[3..].starts_with('\n'))
+            }
+        } else {
+            1
+        };
+        let at = span.start + opening + e.offset;
+        self.error(at..at, e.message);
     }
 
     fn duration(&mut self, value: &Option<S<String>>, default: Duration) -> Duration {
@@ -175,6 +196,14 @@ fn parse<T: DeserializeOwned>(path: &Path, text: &str, errors: &mut Vec<ConfigEr
 
 /// Loads and validates the main config file and every `*.toml` in its tenants directory.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_env(path, &|name| std::env::var(name).ok())
+}
+
+/// As `load`, with `env` standing in for the process environment.
+pub fn load_with_env(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let text = read(path, &mut errors).ok_or_else(|| ConfigErrors(errors.clone()))?;
     let main: raw::Main =
@@ -209,7 +238,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             text: &text,
             errors: &mut errors,
         };
-        let tenant = tenant(&mut file, &raw);
+        let tenant = tenant(&mut file, &raw, env);
         if let Some(other) = defined_in.get(&tenant.id) {
             let message = format!(
                 "tenant {:?} is already defined in {}",
@@ -342,9 +371,39 @@ fn store(file: &mut File, raw: &raw::Store, base: &Path) -> Store {
     }
 }
 
-fn tenant(file: &mut File, raw: &raw::Tenant) -> Tenant {
+fn secrets(
+    file: &mut File,
+    raw: &raw::Tenant,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> HashMap<String, Arc<str>> {
+    let mut secrets = HashMap::new();
+    let dir = file.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    for (name, secret) in &raw.secrets {
+        let value = match (&secret.get_ref().env, &secret.get_ref().file) {
+            (Some(var), None) => env(var)
+                .ok_or_else(|| format!("secret {name:?}: environment variable {var} is not set")),
+            (None, Some(path)) => std::fs::read_to_string(dir.join(path))
+                .map(|v| v.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|e| format!("secret {name:?}: cannot read {path}: {e}")),
+            _ => Err(format!(
+                "secret {name:?} must be {{ env = \"VAR\" }} or {{ file = \"path\" }}"
+            )),
+        };
+        match value {
+            Ok(v) if v.is_empty() => file.error(secret.span(), format!("secret {name:?} is empty")),
+            Ok(v) => {
+                secrets.insert(name.clone(), Arc::from(v));
+            }
+            Err(message) => file.error(secret.span(), message),
+        }
+    }
+    secrets
+}
+
+fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<String>) -> Tenant {
     file.id(&raw.id, "tenant");
     let id = raw.id.get_ref().clone();
+    let secrets = secrets(file, raw, env);
 
     let mut sources: Vec<Source> = Vec::with_capacity(raw.sources.len());
     for s in &raw.sources {
@@ -367,11 +426,30 @@ fn tenant(file: &mut File, raw: &raw::Tenant) -> Tenant {
             Provider::Generic
         });
         let response = s.response.as_ref().and_then(|r| fixed_response(file, r));
+        let timezone = match &s.timezone {
+            None => jiff::tz::TimeZone::UTC,
+            Some(tz) => jiff::tz::TimeZone::get(tz.get_ref()).unwrap_or_else(|_| {
+                file.error(
+                    tz.span(),
+                    format!(
+                        "unknown time zone {:?}; write an IANA name like \"Asia/Kolkata\"",
+                        tz.get_ref()
+                    ),
+                );
+                jiff::tz::TimeZone::UTC
+            }),
+        };
+        let dedupe_window = match &s.dedupe_window {
+            Some(w) if humantime::parse_duration(w.get_ref()).is_ok_and(|d| d.is_zero()) => None,
+            window => Some(file.duration(window, Duration::from_secs(24 * 3600))),
+        };
         sources.push(Source {
             id: s.id.get_ref().clone(),
             provider,
             response,
             destinations: Vec::new(),
+            timezone,
+            dedupe_window,
         });
     }
 
@@ -399,7 +477,7 @@ fn tenant(file: &mut File, raw: &raw::Tenant) -> Tenant {
                 }
             }
         }
-        destinations.push(Arc::new(destination(file, &id, d)));
+        destinations.push(Arc::new(destination(file, &id, d, &secrets)));
     }
     Tenant {
         id,
@@ -433,21 +511,143 @@ fn fixed_response(file: &mut File, raw: &S<raw::Response>) -> Option<FixedRespon
     })
 }
 
-fn destination(file: &mut File, tenant: &str, raw: &raw::Destination) -> Destination {
-    let url = match reqwest::Url::parse(raw.url.get_ref()) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
-        Ok(_) => {
-            file.error(
-                raw.url.span(),
-                "destination url must be an absolute http:// or https:// URL",
-            );
-            reqwest::Url::parse("http://invalid.invalid/").expect("static URL")
+fn template(
+    file: &mut File,
+    text: &S<String>,
+    kind: Kind,
+    secrets: &HashMap<String, Arc<str>>,
+) -> Option<Template> {
+    Template::compile(text.get_ref(), kind, &|name| secrets.get(name).cloned())
+        .map_err(|e| file.template_error(text.span(), e))
+        .ok()
+}
+
+/// Headers Switchboard sets itself on every delivery.
+const MANAGED_HEADERS: [&str; 8] = [
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "x-switchboard-attempt",
+];
+
+fn request(
+    file: &mut File,
+    raw: &raw::Destination,
+    method: &Method,
+    secrets: &HashMap<String, Arc<str>>,
+) -> RequestTemplate {
+    let fallback = || {
+        Template::compile("http://invalid.invalid/", Kind::Url, &|_| None).expect("static template")
+    };
+    let url = template(file, &raw.url, Kind::Url, secrets).unwrap_or_else(fallback);
+    let mut headers = Vec::new();
+    for (name, value) in raw.headers.iter().flatten() {
+        let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            file.error(value.span(), format!("{name:?} is not a valid header name"));
+            continue;
+        };
+        if MANAGED_HEADERS.contains(&header.as_str()) {
+            file.error(value.span(), format!("header {name:?} is set by Switchboard (use content_type for a templated body's type)"));
+            continue;
         }
-        Err(e) => {
-            file.error(raw.url.span(), format!("invalid destination url: {e}"));
-            reqwest::Url::parse("http://invalid.invalid/").expect("static URL")
+        if let Some(t) = template(file, value, Kind::Header, secrets) {
+            headers.push((header, t));
+        }
+    }
+    let content_type = match &raw.content_type {
+        None => HeaderValue::from_static("application/json"),
+        Some(ct) => HeaderValue::from_str(ct.get_ref()).unwrap_or_else(|_| {
+            file.error(ct.span(), "content_type is not a valid header value");
+            HeaderValue::from_static("application/json")
+        }),
+    };
+    let body = match (&raw.body, &raw.form) {
+        (Some(body), Some(_)) => {
+            file.error(body.span(), "a destination has `body` or `form`, not both");
+            BodyTemplate::Original
+        }
+        (Some(body), None) => match template(file, body, Kind::JsonBody, secrets) {
+            Some(template) => BodyTemplate::Json {
+                template,
+                content_type,
+            },
+            None => BodyTemplate::Original,
+        },
+        (None, Some(form)) => BodyTemplate::Form(
+            form.get_ref()
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((
+                        name.clone(),
+                        template(file, value, Kind::FormValue, secrets)?,
+                    ))
+                })
+                .collect(),
+        ),
+        (None, None) => {
+            if let Some(ct) = &raw.content_type {
+                file.error(
+                    ct.span(),
+                    "content_type applies to a templated `body`; the original body keeps its own",
+                );
+            }
+            BodyTemplate::Original
         }
     };
+    let body_span = raw
+        .body
+        .as_ref()
+        .map(|b| b.span())
+        .or(raw.form.as_ref().map(|f| f.span()));
+    if *method == Method::GET
+        && let Some(span) = body_span
+    {
+        file.error(
+            span,
+            "a GET request carries no body; put the data in the url template",
+        );
+    }
+    RequestTemplate { url, headers, body }
+}
+
+fn when(file: &mut File, raw: &raw::Destination) -> When {
+    let mut when = Vec::new();
+    for (name, values) in raw.when.iter().flatten() {
+        let Some(field) = Field::parse(name) else {
+            file.error(
+                values.span(),
+                format!("`when` names unknown field {name:?}"),
+            );
+            continue;
+        };
+        if values.get_ref().is_empty() {
+            file.error(
+                values.span(),
+                format!("`when.{name}` lists no values, so nothing would match"),
+            );
+        }
+        when.push((
+            field,
+            values
+                .get_ref()
+                .iter()
+                .map(|v| v.get_ref().clone())
+                .collect(),
+        ));
+    }
+    When(when)
+}
+
+fn destination(
+    file: &mut File,
+    tenant: &str,
+    raw: &raw::Destination,
+    secrets: &HashMap<String, Arc<str>>,
+) -> Destination {
     let method = match raw
         .method
         .as_ref()
@@ -485,6 +685,8 @@ fn destination(file: &mut File, tenant: &str, raw: &raw::Destination) -> Destina
             })
             .collect(),
     };
+    let request = request(file, raw, &method, secrets);
+    let when = when(file, raw);
     let defaults = RetryPolicy::default();
     let retry = match &raw.retry {
         None => defaults,
@@ -514,8 +716,9 @@ fn destination(file: &mut File, tenant: &str, raw: &raw::Destination) -> Destina
     Destination {
         tenant: tenant.to_string(),
         id: raw.id.get_ref().clone(),
-        url,
+        request,
         method,
+        when,
         success_codes,
         timeout: file.duration(&raw.timeout, Duration::from_secs(10)),
         max_in_flight: file.ranged(&raw.max_in_flight, 64, 1..10_001, "max_in_flight") as usize,
@@ -590,7 +793,7 @@ mod tests {
         };
         at(4, 12, "unknown provider \"telekom\"");
         at(8, 12, "no source \"nope\"");
-        at(7, 7, "http:// or https://");
+        at(7, 8, "http:// or https://");
         at(9, 11, "invalid duration");
         at(10, 29, "initial_backoff must not exceed max_backoff");
         assert_eq!(errors.len(), 5, "{shown:#?}");

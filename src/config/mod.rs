@@ -79,6 +79,10 @@ pub struct Source {
     pub response: Option<FixedResponse>,
     /// Indexes into the tenant's `destinations`: the fan-out of this source, resolved at load.
     pub destinations: Vec<usize>,
+    /// Zone for provider times written without one.
+    pub timezone: jiff::tz::TimeZone,
+    /// How long a repeated callback is recognized as a repeat; `None` turns dedupe off.
+    pub dedupe_window: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,8 +133,11 @@ pub struct FixedResponse {
 pub struct Destination {
     pub tenant: String,
     pub id: String,
-    pub url: reqwest::Url,
+    /// URL, headers and body, as templates.
+    pub request: crate::template::request::RequestTemplate,
     pub method: Method,
+    /// Which events this destination receives (every event when empty).
+    pub when: crate::fanout::When,
     pub success_codes: Vec<u16>,
     pub timeout: Duration,
     pub max_in_flight: usize,

@@ -1,6 +1,7 @@
 //! The TOML shapes exactly as written. Every value that `validate` must check keeps its
 //! span, so an error can point at file:line:column. Nothing outside `config` sees these.
 
+use indexmap::IndexMap;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -41,6 +42,8 @@ pub struct Store {
 #[serde(deny_unknown_fields)]
 pub struct Tenant {
     pub id: S<String>,
+    #[serde(default)]
+    pub secrets: IndexMap<String, S<Secret>>,
     #[serde(default, rename = "source")]
     pub sources: Vec<Source>,
     #[serde(default, rename = "destination")]
@@ -49,10 +52,19 @@ pub struct Tenant {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct Secret {
+    pub env: Option<String>,
+    pub file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Source {
     pub id: S<String>,
     pub provider: S<String>,
     pub response: Option<S<Response>>,
+    pub timezone: Option<S<String>>,
+    pub dedupe_window: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +86,11 @@ pub struct Destination {
     pub timeout: Option<S<String>>,
     pub max_in_flight: Option<S<u64>>,
     pub retry: Option<Retry>,
+    pub headers: Option<IndexMap<String, S<String>>>,
+    pub body: Option<S<String>>,
+    pub form: Option<S<IndexMap<String, S<String>>>>,
+    pub content_type: Option<S<String>>,
+    pub when: Option<IndexMap<String, S<Vec<S<String>>>>>,
 }
 
 #[derive(Deserialize)]

@@ -7,15 +7,22 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, header};
 
+use bytes::Bytes;
+
 use super::outcome::parse_retry_after;
 use crate::config::Destination;
+use crate::ingest::payload;
+use crate::normalize::{CallEvent, Payload};
 use crate::store::{AttemptRecord, ClaimedDelivery, now_ms};
+use crate::template::Data;
 
 pub const RESPONSE_PREFIX: usize = 1024;
 
 pub struct Sent {
     pub record: AttemptRecord,
     pub retry_after: Option<Duration>,
+    /// No later attempt can succeed (the request cannot even be built).
+    pub permanent: bool,
 }
 
 /// The HTTP client every delivery shares: pooled keep-alive connections, rustls, and no
@@ -33,6 +40,65 @@ pub fn client() -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// The request a delivery sends: the destination's templates rendered from the stored
+/// event, or the provider's original body when the destination has no body template.
+pub fn build(
+    client: &reqwest::Client,
+    destination: &Destination,
+    delivery: &ClaimedDelivery,
+) -> Result<reqwest::RequestBuilder, String> {
+    let event: CallEvent = delivery
+        .normalized
+        .as_deref()
+        .and_then(|n| serde_json::from_str(n).ok())
+        .unwrap_or_default();
+    let payload = if destination.request.uses_payload() {
+        let kind = delivery
+            .content_type
+            .as_deref()
+            .and_then(|ct| HeaderValue::from_str(ct).ok())
+            .and_then(|ct| payload::kind(Some(&ct)).ok().flatten());
+        payload::fields(kind, &delivery.body, delivery.query.as_deref()).unwrap_or_default()
+    } else {
+        Payload::default()
+    };
+    let rendered = destination.request.render(&Data {
+        event: &event,
+        payload: &payload,
+    });
+    let url =
+        reqwest::Url::parse(&rendered.url).map_err(|e| format!("rendered url is invalid: {e}"))?;
+    let mut request = client
+        .request(destination.method.clone(), url)
+        .headers(rendered.headers.into_iter().collect());
+    if destination.method != Method::GET {
+        let (content_type, body) = match rendered.body {
+            Some((content_type, body)) => (Some(content_type), Bytes::from(body)),
+            None => original_body(delivery),
+        };
+        if let Some(ct) = content_type {
+            request = request.header(header::CONTENT_TYPE, ct);
+        }
+        request = request.body(body);
+    }
+    Ok(request)
+}
+
+/// The provider's body as received. A callback that came as a GET carries its fields in the
+/// query string: they are forwarded as a form body.
+fn original_body(delivery: &ClaimedDelivery) -> (Option<HeaderValue>, Bytes) {
+    match (&delivery.content_type, &delivery.query) {
+        (Some(ct), _) => (HeaderValue::from_str(ct).ok(), delivery.body.clone()),
+        (None, Some(q)) if delivery.body.is_empty() => (
+            Some(HeaderValue::from_static(
+                "application/x-www-form-urlencoded",
+            )),
+            Bytes::copy_from_slice(q.as_bytes()),
+        ),
+        (None, _) => (None, delivery.body.clone()),
+    }
+}
+
 pub async fn send(
     client: &reqwest::Client,
     destination: &Destination,
@@ -42,29 +108,27 @@ pub async fn send(
     let start = Instant::now();
     let mut id = uuid::Uuid::encode_buffer();
     let id = delivery.event_id.hyphenated().encode_lower(&mut id);
-
-    let mut request = client
-        .request(destination.method.clone(), destination.url.clone())
+    let request = match build(client, destination, delivery) {
+        Ok(request) => request,
+        Err(reason) => {
+            return Sent {
+                record: AttemptRecord {
+                    started_at,
+                    latency: start.elapsed(),
+                    status: None,
+                    error: Some(reason),
+                    response_prefix: Vec::new(),
+                },
+                retry_after: None,
+                permanent: true,
+            };
+        }
+    };
+    let request = request
         .timeout(destination.timeout)
         .header("webhook-id", &*id)
         .header("webhook-timestamp", started_at / 1000)
         .header("x-switchboard-attempt", delivery.attempt);
-    if destination.method != Method::GET {
-        // A callback that came as a GET carries its fields in the query string: forward them
-        // as a form body.
-        let (content_type, body) = match (&delivery.content_type, &delivery.query) {
-            (Some(ct), _) => (Some(ct.as_str()), delivery.body.clone()),
-            (None, Some(q)) if delivery.body.is_empty() => (
-                Some("application/x-www-form-urlencoded"),
-                bytes::Bytes::copy_from_slice(q.as_bytes()),
-            ),
-            (None, _) => (None, delivery.body.clone()),
-        };
-        if let Some(ct) = content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
-            request = request.header(header::CONTENT_TYPE, ct);
-        }
-        request = request.body(body);
-    }
 
     let (status, error, retry_after, response_prefix) = match request.send().await {
         Ok(mut response) => {
@@ -98,6 +162,7 @@ pub async fn send(
             response_prefix,
         },
         retry_after,
+        permanent: false,
     }
 }
 

@@ -177,7 +177,7 @@ async fn deliver(
             }
         };
         let now = now_ms();
-        let outcome = outcome::decide(&destination, &sent.record, sent.retry_after, delivery.attempt, now, delivery.created_at);
+        let outcome = outcome::decide(&destination, &sent.record, sent.retry_after, sent.permanent, delivery.attempt, now, delivery.created_at);
         let summary = sent.record.summary();
         let latency_ms = sent.record.latency.as_secs_f64() * 1000.0;
         let next = match outcome {

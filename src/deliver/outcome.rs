@@ -21,12 +21,18 @@ pub fn decide(
     destination: &Destination,
     record: &AttemptRecord,
     retry_after: Option<Duration>,
+    permanent: bool,
     attempt: u32,
     now: i64,
     created_at: i64,
 ) -> Outcome {
     if record.status.is_some_and(|s| destination.is_success(s)) {
         return Outcome::Delivered;
+    }
+    if permanent {
+        return Outcome::Dead {
+            reason: record.summary(),
+        };
     }
     let policy = &destination.retry;
     let last = record.summary();
@@ -84,8 +90,18 @@ mod tests {
         Destination {
             tenant: "t".into(),
             id: "d".into(),
-            url: "http://127.0.0.1/".parse().unwrap(),
+            request: crate::template::request::RequestTemplate {
+                url: crate::template::Template::compile(
+                    "http://127.0.0.1/",
+                    crate::template::Kind::Url,
+                    &|_| None,
+                )
+                .unwrap(),
+                headers: Vec::new(),
+                body: crate::template::request::BodyTemplate::Original,
+            },
             method: http::Method::POST,
+            when: crate::fanout::When::default(),
             success_codes: vec![200, 202],
             timeout: Duration::from_secs(1),
             max_in_flight: 1,
@@ -111,12 +127,18 @@ mod tests {
     #[test]
     fn only_the_success_set_delivers() {
         let d = destination(5);
-        assert_eq!(decide(&d, &status(200), None, 1, 0, 0), Outcome::Delivered);
-        assert_eq!(decide(&d, &status(202), None, 1, 0, 0), Outcome::Delivered);
+        assert_eq!(
+            decide(&d, &status(200), None, false, 1, 0, 0),
+            Outcome::Delivered
+        );
+        assert_eq!(
+            decide(&d, &status(202), None, false, 1, 0, 0),
+            Outcome::Delivered
+        );
         for code in [201, 204, 301, 302, 400, 404, 429, 500, 503] {
             assert!(
                 matches!(
-                    decide(&d, &status(code), None, 1, 0, 0),
+                    decide(&d, &status(code), None, false, 1, 0, 0),
                     Outcome::Retry { .. }
                 ),
                 "{code}"
@@ -128,7 +150,7 @@ mod tests {
             ..status(0)
         };
         assert!(matches!(
-            decide(&d, &timeout, None, 1, 0, 0),
+            decide(&d, &timeout, None, false, 1, 0, 0),
             Outcome::Retry { .. }
         ));
     }
@@ -137,12 +159,12 @@ mod tests {
     fn dead_after_max_attempts_or_deadline() {
         let d = destination(3);
         assert!(matches!(
-            decide(&d, &status(500), None, 3, 0, 0),
+            decide(&d, &status(500), None, false, 3, 0, 0),
             Outcome::Dead { .. }
         ));
         let an_hour = 3_600_000;
         assert!(matches!(
-            decide(&d, &status(500), None, 1, an_hour - 10, 0),
+            decide(&d, &status(500), None, false, 1, an_hour - 10, 0),
             Outcome::Dead { .. }
         ));
     }
@@ -152,27 +174,27 @@ mod tests {
         let d = destination(5);
         let asked = Some(Duration::from_secs(7));
         assert_eq!(
-            decide(&d, &status(429), asked, 1, 0, 0),
+            decide(&d, &status(429), asked, false, 1, 0, 0),
             Outcome::Retry {
                 after: Duration::from_secs(7)
             }
         );
         assert_eq!(
-            decide(&d, &status(503), asked, 1, 0, 0),
+            decide(&d, &status(503), asked, false, 1, 0, 0),
             Outcome::Retry {
                 after: Duration::from_secs(7)
             }
         );
         let long = Some(Duration::from_secs(600));
         assert_eq!(
-            decide(&d, &status(429), long, 1, 0, 0),
+            decide(&d, &status(429), long, false, 1, 0, 0),
             Outcome::Retry {
                 after: Duration::from_secs(60)
             }
         );
         // Elsewhere it is the backoff: attempt 1 waits exactly initial_backoff.
         assert_eq!(
-            decide(&d, &status(500), asked, 1, 0, 0),
+            decide(&d, &status(500), asked, false, 1, 0, 0),
             Outcome::Retry {
                 after: Duration::from_secs(1)
             }

@@ -17,10 +17,11 @@ use uuid::Uuid;
 
 pub use error::IngestError;
 
-use crate::config::{Config, Source, Tenant};
+use crate::config::{Config, Source};
 use crate::deliver::Wakers;
+use crate::normalize;
 use crate::server::Body;
-use crate::store::{NewEvent, Store, now_ms};
+use crate::store::{Committed, Dedupe, NewEvent, Store, now_ms};
 
 pub struct Ingest {
     config: Arc<Config>,
@@ -83,34 +84,52 @@ impl Ingest {
             .query()
             .filter(|q| !q.is_empty())
             .map(str::to_owned);
-        if let Some(q) = &query {
-            payload::check_form(q.as_bytes())
-                .map_err(|m| IngestError::Malformed(format!("invalid query string: {m}")))?;
-        }
-        let (content_type, body) = if request.method() == Method::GET {
-            (None, Bytes::new())
+        let (content_type, body, payload) = if request.method() == Method::GET {
+            (
+                None,
+                Bytes::new(),
+                payload::fields(None, &[], query.as_deref())?,
+            )
         } else {
             let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
             let kind = payload::kind(content_type.as_ref())?;
             let body = self.read_body(request).await?;
-            payload::check(kind, &body)?;
+            let payload = payload::fields(kind, &body, query.as_deref())?;
             (
                 content_type.and_then(|v| v.to_str().ok().map(str::to_owned)),
                 body,
+                payload,
             )
         };
 
-        let destinations = crate::fanout::destinations(tenant, source);
+        let id = Uuid::now_v7();
+        let mut id_text = Uuid::encode_buffer();
+        let id_text = &*id.hyphenated().encode_lower(&mut id_text);
+        span.record("event_id", id_text);
+        let context = normalize::Context {
+            event_id: id_text,
+            tenant: &tenant.id,
+            source: &source.id,
+            provider: source.provider,
+            received_at,
+            timezone: &source.timezone,
+        };
+        let (call, dedupe_key) = normalize::normalize(&payload, &context);
+        let destinations = crate::fanout::destinations(tenant, source, &call);
         let pending = self.store.pending_deliveries();
         if !destinations.is_empty()
             && pending + destinations.len() as u64 > self.config.server.max_pending_deliveries
         {
             return Err(IngestError::Backlog);
         }
-
-        let id = Uuid::now_v7();
-        span.record("event_id", tracing::field::display(id));
-        self.store
+        let dedupe = dedupe_key
+            .zip(source.dedupe_window)
+            .map(|(key, window)| Dedupe {
+                key,
+                until: received_at.saturating_add(window.as_millis() as i64),
+            });
+        let committed = self
+            .store
             .commit(NewEvent {
                 id,
                 tenant: tenant.id.clone(),
@@ -119,12 +138,19 @@ impl Ingest {
                 content_type,
                 query,
                 body,
+                normalized: serde_json::to_string(&call).unwrap_or_default(),
                 destinations,
+                dedupe,
             })
             .await?;
+        if let Committed::Duplicate(first) = committed {
+            // The provider is re-sending because our answer was slow: answer as the first time.
+            tracing::info!(first = %first, "duplicate callback");
+            return Ok(acknowledge(first, source));
+        }
         self.wakers.wake(tenant, source);
         tracing::debug!("event committed");
-        Ok(acknowledge(id, tenant, source))
+        Ok(acknowledge(id, source))
     }
 
     async fn read_body(&self, request: Request<Incoming>) -> Result<Bytes, IngestError> {
@@ -158,7 +184,7 @@ fn route(path: &str) -> Option<(&str, &str)> {
     (!tenant.is_empty() && !source.is_empty() && !source.contains('/')).then_some((tenant, source))
 }
 
-fn acknowledge(id: Uuid, _tenant: &Tenant, source: &Source) -> Response<Body> {
+fn acknowledge(id: Uuid, source: &Source) -> Response<Body> {
     let mut encoded = Uuid::encode_buffer();
     let id = &*id.hyphenated().encode_lower(&mut encoded);
     let mut response = match &source.response {

@@ -5,6 +5,8 @@
 use http::HeaderValue;
 
 use super::error::IngestError;
+use crate::normalize::Payload;
+use crate::normalize::fields::PayloadError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -36,38 +38,56 @@ pub fn kind(content_type: Option<&HeaderValue>) -> Result<Option<Kind>, IngestEr
     }
 }
 
-/// Checks the body against its kind.
-pub fn check(kind: Option<Kind>, body: &[u8]) -> Result<(), IngestError> {
-    match kind {
-        None if body.is_empty() => Ok(()),
-        None => Err(IngestError::UnsupportedMediaType(
-            "a request with a body needs a Content-Type: application/json or application/x-www-form-urlencoded".into(),
-        )),
-        Some(Kind::Json) => check_json(body),
-        Some(Kind::Form) => check_form(body).map_err(|m| IngestError::Malformed(format!("invalid form body: {m}"))),
+/// Checks the query string and the body against its kind, and reads their fields: the
+/// query's first, the body's over them.
+pub fn fields(
+    kind: Option<Kind>,
+    body: &[u8],
+    query: Option<&str>,
+) -> Result<Payload, IngestError> {
+    let mut payload = Payload::default();
+    if let Some(query) = query {
+        check_form(query.as_bytes())
+            .map_err(|m| IngestError::Malformed(format!("invalid query string: {m}")))?;
+        payload.merge_form(query.as_bytes());
     }
+    match kind {
+        None if body.is_empty() => {}
+        None => {
+            return Err(IngestError::UnsupportedMediaType(
+                "a request with a body needs a Content-Type: application/json or application/x-www-form-urlencoded".into(),
+            ));
+        }
+        Some(Kind::Json) => {
+            check_utf8(body)?;
+            payload.merge_json(body).map_err(|e| match e {
+                PayloadError::Json(m) => IngestError::Malformed(format!("invalid JSON: {m}")),
+                // A call event is a set of named fields; anything else has no field to route on.
+                PayloadError::NotAnObject => {
+                    IngestError::Malformed("the JSON body must be an object".into())
+                }
+            })?;
+        }
+        Some(Kind::Form) => {
+            check_form(body)
+                .map_err(|m| IngestError::Malformed(format!("invalid form body: {m}")))?;
+            payload.merge_form(body);
+        }
+    }
+    Ok(payload)
 }
 
-fn check_json(body: &[u8]) -> Result<(), IngestError> {
-    // Skipping values does not look inside strings, so UTF-8 is checked on its own.
-    if let Err(e) = std::str::from_utf8(body) {
-        let valid = &body[..e.valid_up_to()];
-        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-        let column = valid.len() - valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
-        return Err(IngestError::Malformed(format!(
-            "invalid JSON: invalid UTF-8 at line {line} column {column}"
-        )));
-    }
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-        return Err(IngestError::Malformed(format!("invalid JSON: {e}")));
-    }
-    // A call event is a set of named fields; anything else has no field to route on.
-    match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => Ok(()),
-        _ => Err(IngestError::Malformed(
-            "the JSON body must be an object".into(),
-        )),
-    }
+/// Invalid UTF-8 is reported with its line and column, like any other JSON error.
+fn check_utf8(body: &[u8]) -> Result<(), IngestError> {
+    let Err(e) = std::str::from_utf8(body) else {
+        return Ok(());
+    };
+    let valid = &body[..e.valid_up_to()];
+    let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = valid.len() - valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+    Err(IngestError::Malformed(format!(
+        "invalid JSON: invalid UTF-8 at line {line} column {column}"
+    )))
 }
 
 /// Checks `a=b&c=d` text: every `%` starts a two-digit hex escape and every name and value
@@ -106,20 +126,20 @@ mod tests {
 
     #[test]
     fn json_errors_say_where() {
-        let err = check(Some(Kind::Json), b"{\n  \"a\": 1,\n}").unwrap_err();
+        let err = fields(Some(Kind::Json), b"{\n  \"a\": 1,\n}", None).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid JSON: key must be a string at line 3 column 1"
+            "invalid JSON: trailing comma at line 3 column 1"
         );
-        assert!(check(Some(Kind::Json), b"[1]").is_err());
-        assert!(check(Some(Kind::Json), b" {\"a\": [1, {\"b\": null}]}").is_ok());
-        let err = check(Some(Kind::Json), b"{\"a\":\n \"\xff\"}").unwrap_err();
+        assert!(fields(Some(Kind::Json), b"[1]", None).is_err());
+        assert!(fields(Some(Kind::Json), b" {\"a\": [1, {\"b\": null}]}", None).is_ok());
+        let err = fields(Some(Kind::Json), b"{\"a\":\n \"\xff\"}", None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid JSON: invalid UTF-8 at line 2 column 3"
         );
         let deep = "[".repeat(100_000);
-        assert!(check(Some(Kind::Json), format!("{{\"a\":{deep}").as_bytes()).is_err());
+        assert!(fields(Some(Kind::Json), format!("{{\"a\":{deep}").as_bytes(), None).is_err());
     }
 
     #[test]
@@ -152,7 +172,7 @@ mod tests {
             Some(Kind::Json)
         );
         assert!(kind(Some(&v("text/plain"))).is_err());
-        assert!(check(None, b"x").is_err());
-        assert!(check(None, b"").is_ok());
+        assert!(fields(None, b"x", None).is_err());
+        assert!(fields(None, b"", Some("a=1")).is_ok());
     }
 }

@@ -5,7 +5,7 @@
 
 mod callerdesk;
 pub mod event;
-mod fields;
+pub mod fields;
 mod mobtexting;
 mod status;
 mod telecmi;

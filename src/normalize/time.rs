@@ -32,14 +32,11 @@ fn parse_text(s: &str, tz: &TimeZone) -> Option<Timestamp> {
     if s.is_empty() {
         return None;
     }
-    if s.bytes()
-        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
-        && !s.contains("--")
-        && s.matches('-').count() <= 1
+    // Digits alone (with an optional fraction) are epoch seconds or milliseconds.
+    if s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && let Some(ts) = epoch(s)
     {
-        if let Some(ts) = epoch(s) {
-            return Some(ts);
-        }
+        return Some(ts);
     }
     if let Ok(ts) = s.parse::<Timestamp>() {
         return Some(ts);

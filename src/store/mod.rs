@@ -61,8 +61,27 @@ pub struct NewEvent {
     pub content_type: Option<String>,
     pub query: Option<String>,
     pub body: Bytes,
+    /// The normalized call event, as JSON: what templates render from, now and on replay.
+    pub normalized: String,
     /// Destination ids of the tenant, one delivery each.
     pub destinations: Vec<String>,
+    pub dedupe: Option<Dedupe>,
+}
+
+/// A provider's identity for a callback: a repeat with the same key before `until` is the
+/// same event.
+#[derive(Debug, Clone)]
+pub struct Dedupe {
+    pub key: String,
+    /// Unix milliseconds.
+    pub until: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    New,
+    /// A repeat of an event already stored: nothing new was written.
+    Duplicate(Uuid),
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +113,7 @@ pub struct ClaimedDelivery {
     pub content_type: Option<String>,
     pub query: Option<String>,
     pub body: Bytes,
+    pub normalized: Option<String>,
 }
 
 /// What one attempt observed.
@@ -164,9 +184,10 @@ pub struct DeliveryRecord {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Durably commits the event and one pending delivery per destination. Returns only
-    /// after the commit (group-committed with concurrent callers).
-    async fn commit(&self, event: NewEvent) -> Result<(), StoreError>;
+    /// Durably commits the event and one pending delivery per destination — unless its
+    /// dedupe key names an event stored within the window, which is returned instead.
+    /// Returns only after the commit (group-committed with concurrent callers).
+    async fn commit(&self, event: NewEvent) -> Result<Committed, StoreError>;
     /// Leases up to `limit` due deliveries of one destination, oldest due first.
     async fn claim(&self, request: ClaimRequest) -> Result<Claim, StoreError>;
     /// Records an attempt and the delivery's next state. `Ok(false)` when the lease was

@@ -9,7 +9,10 @@ use super::{Data, Template};
 pub enum BodyTemplate {
     /// Forward the provider's body and content type unchanged.
     Original,
-    Json { template: Template, content_type: HeaderValue },
+    Json {
+        template: Template,
+        content_type: HeaderValue,
+    },
     Form(Vec<(String, Template)>),
 }
 
@@ -36,12 +39,17 @@ impl RequestTemplate {
             .iter()
             .filter_map(|(name, template)| {
                 // Header escaping leaves only characters a header value may hold.
-                HeaderValue::from_str(&template.render_to_string(data)).ok().map(|v| (name.clone(), v))
+                HeaderValue::from_str(&template.render_to_string(data))
+                    .ok()
+                    .map(|v| (name.clone(), v))
             })
             .collect();
         let body = match &self.body {
             BodyTemplate::Original => None,
-            BodyTemplate::Json { template, content_type } => Some((content_type.clone(), template.render_to_string(data))),
+            BodyTemplate::Json {
+                template,
+                content_type,
+            } => Some((content_type.clone(), template.render_to_string(data))),
             BodyTemplate::Form(fields) => {
                 let mut form = form_urlencoded::Serializer::new(String::new());
                 let mut value = String::new();
@@ -50,7 +58,10 @@ impl RequestTemplate {
                     template.render(data, &mut value);
                     form.append_pair(name, &value);
                 }
-                Some((HeaderValue::from_static("application/x-www-form-urlencoded"), form.finish()))
+                Some((
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                    form.finish(),
+                ))
             }
         };
         Rendered { url, headers, body }

@@ -10,6 +10,13 @@ use crate::support::gateway::{client, write_config};
 use crate::support::process::Serve;
 use crate::support::{Receiver, Reply, seed};
 
+/// TeleCMI's sample callback for a call of its own: the same call twice would be one event.
+fn callback(n: usize) -> String {
+    String::from_utf8(seed("telecmi.json"))
+        .unwrap()
+        .replace("703ee423-e5f8-4120-9c17-5216c679afdd", &format!("call-{n}"))
+}
+
 fn tenant(receiver: &Receiver) -> String {
     format!(
         r#"id = "acme"
@@ -61,15 +68,15 @@ async fn kill_9_loses_no_acknowledged_event() {
     let acknowledged = Arc::new(Mutex::new(HashSet::new()));
     let url = gateway.hook("acme", "telecmi");
     let senders: Vec<_> = (0..8)
-        .map(|_| {
+        .map(|sender| {
             let (url, acknowledged) = (url.clone(), acknowledged.clone());
             tokio::spawn(async move {
                 let client = client();
-                for _ in 0..50 {
+                for n in 0..50 {
                     let sent = client
                         .post(&url)
                         .header("content-type", "application/json")
-                        .body(seed("telecmi.json"))
+                        .body(callback(sender * 1000 + n))
                         .send()
                         .await;
                     // Only an answered 200 is an acknowledgement; a connection the kill cut is not.
@@ -138,11 +145,11 @@ async fn sigterm_drains_in_flight_attempts_and_exits_0() {
     let mut gateway = Serve::start(&config).await;
     let client = client();
     let mut acknowledged = HashSet::new();
-    for _ in 0..40 {
+    for n in 0..40 {
         let response = client
             .post(gateway.hook("acme", "telecmi"))
             .header("content-type", "application/json")
-            .body(seed("telecmi.json"))
+            .body(callback(n))
             .send()
             .await
             .unwrap();
@@ -154,6 +161,7 @@ async fn sigterm_drains_in_flight_attempts_and_exits_0() {
                 .to_string(),
         );
     }
+    assert_eq!(acknowledged.len(), 40);
     let status = gateway.terminate(Duration::from_secs(15)).await;
     assert!(
         status.success(),

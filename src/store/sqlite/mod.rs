@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    AttemptRecord, Claim, ClaimRequest, Completion, DeliveryRecord, DeliveryState, NewEvent, Store,
-    StoreError,
+    AttemptRecord, Claim, ClaimRequest, Committed, Completion, DeliveryRecord, DeliveryState,
+    NewEvent, Store, StoreError,
 };
 use crate::config::{self, Synchronous};
 use writer::Command;
@@ -127,7 +127,7 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn commit(&self, event: NewEvent) -> Result<(), StoreError> {
+    async fn commit(&self, event: NewEvent) -> Result<Committed, StoreError> {
         let (reply, rx) = oneshot::channel();
         // Never wait for room: a full queue means the store is behind, and the provider is
         // better told 503 now than left hanging.

@@ -40,6 +40,16 @@ const MIGRATIONS: &[&str] = &[
         response_prefix BLOB NOT NULL,
         PRIMARY KEY (delivery_id, n)
     ) WITHOUT ROWID;",
+    // 2: the normalized event beside the raw one, and provider dedupe keys.
+    "ALTER TABLE events ADD COLUMN normalized TEXT;
+    CREATE TABLE dedupe (
+        tenant TEXT NOT NULL,
+        source TEXT NOT NULL,
+        key TEXT NOT NULL,
+        event_id BLOB NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, source, key)
+    ) WITHOUT ROWID;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::store::{
-    Claim, ClaimRequest, ClaimedDelivery, Completion, NewEvent, Next, StoreError, now_ms,
+    Claim, ClaimRequest, ClaimedDelivery, Committed, Completion, NewEvent, Next, StoreError, now_ms,
 };
 
 const MAX_BATCH: usize = 1024;
@@ -22,7 +22,7 @@ const MAX_BATCH: usize = 1024;
 pub enum Command {
     Commit {
         event: NewEvent,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        reply: oneshot::Sender<Result<Committed, StoreError>>,
     },
     Claim {
         request: ClaimRequest,
@@ -43,6 +43,7 @@ pub enum Command {
 
 enum Done {
     Committed { deliveries: u64 },
+    Duplicate(Uuid),
     Claimed(Claim),
     Completed { recorded: bool, terminal: bool },
     Released,
@@ -154,7 +155,10 @@ fn reply(command: Command, result: Result<Done, StoreError>) {
     // A caller that gave up waiting has dropped its receiver; the work is committed anyway.
     match command {
         Command::Commit { reply, .. } => {
-            let _ = reply.send(result.map(|_| ()));
+            let _ = reply.send(result.map(|d| match d {
+                Done::Duplicate(id) => Committed::Duplicate(id),
+                _ => Committed::New,
+            }));
         }
         Command::Claim { reply, .. } => {
             let _ = reply.send(result.map(|d| match d {
@@ -202,9 +206,26 @@ fn apply(
 }
 
 fn commit(tx: &Connection, event: &NewEvent) -> rusqlite::Result<Done> {
+    if let Some(dedupe) = &event.dedupe {
+        let existing: Option<(Vec<u8>, i64)> = tx
+            .prepare_cached("SELECT event_id, expires_at FROM dedupe WHERE tenant = ?1 AND source = ?2 AND key = ?3")?
+            .query_map(params![event.tenant, event.source, dedupe.key], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .next()
+            .transpose()?;
+        if let Some((id, expires_at)) = existing
+            && expires_at > event.received_at
+        {
+            return Ok(Done::Duplicate(Uuid::from_slice(&id).unwrap_or_default()));
+        }
+        tx.prepare_cached(
+            "INSERT INTO dedupe (tenant, source, key, event_id, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (tenant, source, key) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at",
+        )?
+        .execute(params![event.tenant, event.source, dedupe.key, event.id.as_bytes(), dedupe.until])?;
+    }
     tx.prepare_cached(
-        "INSERT INTO events (id, tenant, source, received_at, content_type, query, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO events (id, tenant, source, received_at, content_type, query, body, normalized)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         event.id.as_bytes(),
@@ -214,6 +235,7 @@ fn commit(tx: &Connection, event: &NewEvent) -> rusqlite::Result<Done> {
         event.content_type,
         event.query,
         &event.body[..],
+        event.normalized,
     ])?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO deliveries (event_id, tenant, destination, created_at, due_at) VALUES (?1, ?2, ?3, ?4, ?4)",
@@ -267,15 +289,16 @@ fn claim(
             },
         )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut event =
-        tx.prepare_cached("SELECT content_type, query, body FROM events WHERE id = ?1")?;
+    let mut event = tx
+        .prepare_cached("SELECT content_type, query, body, normalized FROM events WHERE id = ?1")?;
     let mut deliveries = Vec::with_capacity(rows.len());
     for (id, event_id, attempts, created_at) in rows {
-        let (content_type, query, body) = event.query_row(params![event_id], |r| {
+        let (content_type, query, body, normalized) = event.query_row(params![event_id], |r| {
             Ok((
                 r.get::<_, Option<String>>(0)?,
                 r.get::<_, Option<String>>(1)?,
                 r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, Option<String>>(3)?,
             ))
         })?;
         deliveries.push(ClaimedDelivery {
@@ -287,6 +310,7 @@ fn claim(
             content_type,
             query,
             body: Bytes::from(body),
+            normalized,
         });
     }
     deliveries.sort_unstable_by_key(|d| d.id);
