@@ -33,6 +33,24 @@ enum Command {
         #[arg(long, default_value = "config/switchboard.toml")]
         config: PathBuf,
     },
+    /// Print the exact request a payload would produce for one destination, without sending it.
+    Render {
+        #[arg(long, default_value = "config/switchboard.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        destination: String,
+        /// A file holding the provider's callback body.
+        #[arg(long)]
+        payload: PathBuf,
+        /// The body's type; by default application/x-www-form-urlencoded for .form files and
+        /// application/json otherwise.
+        #[arg(long)]
+        content_type: Option<String>,
+    },
     /// A receiving server that prints each request and answers a fixed status.
     Sink {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -50,6 +68,23 @@ fn main() -> ExitCode {
     });
     let result = match command {
         Command::Check { config } => return check(&config),
+        Command::Render {
+            config,
+            tenant,
+            source,
+            destination,
+            payload,
+            content_type,
+        } => {
+            return render(
+                &config,
+                &tenant,
+                &source,
+                &destination,
+                &payload,
+                content_type,
+            );
+        }
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(config))),
         Command::Sink { listen, status } => {
             runtime().and_then(|rt| rt.block_on(sink(listen, status)))
@@ -84,6 +119,55 @@ fn check(path: &std::path::Path) -> ExitCode {
         Err(errors) => {
             eprintln!("{errors}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn render(
+    path: &std::path::Path,
+    tenant: &str,
+    source: &str,
+    destination: &str,
+    payload: &std::path::Path,
+    content_type: Option<String>,
+) -> ExitCode {
+    let config = match switchboard::config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let body = match std::fs::read(payload) {
+        Ok(body) => body,
+        Err(e) => {
+            eprintln!("switchboard: cannot read {}: {e}", payload.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let content_type = content_type.unwrap_or_else(|| {
+        if payload.extension().is_some_and(|x| x == "form") {
+            "application/x-www-form-urlencoded"
+        } else {
+            "application/json"
+        }
+        .to_string()
+    });
+    match switchboard::deliver::preview::preview(
+        &config,
+        tenant,
+        source,
+        destination,
+        &body,
+        &content_type,
+    ) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchboard: {e}");
+            ExitCode::FAILURE
         }
     }
 }

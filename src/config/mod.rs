@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 
-pub use load::{ConfigError, ConfigErrors, load};
+pub use load::{ConfigError, ConfigErrors, load, load_with_env};
 
 #[derive(Debug)]
 pub struct Config {

@@ -46,6 +46,7 @@ pub fn build(
     client: &reqwest::Client,
     destination: &Destination,
     delivery: &ClaimedDelivery,
+    now_ms: i64,
 ) -> Result<reqwest::RequestBuilder, String> {
     let event: CallEvent = delivery
         .normalized
@@ -68,9 +69,14 @@ pub fn build(
     });
     let url =
         reqwest::Url::parse(&rendered.url).map_err(|e| format!("rendered url is invalid: {e}"))?;
+    let mut id = uuid::Uuid::encode_buffer();
+    let id = delivery.event_id.hyphenated().encode_lower(&mut id);
     let mut request = client
         .request(destination.method.clone(), url)
-        .headers(rendered.headers.into_iter().collect());
+        .headers(rendered.headers.into_iter().collect())
+        .header("webhook-id", &*id)
+        .header("webhook-timestamp", now_ms / 1000)
+        .header("x-switchboard-attempt", delivery.attempt);
     if destination.method != Method::GET {
         let (content_type, body) = match rendered.body {
             Some((content_type, body)) => (Some(content_type), Bytes::from(body)),
@@ -106,9 +112,7 @@ pub async fn send(
 ) -> Sent {
     let started_at = now_ms();
     let start = Instant::now();
-    let mut id = uuid::Uuid::encode_buffer();
-    let id = delivery.event_id.hyphenated().encode_lower(&mut id);
-    let request = match build(client, destination, delivery) {
+    let request = match build(client, destination, delivery, started_at) {
         Ok(request) => request,
         Err(reason) => {
             return Sent {
@@ -124,11 +128,7 @@ pub async fn send(
             };
         }
     };
-    let request = request
-        .timeout(destination.timeout)
-        .header("webhook-id", &*id)
-        .header("webhook-timestamp", started_at / 1000)
-        .header("x-switchboard-attempt", delivery.attempt);
+    let request = request.timeout(destination.timeout);
 
     let (status, error, retry_after, response_prefix) = match request.send().await {
         Ok(mut response) => {

@@ -8,6 +8,7 @@
 
 mod attempt;
 pub mod outcome;
+pub mod preview;
 
 use std::collections::HashMap;
 use std::sync::Arc;

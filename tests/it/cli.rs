@@ -24,7 +24,7 @@ fn check_accepts_the_shipped_example_config() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (1 tenants, 2 destinations)"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (1 tenants, 3 destinations)"));
 }
 
 #[test]

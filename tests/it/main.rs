@@ -8,3 +8,4 @@ mod errors;
 mod health;
 mod seeds;
 mod support;
+mod templates;

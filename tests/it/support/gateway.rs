@@ -54,9 +54,26 @@ impl Gateway {
     }
 
     pub async fn start_with(server_extra: &str, store_extra: &str, tenants: &[&str]) -> Self {
+        Self::start_env(server_extra, store_extra, tenants, &[]).await
+    }
+
+    /// As `start_with`, with `env` as the whole environment `{ env = "…" }` secrets read.
+    pub async fn start_env(
+        server_extra: &str,
+        store_extra: &str,
+        tenants: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let main = write_config(dir.path(), server_extra, store_extra, tenants);
-        let config = Arc::new(switchboard::config::load(&main).unwrap_or_else(|e| panic!("{e}")));
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let config = Arc::new(
+            switchboard::config::load_with_env(&main, &lookup).unwrap_or_else(|e| panic!("{e}")),
+        );
         let store = switchboard::open_store(&config, "test-node").unwrap();
         let ingest = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
