@@ -309,3 +309,30 @@ fn repeats_share_a_dedupe_key_and_distinct_events_do_not() {
     );
     assert_eq!(key(Provider::Generic, r#"{"id":"x"}"#), None);
 }
+
+proptest::proptest! {
+    /// The stable-toolchain companion of the `payload_normalize` fuzz target.
+    #[test]
+    fn any_body_normalizes_without_panicking(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512), json in proptest::prelude::any::<bool>()) {
+        use crate::ingest::payload::{self, Kind};
+        let kind = if json { Kind::Json } else { Kind::Form };
+        if let Ok(fields) = payload::fields(Some(kind), &body, None) {
+            for provider in [Provider::Wavecell, Provider::Telecmi, Provider::Mobtexting, Provider::Callerdesk, Provider::Generic] {
+                let (event, _) = run(provider, fields.clone(), "Asia/Kolkata");
+                proptest::prop_assert!(serde_json::to_string(&event).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn json_objects_of_any_strings_normalize(values in proptest::collection::vec(".*", 12)) {
+        let keys = ["callId", "eventType", "timestamp", "status", "dtmf", "sipStatus", "time", "start_at", "duration", "Status", "StartTime", "CallDuration"];
+        let object: serde_json::Map<String, serde_json::Value> =
+            keys.iter().zip(&values).map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone()))).collect();
+        let payload = Payload(object);
+        for provider in [Provider::Wavecell, Provider::Telecmi, Provider::Mobtexting, Provider::Callerdesk] {
+            let (event, _) = run(provider, payload.clone(), "UTC");
+            proptest::prop_assert!(serde_json::to_string(&event).is_ok());
+        }
+    }
+}
