@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod deliver;
 pub mod fanout;
@@ -63,11 +64,13 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
-    let client = deliver::client()?;
+    let guard = Arc::new(deliver::ssrf::Guard::from_config(&config.server));
+    let client = deliver::client(guard.clone())?;
     let wakers = deliver::start(
         &config,
         store.clone(),
         client,
+        guard,
         &tracker,
         stop.clone(),
         abort.clone(),
@@ -80,7 +83,7 @@ pub async fn run(
         listeners.ingest,
         limits,
         stop.clone(),
-        move |request, _peer| ingest.clone().handle(request),
+        move |request, peer| ingest.clone().handle(request, peer),
     ));
     let admin_store = store.clone();
     servers.spawn(server::serve(

@@ -17,9 +17,10 @@ use serde::de::DeserializeOwned;
 
 use super::raw::{self, S};
 use super::{
-    Backend, Config, Destination, FixedResponse, Provider, RetryPolicy, Server, Source, Store,
-    Synchronous, Tenant,
+    Backend, Config, Destination, FixedResponse, Provider, RateLimit, RetryPolicy, Server, Source,
+    Store, Synchronous, Tenant,
 };
+use crate::auth::{Algorithm, Encoding, Scheme, TokenAt};
 use crate::fanout::When;
 use crate::normalize::Field;
 use crate::template::request::{BodyTemplate, RequestTemplate};
@@ -328,6 +329,9 @@ fn server(file: &mut File, raw: &raw::Server) -> Server {
             1..u64::MAX,
             "max_pending_deliveries",
         ),
+        allow_private_destinations: raw.allow_private_destinations.unwrap_or(false),
+        private_destination_allowlist: cidrs(file, &raw.private_destination_allowlist),
+        trusted_proxies: cidrs(file, &raw.trusted_proxies),
     }
 }
 
@@ -369,6 +373,303 @@ fn store(file: &mut File, raw: &raw::Store, base: &Path) -> Store {
         synchronous,
         max_size_bytes,
     }
+}
+
+fn cidrs(file: &mut File, values: &Option<Vec<S<String>>>) -> Vec<ipnet::IpNet> {
+    let mut nets = Vec::new();
+    for value in values.iter().flatten() {
+        let text = value.get_ref();
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => nets.push(net),
+            Err(_) => file.error(
+                value.span(),
+                format!("{text:?} is not a network like \"10.0.0.0/8\" or an address"),
+            ),
+        }
+    }
+    nets
+}
+
+fn rate_limit(file: &mut File, raw: &Option<S<raw::RateLimit>>) -> Option<RateLimit> {
+    let raw = raw.as_ref()?;
+    let per_second = std::num::NonZeroU32::new(raw.get_ref().per_second);
+    let burst = std::num::NonZeroU32::new(raw.get_ref().burst.unwrap_or(raw.get_ref().per_second));
+    match (per_second, burst) {
+        (Some(per_second), Some(burst)) => Some(RateLimit { per_second, burst }),
+        _ => {
+            file.error(
+                raw.span(),
+                "rate_limit needs per_second (and burst, if given) of at least 1",
+            );
+            None
+        }
+    }
+}
+
+/// The secrets a scheme names (one, or two while rotating), resolved.
+fn named_secrets(
+    file: &mut File,
+    names: &S<raw::Names>,
+    secrets: &HashMap<String, Arc<str>>,
+) -> Vec<Arc<str>> {
+    let mut resolved = Vec::new();
+    for name in names.get_ref().list() {
+        match secrets.get(name) {
+            Some(value) => resolved.push(value.clone()),
+            None => file.error(
+                names.span(),
+                format!("secret {name:?} is not declared in the tenant's [secrets]"),
+            ),
+        }
+    }
+    resolved
+}
+
+fn header_name(file: &mut File, value: &S<String>) -> http::HeaderName {
+    http::HeaderName::from_bytes(value.get_ref().as_bytes()).unwrap_or_else(|_| {
+        file.error(
+            value.span(),
+            format!("{:?} is not a valid header name", value.get_ref()),
+        );
+        http::HeaderName::from_static("x-invalid")
+    })
+}
+
+fn scheme(
+    file: &mut File,
+    raw: &S<raw::Auth>,
+    secrets: &HashMap<String, Arc<str>>,
+) -> Option<Scheme> {
+    let a = raw.get_ref();
+    let name = a.scheme.get_ref().as_str();
+    let applies: &[&str] = match name {
+        "none" => &[],
+        "token" => &["header", "query", "prefix", "secret"],
+        "basic" => &["username", "secret"],
+        "hmac" => &[
+            "algorithm",
+            "header",
+            "prefix",
+            "encoding",
+            "timestamp_header",
+            "tolerance",
+            "secret",
+        ],
+        "standard-webhooks" => &["secret"],
+        "twilio" | "plivo-v3" => &["secret", "public_url"],
+        "telnyx" => &["public_key", "tolerance"],
+        "ip_allow" => &["cidrs"],
+        other => {
+            file.error(
+                a.scheme.span(),
+                format!("unknown auth scheme {other:?}; expected none, token, basic, hmac, standard-webhooks, twilio, plivo-v3, telnyx or ip_allow"),
+            );
+            return None;
+        }
+    };
+    let present = [
+        ("header", a.header.is_some()),
+        ("query", a.query.is_some()),
+        ("prefix", a.prefix.is_some()),
+        ("secret", a.secret.is_some()),
+        ("username", a.username.is_some()),
+        ("algorithm", a.algorithm.is_some()),
+        ("encoding", a.encoding.is_some()),
+        ("timestamp_header", a.timestamp_header.is_some()),
+        ("tolerance", a.tolerance.is_some()),
+        ("public_url", a.public_url.is_some()),
+        ("public_key", a.public_key.is_some()),
+        ("cidrs", a.cidrs.is_some()),
+    ];
+    let mut ok = true;
+    for (key, is_present) in present {
+        if is_present && !applies.contains(&key) {
+            file.error(
+                raw.span(),
+                format!("`{key}` does not apply to auth scheme {name:?}"),
+            );
+            ok = false;
+        }
+    }
+    let needs = |file: &mut File, key: &str, present: bool| {
+        if !present {
+            file.error(raw.span(), format!("auth scheme {name:?} needs `{key}`"));
+        }
+        present
+    };
+    let secret_list = |file: &mut File| match &a.secret {
+        Some(names) => named_secrets(file, names, secrets),
+        None => {
+            needs(file, "secret", false);
+            Vec::new()
+        }
+    };
+    let prefix = a
+        .prefix
+        .as_ref()
+        .map(|p| p.get_ref().clone())
+        .unwrap_or_default();
+    let public_url = |file: &mut File| match &a.public_url {
+        Some(url) if reqwest::Url::parse(url.get_ref()).is_ok_and(|u| u.query().is_none()) => {
+            url.get_ref().clone()
+        }
+        Some(url) => {
+            file.error(
+                url.span(),
+                "public_url must be the absolute URL the provider calls, without a query string",
+            );
+            String::new()
+        }
+        None => {
+            needs(file, "public_url", false);
+            String::new()
+        }
+    };
+    let scheme = match name {
+        "none" => Scheme::None,
+        "token" => {
+            let at = match (&a.header, &a.query) {
+                (Some(h), None) => TokenAt::Header(header_name(file, h)),
+                (None, Some(q)) => TokenAt::Query(q.get_ref().clone()),
+                _ => {
+                    file.error(
+                        raw.span(),
+                        "auth scheme \"token\" needs exactly one of `header` or `query`",
+                    );
+                    TokenAt::Query(String::new())
+                }
+            };
+            Scheme::Token {
+                at,
+                prefix,
+                secrets: secret_list(file),
+            }
+        }
+        "basic" => {
+            needs(file, "username", a.username.is_some());
+            let username = a
+                .username
+                .as_ref()
+                .map(|u| u.get_ref().clone())
+                .unwrap_or_default();
+            Scheme::Basic {
+                username,
+                secrets: secret_list(file),
+            }
+        }
+        "hmac" => {
+            let algorithm = match &a.algorithm {
+                None => Algorithm::Sha256,
+                Some(alg) => Algorithm::parse(alg.get_ref()).unwrap_or_else(|| {
+                    file.error(alg.span(), "algorithm must be sha1, sha256 or sha512");
+                    Algorithm::Sha256
+                }),
+            };
+            let encoding = match a.encoding.as_ref().map(|e| (e, e.get_ref().as_str())) {
+                None | Some((_, "hex")) => Encoding::Hex,
+                Some((_, "base64")) => Encoding::Base64,
+                Some((e, _)) => {
+                    file.error(e.span(), "encoding must be hex or base64");
+                    Encoding::Hex
+                }
+            };
+            let header = match &a.header {
+                Some(h) => header_name(file, h),
+                None => {
+                    needs(file, "header", false);
+                    http::HeaderName::from_static("x-signature")
+                }
+            };
+            let timestamp = a.timestamp_header.as_ref().map(|h| {
+                let tolerance = file.duration(&a.tolerance, Duration::from_secs(300));
+                (header_name(file, h), tolerance)
+            });
+            Scheme::Hmac {
+                algorithm,
+                header,
+                prefix,
+                encoding,
+                timestamp,
+                secrets: secret_list(file),
+            }
+        }
+        "standard-webhooks" => {
+            let keys = secret_list(file)
+                .iter()
+                .filter_map(|s| {
+                    let key = crate::auth::signatures::standard_key(s);
+                    if key.is_none() {
+                        file.error(
+                            raw.span(),
+                            "a standard-webhooks secret is whsec_ followed by base64",
+                        );
+                    }
+                    key
+                })
+                .collect();
+            Scheme::StandardWebhooks { keys }
+        }
+        "twilio" => Scheme::Twilio {
+            public_url: public_url(file),
+            secrets: secret_list(file),
+        },
+        "plivo-v3" => Scheme::PlivoV3 {
+            public_url: public_url(file),
+            secrets: secret_list(file),
+        },
+        "telnyx" => {
+            let key = a.public_key.as_ref().and_then(|k| {
+                let key = crate::auth::telnyx::public_key(k.get_ref());
+                if key.is_none() {
+                    file.error(
+                        k.span(),
+                        "public_key must be a base64 Ed25519 public key (32 bytes)",
+                    );
+                }
+                key
+            });
+            needs(file, "public_key", a.public_key.is_some());
+            let tolerance = file.duration(&a.tolerance, Duration::from_secs(300));
+            Scheme::Telnyx {
+                public_key: key?,
+                tolerance,
+            }
+        }
+        "ip_allow" => {
+            needs(file, "cidrs", a.cidrs.is_some());
+            Scheme::IpAllow {
+                cidrs: cidrs(file, &a.cidrs),
+            }
+        }
+        _ => return None,
+    };
+    ok.then_some(scheme)
+}
+
+fn auth(file: &mut File, source: &raw::Source, secrets: &HashMap<String, Arc<str>>) -> Vec<Scheme> {
+    let Some(list) = &source.auth else {
+        file.error(
+            source.id.span(),
+            format!(
+                "source {:?} has no `auth`: list its schemes, or write auth = [{{ scheme = \"none\" }}] to accept anyone",
+                source.id.get_ref()
+            ),
+        );
+        return Vec::new();
+    };
+    if list.get_ref().is_empty() {
+        file.error(
+            list.span(),
+            "auth lists no scheme; write [{ scheme = \"none\" }] to accept anyone",
+        );
+    }
+    list.get_ref()
+        .iter()
+        .filter_map(|raw| scheme(file, raw, secrets))
+        .collect()
 }
 
 fn secrets(
@@ -450,6 +751,8 @@ fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Strin
             destinations: Vec::new(),
             timezone,
             dedupe_window,
+            auth: auth(file, s, &secrets),
+            rate_limit: rate_limit(file, &s.rate_limit),
         });
     }
 
@@ -481,6 +784,7 @@ fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Strin
     }
     Tenant {
         id,
+        rate_limit: rate_limit(file, &raw.rate_limit),
         sources,
         destinations,
     }
@@ -642,6 +946,29 @@ fn when(file: &mut File, raw: &raw::Destination) -> When {
     When(when)
 }
 
+fn signing_keys(
+    file: &mut File,
+    raw: &raw::Destination,
+    secrets: &HashMap<String, Arc<str>>,
+) -> Vec<Vec<u8>> {
+    let Some(names) = &raw.signing_secret else {
+        return Vec::new();
+    };
+    named_secrets(file, names, secrets)
+        .iter()
+        .filter_map(|secret| {
+            let key = crate::auth::signatures::standard_key(secret);
+            if key.is_none() {
+                file.error(
+                    names.span(),
+                    "a signing secret is whsec_ followed by base64",
+                );
+            }
+            key
+        })
+        .collect()
+}
+
 fn destination(
     file: &mut File,
     tenant: &str,
@@ -719,6 +1046,8 @@ fn destination(
         request,
         method,
         when,
+        rate_limit: rate_limit(file, &raw.rate_limit),
+        signing_keys: signing_keys(file, raw, secrets),
         success_codes,
         timeout: file.duration(&raw.timeout, Duration::from_secs(10)),
         max_in_flight: file.ranged(&raw.max_in_flight, 64, 1..10_001, "max_in_flight") as usize,
@@ -753,7 +1082,7 @@ mod tests {
         write(
             dir.path(),
             "tenants/acme.toml",
-            "id = \"acme\"\n[[source]]\nid = \"telecmi\"\nprovider = \"telecmi\"\n[[destination]]\nid = \"crm\"\nurl = \"http://127.0.0.1:9/x\"\n",
+            "id = \"acme\"\n[[source]]\nid = \"telecmi\"\nprovider = \"telecmi\"\nauth = [{ scheme = \"none\" }]\n[[destination]]\nid = \"crm\"\nurl = \"http://127.0.0.1:9/x\"\n",
         );
         let config = load(&main).unwrap();
         let acme = &config.tenants["acme"];
@@ -775,7 +1104,7 @@ mod tests {
             "tenants/acme.toml",
             concat!(
                 "id = \"acme\"\n",
-                "[[source]]\nid = \"telecmi\"\nprovider = \"telekom\"\n",
+                "[[source]]\nid = \"telecmi\"\nprovider = \"telekom\"\nauth = [{ scheme = \"none\" }]\n",
                 "[[destination]]\nid = \"crm\"\nurl = \"ftp://x\"\nsources = [\"nope\"]\n",
                 "timeout = \"ten seconds\"\nretry = { initial_backoff = \"1m\", max_backoff = \"1s\" }\n",
             ),
@@ -792,10 +1121,10 @@ mod tests {
             );
         };
         at(4, 12, "unknown provider \"telekom\"");
-        at(8, 12, "no source \"nope\"");
-        at(7, 8, "http:// or https://");
-        at(9, 11, "invalid duration");
-        at(10, 29, "initial_backoff must not exceed max_backoff");
+        at(9, 12, "no source \"nope\"");
+        at(8, 8, "http:// or https://");
+        at(10, 11, "invalid duration");
+        at(11, 29, "initial_backoff must not exceed max_backoff");
         assert_eq!(errors.len(), 5, "{shown:#?}");
     }
 

@@ -37,6 +37,27 @@ pub struct Server {
     pub drain_timeout: Duration,
     /// Ingest answers 503 once this many deliveries are pending, instead of growing without bound.
     pub max_pending_deliveries: u64,
+    /// Whether deliveries may reach loopback, private, link-local and similar addresses.
+    pub allow_private_destinations: bool,
+    /// Private networks deliveries may reach even when the above is false.
+    pub private_destination_allowlist: Vec<ipnet::IpNet>,
+    /// Peers whose X-Forwarded-For is believed when finding the client address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// A token bucket: `per_second` sustained, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: std::num::NonZeroU32,
+    pub burst: std::num::NonZeroU32,
+}
+
+impl RateLimit {
+    pub fn limiter(&self) -> governor::DefaultDirectRateLimiter {
+        governor::RateLimiter::direct(
+            governor::Quota::per_second(self.per_second).allow_burst(self.burst),
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +83,7 @@ pub enum Synchronous {
 #[derive(Debug)]
 pub struct Tenant {
     pub id: String,
+    pub rate_limit: Option<RateLimit>,
     pub sources: Vec<Source>,
     pub destinations: Vec<Arc<Destination>>,
 }
@@ -83,6 +105,9 @@ pub struct Source {
     pub timezone: jiff::tz::TimeZone,
     /// How long a repeated callback is recognized as a repeat; `None` turns dedupe off.
     pub dedupe_window: Option<Duration>,
+    /// Every scheme must pass; `[Scheme::None]` when the source is explicitly open.
+    pub auth: Vec<crate::auth::Scheme>,
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +163,10 @@ pub struct Destination {
     pub method: Method,
     /// Which events this destination receives (every event when empty).
     pub when: crate::fanout::When,
+    /// Deliveries are paced to this rate; paced deliveries wait in the queue.
+    pub rate_limit: Option<RateLimit>,
+    /// Standard Webhooks signing keys (decoded `whsec_` secrets); empty: unsigned.
+    pub signing_keys: Vec<Vec<u8>>,
     pub success_codes: Vec<u16>,
     pub timeout: Duration,
     pub max_in_flight: usize,

@@ -28,6 +28,9 @@ pub struct Server {
     pub idle_timeout: Option<S<String>>,
     pub drain_timeout: Option<S<String>>,
     pub max_pending_deliveries: Option<S<u64>>,
+    pub allow_private_destinations: Option<bool>,
+    pub private_destination_allowlist: Option<Vec<S<String>>>,
+    pub trusted_proxies: Option<Vec<S<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -44,6 +47,7 @@ pub struct Tenant {
     pub id: S<String>,
     #[serde(default)]
     pub secrets: IndexMap<String, S<Secret>>,
+    pub rate_limit: Option<S<RateLimit>>,
     #[serde(default, rename = "source")]
     pub sources: Vec<Source>,
     #[serde(default, rename = "destination")]
@@ -65,6 +69,51 @@ pub struct Source {
     pub response: Option<S<Response>>,
     pub timezone: Option<S<String>>,
     pub dedupe_window: Option<S<String>>,
+    pub auth: Option<S<Vec<S<Auth>>>>,
+    pub rate_limit: Option<S<RateLimit>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: Option<u32>,
+}
+
+/// One secret name, or two while rotating.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub enum Names {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Names {
+    pub fn list(&self) -> Vec<&str> {
+        match self {
+            Names::One(n) => vec![n.as_str()],
+            Names::Many(ns) => ns.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// Every field any scheme uses; which apply is checked per scheme.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    pub scheme: S<String>,
+    pub header: Option<S<String>>,
+    pub query: Option<S<String>>,
+    pub prefix: Option<S<String>>,
+    pub secret: Option<S<Names>>,
+    pub username: Option<S<String>>,
+    pub algorithm: Option<S<String>>,
+    pub encoding: Option<S<String>>,
+    pub timestamp_header: Option<S<String>>,
+    pub tolerance: Option<S<String>>,
+    pub public_url: Option<S<String>>,
+    pub public_key: Option<S<String>>,
+    pub cidrs: Option<Vec<S<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +140,8 @@ pub struct Destination {
     pub form: Option<S<IndexMap<String, S<String>>>>,
     pub content_type: Option<S<String>>,
     pub when: Option<IndexMap<String, S<Vec<S<String>>>>>,
+    pub rate_limit: Option<S<RateLimit>>,
+    pub signing_secret: Option<S<Names>>,
 }
 
 #[derive(Deserialize)]

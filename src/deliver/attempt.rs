@@ -9,7 +9,12 @@ use http::{HeaderValue, Method, header};
 
 use bytes::Bytes;
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use super::outcome::parse_retry_after;
+use super::ssrf::{Guard, Refused, Resolver};
+use crate::auth::signatures::sign_standard;
 use crate::config::Destination;
 use crate::ingest::payload;
 use crate::normalize::{CallEvent, Payload};
@@ -27,10 +32,11 @@ pub struct Sent {
 
 /// The HTTP client every delivery shares: pooled keep-alive connections, rustls, and no
 /// redirects followed (a 3xx is a failed attempt, not an invitation to go elsewhere).
-pub fn client() -> reqwest::Result<reqwest::Client> {
+pub fn client(guard: Arc<Guard>) -> reqwest::Result<reqwest::Client> {
     // Several callers may race to install it; the first one wins and that is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
+        .dns_resolver(Arc::new(Resolver(guard)))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("Switchboard/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(60))
@@ -44,6 +50,7 @@ pub fn client() -> reqwest::Result<reqwest::Client> {
 /// event, or the provider's original body when the destination has no body template.
 pub fn build(
     client: &reqwest::Client,
+    guard: &Guard,
     destination: &Destination,
     delivery: &ClaimedDelivery,
     now_ms: i64,
@@ -69,6 +76,19 @@ pub fn build(
     });
     let url =
         reqwest::Url::parse(&rendered.url).map_err(|e| format!("rendered url is invalid: {e}"))?;
+    // The resolver guards names; an address written in the URL never reaches it.
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        _ => None,
+    };
+    if let Some(ip) = literal.filter(|ip| !guard.permits(*ip)) {
+        return Err(Refused {
+            host: ip.to_string(),
+            addr: ip,
+        }
+        .to_string());
+    }
     let mut id = uuid::Uuid::encode_buffer();
     let id = delivery.event_id.hyphenated().encode_lower(&mut id);
     let mut request = client
@@ -84,6 +104,10 @@ pub fn build(
         };
         if let Some(ct) = content_type {
             request = request.header(header::CONTENT_TYPE, ct);
+        }
+        if !destination.signing_keys.is_empty() {
+            let signature = sign_standard(&destination.signing_keys, id, now_ms / 1000, &body);
+            request = request.header("webhook-signature", signature);
         }
         request = request.body(body);
     }
@@ -107,12 +131,13 @@ fn original_body(delivery: &ClaimedDelivery) -> (Option<HeaderValue>, Bytes) {
 
 pub async fn send(
     client: &reqwest::Client,
+    guard: &Guard,
     destination: &Destination,
     delivery: &ClaimedDelivery,
 ) -> Sent {
     let started_at = now_ms();
     let start = Instant::now();
-    let request = match build(client, destination, delivery, started_at) {
+    let request = match build(client, guard, destination, delivery, started_at) {
         Ok(request) => request,
         Err(reason) => {
             return Sent {
@@ -151,7 +176,22 @@ pub async fn send(
             }
             (Some(status), None, retry_after, prefix)
         }
-        Err(e) => (None, Some(error_kind(&e)), None, Vec::new()),
+        Err(e) => {
+            // A refused address will be refused on every attempt: no point retrying.
+            let refused = refusal(&e);
+            let error = refused.clone().unwrap_or_else(|| error_kind(&e));
+            return Sent {
+                record: AttemptRecord {
+                    started_at,
+                    latency: start.elapsed(),
+                    status: None,
+                    error: Some(error),
+                    response_prefix: Vec::new(),
+                },
+                retry_after: None,
+                permanent: refused.is_some(),
+            };
+        }
     };
     Sent {
         record: AttemptRecord {
@@ -164,6 +204,17 @@ pub async fn send(
         retry_after,
         permanent: false,
     }
+}
+
+fn refusal(e: &reqwest::Error) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(refused) = c.downcast_ref::<Refused>() {
+            return Some(refused.to_string());
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// `timeout`, `connect: …` or `io: …`, with the innermost cause (e.g. "Connection refused").

@@ -9,6 +9,7 @@
 mod attempt;
 pub mod outcome;
 pub mod preview;
+pub mod ssrf;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ impl Wakers {
 struct Shared {
     store: Arc<dyn Store>,
     client: reqwest::Client,
+    guard: Arc<ssrf::Guard>,
     tracker: TaskTracker,
     /// Stop claiming new work.
     stop: CancellationToken,
@@ -60,6 +62,7 @@ pub fn start(
     config: &Config,
     store: Arc<dyn Store>,
     client: reqwest::Client,
+    guard: Arc<ssrf::Guard>,
     tracker: &TaskTracker,
     stop: CancellationToken,
     abort: CancellationToken,
@@ -67,6 +70,7 @@ pub fn start(
     let shared = Arc::new(Shared {
         store,
         client,
+        guard,
         tracker: tracker.clone(),
         stop,
         abort,
@@ -93,6 +97,9 @@ async fn worker(shared: Arc<Shared>, destination: Arc<Destination>, wake: Arc<No
     // A lease outlives the attempt's own timeout by a wide margin, so only a dead process
     // ever lets one expire.
     let lease = destination.timeout * 2 + Duration::from_secs(30);
+    // Pacing happens before the claim: a delivery waiting for its turn stays in the queue,
+    // unleased, rather than in memory.
+    let pacer = destination.rate_limit.map(|r| r.limiter());
     let mut failures = 0u32;
     loop {
         let first = tokio::select! {
@@ -100,10 +107,23 @@ async fn worker(shared: Arc<Shared>, destination: Arc<Destination>, wake: Arc<No
             _ = shared.stop.cancelled() => break,
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
         };
+        let mut allowance = (slots.available_permits() + 1).min(CLAIM_BATCH);
+        if let Some(pacer) = &pacer {
+            tokio::select! {
+                biased;
+                _ = shared.stop.cancelled() => break,
+                _ = pacer.until_ready() => {}
+            }
+            let mut granted = 1;
+            while granted < allowance && pacer.check().is_ok() {
+                granted += 1;
+            }
+            allowance = granted;
+        }
         let request = ClaimRequest {
             tenant: destination.tenant.clone(),
             destination: destination.id.clone(),
-            limit: (slots.available_permits() + 1).min(CLAIM_BATCH),
+            limit: allowance,
             lease,
         };
         let claim = match shared.store.claim(request).await {
@@ -169,7 +189,7 @@ async fn deliver(
     );
     async move {
         let sent = tokio::select! {
-            sent = attempt::send(&shared.client, &destination, &delivery) => sent,
+            sent = attempt::send(&shared.client, &shared.guard, &destination, &delivery) => sent,
             _ = shared.abort.cancelled() => {
                 if let Err(e) = shared.store.release(delivery.id, delivery.lease).await {
                     tracing::warn!(error = %e, "could not release the delivery; it resumes when its lease expires");

@@ -102,6 +102,8 @@ mod tests {
             },
             method: http::Method::POST,
             when: crate::fanout::When::default(),
+            rate_limit: None,
+            signing_keys: Vec::new(),
             success_codes: vec![200, 202],
             timeout: Duration::from_secs(1),
             max_in_flight: 1,

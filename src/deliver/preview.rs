@@ -6,7 +6,10 @@ use std::fmt::Write;
 use bytes::Bytes;
 use http::HeaderValue;
 
+use std::sync::Arc;
+
 use super::attempt;
+use super::ssrf::Guard;
 use crate::config::Config;
 use crate::ingest::payload;
 use crate::normalize;
@@ -79,8 +82,9 @@ pub fn preview(
         body: Bytes::copy_from_slice(body),
         normalized: Some(serde_json::to_string(&event).unwrap_or_default()),
     };
-    let client = attempt::client().map_err(|e| e.to_string())?;
-    let request = attempt::build(&client, destination, &delivery, received_at)?
+    let guard = Arc::new(Guard::from_config(&config.server));
+    let client = attempt::client(guard.clone()).map_err(|e| e.to_string())?;
+    let request = attempt::build(&client, &guard, destination, &delivery, received_at)?
         .build()
         .map_err(|e| format!("cannot build the request: {e}"))?;
     let _ = writeln!(out, "{} {}", request.method(), request.url());

@@ -21,6 +21,11 @@ pub enum IngestError {
     TooLarge { limit: usize },
     #[error("{0}")]
     Malformed(String),
+    /// The reason is logged, never sent: a prober learns nothing from the answer.
+    #[error("unauthorized")]
+    Unauthorized(String),
+    #[error("too many callbacks; retry later")]
+    RateLimited { retry_after: u64 },
     #[error("the request body was not received in time")]
     BodyTimeout,
     #[error("too many deliveries are pending; retry later")]
@@ -38,6 +43,8 @@ impl IngestError {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Backlog | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -53,6 +60,8 @@ impl IngestError {
             Self::TooLarge { .. } => "payload_too_large",
             Self::Malformed(_) => "malformed_body",
             Self::BodyTimeout => "request_timeout",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Backlog => "backlog_full",
             Self::Store(_) => "store_unavailable",
         }
@@ -61,7 +70,10 @@ impl IngestError {
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         // The store's own words stay in the log: a 503 body carries no internals.
-        let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
+        let retry_after = match &self {
+            Self::RateLimited { retry_after } => Some(*retry_after),
+            _ => (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1),
+        };
         let mut response = json_error(status, self.code(), &self.to_string(), retry_after);
         if let Self::MethodNotAllowed = self {
             response

@@ -1,14 +1,18 @@
 //! The provider-facing request path, top to bottom in `accept`: route → method → tenant
-//! and source → content type → body (bounded while streaming) → check → backpressure →
-//! durable commit → answer. The answer is sent only after the event and every delivery it
+//! and source → content type → body (bounded while streaming) → authenticate → rate limit
+//! → parse and normalize → fan out → backpressure → durable commit → answer. The answer is sent only after the event and every delivery it
 //! fans out to are committed; nothing is acknowledged that a crash could lose.
 
 mod error;
 pub mod payload;
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use governor::DefaultDirectRateLimiter;
+use governor::clock::{Clock, DefaultClock};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -17,28 +21,56 @@ use uuid::Uuid;
 
 pub use error::IngestError;
 
+use crate::auth::{self, Inbound};
 use crate::config::{Config, Source};
 use crate::deliver::Wakers;
 use crate::normalize;
 use crate::server::Body;
 use crate::store::{Committed, Dedupe, NewEvent, Store, now_ms};
 
+/// A tenant's inbound limiter, and one per source (aligned with `sources`).
+struct Limiters {
+    tenant: Option<DefaultDirectRateLimiter>,
+    sources: Vec<Option<DefaultDirectRateLimiter>>,
+}
+
 pub struct Ingest {
     config: Arc<Config>,
     store: Arc<dyn Store>,
     wakers: Wakers,
+    limiters: HashMap<String, Limiters>,
 }
 
 impl Ingest {
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>, wakers: Wakers) -> Self {
+        let limiters = config
+            .tenants
+            .values()
+            .map(|t| {
+                let limiters = Limiters {
+                    tenant: t.rate_limit.map(|r| r.limiter()),
+                    sources: t
+                        .sources
+                        .iter()
+                        .map(|s| s.rate_limit.map(|r| r.limiter()))
+                        .collect(),
+                };
+                (t.id.clone(), limiters)
+            })
+            .collect();
         Self {
             config,
             store,
             wakers,
+            limiters,
         }
     }
 
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
         let span = tracing::info_span!(
             "ingest",
             tenant = tracing::field::Empty,
@@ -46,12 +78,15 @@ impl Ingest {
             event_id = tracing::field::Empty
         );
         async move {
-            match self.accept(request).await {
+            match self.accept(request, peer).await {
                 Ok(response) => response,
                 Err(e) => {
                     match &e {
                         IngestError::Store(cause) => {
                             tracing::error!(error = %cause, "event not stored")
+                        }
+                        IngestError::Unauthorized(reason) => {
+                            tracing::warn!(%reason, "callback unauthorized")
                         }
                         e => tracing::info!(code = e.code(), "callback refused"),
                     }
@@ -63,10 +98,15 @@ impl Ingest {
         .await
     }
 
-    async fn accept(&self, request: Request<Incoming>) -> Result<Response<Body>, IngestError> {
+    async fn accept(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, IngestError> {
         let received_at = now_ms();
-        let (tenant_id, source_id) = route(request.uri().path()).ok_or(IngestError::NotFound)?;
-        if request.method() != Method::POST && request.method() != Method::GET {
+        let (parts, body) = request.into_parts();
+        let (tenant_id, source_id) = route(parts.uri.path()).ok_or(IngestError::NotFound)?;
+        if parts.method != Method::POST && parts.method != Method::GET {
             return Err(IngestError::MethodNotAllowed);
         }
         let tenant = self
@@ -74,32 +114,48 @@ impl Ingest {
             .tenants
             .get(tenant_id)
             .ok_or(IngestError::UnknownTenant)?;
-        let source = tenant.source(source_id).ok_or(IngestError::UnknownSource)?;
+        let (index, source) = tenant
+            .sources
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.id == source_id)
+            .ok_or(IngestError::UnknownSource)?;
         let span = tracing::Span::current();
         span.record("tenant", tenant_id);
         span.record("source", source_id);
 
-        let query = request
-            .uri()
-            .query()
-            .filter(|q| !q.is_empty())
-            .map(str::to_owned);
-        let (content_type, body, payload) = if request.method() == Method::GET {
-            (
-                None,
-                Bytes::new(),
-                payload::fields(None, &[], query.as_deref())?,
-            )
-        } else {
-            let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
-            let kind = payload::kind(content_type.as_ref())?;
-            let body = self.read_body(request).await?;
-            let payload = payload::fields(kind, &body, query.as_deref())?;
-            (
-                content_type.and_then(|v| v.to_str().ok().map(str::to_owned)),
-                body,
-                payload,
-            )
+        let kind = match parts.method {
+            Method::GET => None,
+            _ => payload::kind(parts.headers.get(header::CONTENT_TYPE))?,
+        };
+        let body = match parts.method {
+            Method::GET => Bytes::new(),
+            _ => self.read_body(&parts.headers, body).await?,
+        };
+        let query = parts.uri.query().filter(|q| !q.is_empty());
+        let inbound = Inbound {
+            method: &parts.method,
+            query,
+            headers: &parts.headers,
+            body: &body,
+            client: auth::client_ip(
+                peer.ip(),
+                &parts.headers,
+                &self.config.server.trusted_proxies,
+            ),
+            now: received_at / 1000,
+        };
+        auth::verify(&source.auth, &inbound).map_err(|e| IngestError::Unauthorized(e.0))?;
+        self.admit(tenant_id, index)?;
+        let payload = payload::fields(kind, &body, query)?;
+        let query = query.map(str::to_owned);
+        let content_type = match parts.method {
+            Method::GET => None,
+            _ => parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         };
 
         let id = Uuid::now_v7();
@@ -153,17 +209,40 @@ impl Ingest {
         Ok(acknowledge(id, source))
     }
 
-    async fn read_body(&self, request: Request<Incoming>) -> Result<Bytes, IngestError> {
+    /// The tenant's limit, then the source's: over either, 429 before anything is parsed.
+    fn admit(&self, tenant: &str, source: usize) -> Result<(), IngestError> {
+        let Some(limiters) = self.limiters.get(tenant) else {
+            return Ok(());
+        };
+        let checks = [
+            limiters.tenant.as_ref(),
+            limiters.sources.get(source).and_then(Option::as_ref),
+        ];
+        for limiter in checks.into_iter().flatten() {
+            if let Err(not_until) = limiter.check() {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                return Err(IngestError::RateLimited {
+                    retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_body(
+        &self,
+        headers: &http::HeaderMap,
+        body: Incoming,
+    ) -> Result<Bytes, IngestError> {
         let limit = self.config.server.max_body_bytes;
-        let declared = request
-            .headers()
+        let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(IngestError::TooLarge { limit });
         }
-        let body = Limited::new(request.into_body(), limit).collect();
+        let body = Limited::new(body, limit).collect();
         match tokio::time::timeout(self.config.server.body_read_timeout, body).await {
             Err(_) => Err(IngestError::BodyTimeout),
             Ok(Ok(collected)) => Ok(collected.to_bytes()),

@@ -30,7 +30,7 @@ fn check_accepts_the_shipped_example_config() {
 #[test]
 fn check_reports_every_error_with_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    let tenant = "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"nope\"\n[[destination]]\nid = \"d\"\nurl = \"http://x/\"\ntimeout = \"soon\"\n";
+    let tenant = "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"nope\"\nauth = [{ scheme = \"none\" }]\n[[destination]]\nid = \"d\"\nurl = \"http://x/\"\ntimeout = \"soon\"\n";
     let config = write_config(dir.path(), "max_body_bytes = 0", "", &[tenant]);
     let output = Command::new(BIN)
         .args(["check", "--config"])
@@ -43,7 +43,7 @@ fn check_reports_every_error_with_file_line_and_column() {
     let tenant_file = dir.path().join("tenants/t0.toml").display().to_string();
     assert!(
         stderr.contains(&format!(
-            "{main}:4:18: max_body_bytes must be between 1 and"
+            "{main}:5:18: max_body_bytes must be between 1 and"
         )),
         "{stderr}"
     );
@@ -52,7 +52,7 @@ fn check_reports_every_error_with_file_line_and_column() {
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!("{tenant_file}:8:11: invalid duration \"soon\"")),
+        stderr.contains(&format!("{tenant_file}:9:11: invalid duration \"soon\"")),
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 3, "{stderr}");

@@ -23,6 +23,7 @@ fn tenant(receiver: &Receiver) -> String {
 [[source]]
 id = "telecmi"
 provider = "telecmi"
+auth = [{{ scheme = "none" }}]
 [[destination]]
 id = "crm"
 url = "{}"

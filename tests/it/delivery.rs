@@ -29,8 +29,9 @@ async fn only_200_and_202_succeed_everything_else_is_retried_until_dead() {
         listener.local_addr().unwrap()
     };
     let codes = [200, 202, 201, 204, 301, 400, 500, 503];
-    let mut tenant =
-        String::from("id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\n");
+    let mut tenant = String::from(
+        "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{ scheme = \"none\" }]\n",
+    );
     for code in codes {
         tenant += &destination(&format!("s{code}"), &receiver.url(&format!("/s{code}")), "");
     }
@@ -120,7 +121,7 @@ async fn retry_after_on_429_and_503_is_waited_for() {
         _ => Reply::status(200),
     });
     let tenant = format!(
-        "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\n{}{}",
+        "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{{ scheme = \"none\" }}]\n{}{}",
         destination("limited", &receiver.url("/limited"), ""),
         destination("unavailable", &receiver.url("/unavailable"), ""),
     )
@@ -158,7 +159,7 @@ async fn a_destination_never_has_more_than_max_in_flight_attempts_at_once() {
     let receiver = Receiver::start().await;
     receiver.reply_with(|_, _| Reply::status(200).after(Duration::from_millis(100)));
     let tenant = format!(
-        "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\n{}",
+        "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{{ scheme = \"none\" }}]\n{}",
         destination("crm", &receiver.url("/crm"), "max_in_flight = 2")
             .replace("timeout = \"300ms\"", "timeout = \"5s\""),
     );
@@ -180,7 +181,7 @@ async fn a_stuck_destination_does_not_delay_a_healthy_one() {
     let (stuck, healthy) = (Receiver::start().await, Receiver::start().await);
     stuck.reply_with(|_, _| Reply::status(200).after(Duration::from_secs(20)));
     let tenant = format!(
-        "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\n{}{}",
+        "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{{ scheme = \"none\" }}]\n{}{}",
         destination("stuck", &stuck.url("/"), "max_in_flight = 1").replace("300ms", "30s"),
         destination("healthy", &healthy.url("/"), ""),
     );

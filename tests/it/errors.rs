@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 
 use crate::support::{Gateway, Receiver, Reply};
 
-const TENANT: &str = "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\n";
+const TENANT: &str = "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{ scheme = \"none\" }]\n";
 
 async fn expect_error(response: reqwest::Response, status: u16, code: &str) -> String {
     assert_eq!(response.status(), status, "expected {code}");

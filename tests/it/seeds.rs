@@ -11,16 +11,20 @@ id = "acme"
 [[source]]
 id = "wavecell"
 provider = "wavecell"
+auth = [{{ scheme = "none" }}]
 response = {{ status = 200, content_type = "application/json", body = '{{"commands":[]}}' }}
 [[source]]
 id = "telecmi"
 provider = "telecmi"
+auth = [{{ scheme = "none" }}]
 [[source]]
 id = "mobtexting"
 provider = "mobtexting"
+auth = [{{ scheme = "none" }}]
 [[source]]
 id = "callerdesk"
 provider = "callerdesk"
+auth = [{{ scheme = "none" }}]
 [[destination]]
 id = "crm"
 url = "{}"

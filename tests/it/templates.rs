@@ -17,18 +17,22 @@ crm_token = {{ env = "ACME_CRM_TOKEN" }}
 [[source]]
 id = "wavecell"
 provider = "wavecell"
+auth = [{{ scheme = "none" }}]
 dedupe_window = "{dedupe_window}"
 [[source]]
 id = "telecmi"
 provider = "telecmi"
+auth = [{{ scheme = "none" }}]
 dedupe_window = "{dedupe_window}"
 [[source]]
 id = "mobtexting"
 provider = "mobtexting"
+auth = [{{ scheme = "none" }}]
 timezone = "Asia/Kolkata"
 [[source]]
 id = "callerdesk"
 provider = "callerdesk"
+auth = [{{ scheme = "none" }}]
 timezone = "Asia/Kolkata"
 
 # The compose example of the MOBtexting document (seed 002), in Switchboard's syntax.
@@ -274,6 +278,7 @@ crm_token = { env = "ACME_CRM_TOKEN" }
 [[source]]
 id = "mobtexting"
 provider = "mobtexting"
+auth = [{ scheme = "none" }]
 timezone = "Asia/Kolkata"
 [[destination]]
 id = "crm"

@@ -31,10 +31,16 @@ pub fn write_config(
 ) -> PathBuf {
     std::fs::create_dir_all(dir.join("tenants")).unwrap();
     let main = dir.join("switchboard.toml");
+    // Every receiver in the tests is on loopback; the SSRF tests set this themselves.
+    let allow = if server_extra.contains("allow_private_destinations") {
+        ""
+    } else {
+        "allow_private_destinations = true"
+    };
     std::fs::write(
         &main,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{server_extra}\n\n[store]\nurl = \"sqlite://data/switchboard.db\"\n{store_extra}\n"
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{allow}\n{server_extra}\n\n[store]\nurl = \"sqlite://data/switchboard.db\"\n{store_extra}\n"
         ),
     )
     .unwrap();
@@ -44,8 +50,13 @@ pub fn write_config(
     main
 }
 
+/// An HTTP client for tests: loopback is where every test server lives.
 pub fn client() -> reqwest::Client {
-    switchboard::deliver::client().unwrap()
+    let guard = switchboard::deliver::ssrf::Guard {
+        allow_private: true,
+        allowlist: Vec::new(),
+    };
+    switchboard::deliver::client(Arc::new(guard)).unwrap()
 }
 
 impl Gateway {
