@@ -9,3 +9,4 @@ mod health;
 mod seeds;
 mod support;
 mod templates;
+mod trust;

@@ -1,4 +1,5 @@
 pub mod gateway;
+pub mod oracle;
 pub mod process;
 pub mod receiver;
 
