@@ -48,10 +48,7 @@ fn render(c: &mut Criterion) {
     let body = Template::compile(BODY, Kind::JsonBody, &|_| None).unwrap();
     let event = event();
     let payload = Payload::default();
-    let data = Data {
-        event: &event,
-        payload: &payload,
-    };
+    let data = Data { event: &event, payload: &payload };
     let mut out = String::with_capacity(1024);
     let mut group = c.benchmark_group("template");
     group.throughput(Throughput::Elements(1));

@@ -1,9 +1,10 @@
 //! Switchboard: a webhook relay and fan-out gateway for telephony callbacks.
 //!
-//! The modules follow the data flow: `ingest` (receive, check, commit, answer) → `fanout`
-//! (one delivery per destination) → `store` (the durable queue) → `deliver` (claim, send,
-//! decide, retry or dead-letter). `config` is parsed once at start; `admin` serves health;
-//! `server` is the accept loop they share.
+//! The modules follow the data flow: `ingest` (receive, authenticate, rate-limit, commit,
+//! answer) → `normalize` (one call-event shape) → `fanout` (one delivery per matching
+//! destination) → `store` (the durable queue) → `deliver` (claim, render the `template`,
+//! send, decide, retry or dead-letter). `config` is parsed once per load; `admin` serves
+//! health, metrics and the operator API; `server` is the accept loop they share.
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ pub mod config;
 pub mod deliver;
 pub mod fanout;
 pub mod ingest;
+pub mod metrics;
 pub mod normalize;
 pub mod server;
 pub mod sink;
@@ -24,20 +26,26 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use config::{Backend, Config};
+use deliver::Dispatcher;
 use store::{SqliteStore, Store, StoreError};
 
 /// Once the drain time is over, in-flight deliveries get this long to hand their leases back.
 const RELEASE_GRACE: Duration = Duration::from_secs(5);
+/// Retention deletes at most this many deliveries per store transaction.
+const PURGE_BATCH: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("cannot read paused destinations: {0}")]
+    Store(#[from] StoreError),
 }
 
 pub struct Listeners {
@@ -52,46 +60,107 @@ pub fn open_store(config: &Config, node: &str) -> Result<Arc<dyn Store>, StoreEr
     }
 }
 
+/// The running gateway, as the admin API and reloads see it.
+pub struct Gateway {
+    config: ArcSwap<Config>,
+    pub store: Arc<dyn Store>,
+    ingest: Arc<ingest::Ingest>,
+    dispatcher: Arc<Dispatcher>,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// What a reload did.
+#[derive(Debug, serde::Serialize)]
+pub struct Reloaded {
+    pub tenants: usize,
+    pub destinations: deliver::Applied,
+    /// Removed destinations that still have pending deliveries: kept, not deleted.
+    pub orphaned: Vec<Orphaned>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Orphaned {
+    pub destination: String,
+    pub pending: u64,
+}
+
+impl Gateway {
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// Loads and validates the config file again; if valid, it replaces the running one for
+    /// the next callbacks and deliveries. If not, the running config stays.
+    pub async fn reload(&self) -> Result<Reloaded, config::ConfigErrors> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let path = self.config.load().path.clone();
+        let loaded = tokio::task::spawn_blocking(move || config::load(&path))
+            .await
+            .unwrap_or_else(|e| Err(config::ConfigErrors(vec![config::ConfigError::task_failed(e.to_string())])))?;
+        let config = Arc::new(loaded);
+        self.ingest.swap(config.clone());
+        let applied = self.dispatcher.apply(&config);
+        self.config.store(config.clone());
+        let stats = self.store.queue_stats().await.unwrap_or_default();
+        let orphaned = applied
+            .removed
+            .iter()
+            .filter_map(|name| {
+                let (tenant, destination) = name.split_once('/')?;
+                let pending = stats.per_destination.iter().find(|(t, d, ..)| t == tenant && d == destination)?.2;
+                Some(Orphaned { destination: name.clone(), pending })
+            })
+            .collect();
+        let reloaded = Reloaded { tenants: config.tenants.len(), destinations: applied, orphaned };
+        tracing::info!(tenants = reloaded.tenants, removed = ?reloaded.destinations.removed, "configuration reloaded");
+        Ok(reloaded)
+    }
+}
+
 /// Runs the gateway until `shutdown` completes, then: stops accepting, drains connections,
 /// stops claiming deliveries, lets in-flight attempts finish within the drain time, gives
-/// the rest back to the queue, and flushes the store.
+/// the rest back to the queue, and flushes the store. SIGHUP reloads the config.
 pub async fn run(
     config: Arc<Config>,
     store: Arc<dyn Store>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    metrics::install();
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
     let guard = Arc::new(deliver::ssrf::Guard::from_config(&config.server));
     let client = deliver::client(guard.clone())?;
-    let wakers = deliver::start(
-        &config,
-        store.clone(),
-        client,
-        guard,
-        &tracker,
-        stop.clone(),
-        abort.clone(),
-    );
+    let paused = store.paused().await?;
+    let dispatcher = Dispatcher::start(&config, store.clone(), client, guard, &tracker, stop.clone(), abort.clone());
+    for (tenant, destination) in &paused {
+        dispatcher.set_paused(tenant, destination, true);
+    }
+    let ingest = Arc::new(ingest::Ingest::new(config.clone(), store.clone(), dispatcher.clone()));
+    let gateway = Arc::new(Gateway {
+        config: ArcSwap::new(config.clone()),
+        store: store.clone(),
+        ingest: ingest.clone(),
+        dispatcher,
+        reloading: tokio::sync::Mutex::new(()),
+    });
 
     let limits = server::Limits::from(&config.server);
-    let ingest = Arc::new(ingest::Ingest::new(config.clone(), store.clone(), wakers));
     let servers = TaskTracker::new();
-    servers.spawn(server::serve(
-        listeners.ingest,
-        limits,
-        stop.clone(),
-        move |request, peer| ingest.clone().handle(request, peer),
-    ));
-    let admin_store = store.clone();
-    servers.spawn(server::serve(
-        listeners.admin,
-        limits,
-        stop.clone(),
-        move |request, _peer| admin::handle(admin_store.clone(), request),
-    ));
+    servers.spawn(server::serve(listeners.ingest, limits, stop.clone(), move |request, peer| {
+        ingest.clone().handle(request, peer)
+    }));
+    let admin = gateway.clone();
+    servers.spawn(server::serve(listeners.admin, limits, stop.clone(), move |request, _peer| {
+        admin::handle(admin.clone(), request)
+    }));
+    tracker.spawn(retention(gateway.clone(), stop.clone()));
+    tracker.spawn(reload_on_hangup(gateway.clone(), stop.clone()));
 
     shutdown.await;
     tracing::info!("shutting down");
@@ -105,13 +174,54 @@ pub async fn run(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(
-            "deliveries still in flight after the drain timeout; returning them to the queue"
-        );
+        tracing::warn!("deliveries still in flight after the drain timeout; returning them to the queue");
         abort.cancel();
         let _ = tokio::time::timeout(RELEASE_GRACE, tracker.wait()).await;
     }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn reload_on_hangup(gateway: Arc<Gateway>, stop: CancellationToken) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = hangups.recv() => {
+                if let Err(errors) = gateway.reload().await {
+                    tracing::error!(%errors, "configuration not reloaded; the running one stays");
+                }
+            }
+        }
+    }
+}
+
+/// Purges finished deliveries past their retention, in small batches so ingest never waits
+/// behind a long delete.
+async fn retention(gateway: Arc<Gateway>, stop: CancellationToken) {
+    loop {
+        let config = gateway.config();
+        let every = config.store.retention.min(config.store.dead_retention).min(Duration::from_secs(60));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = store::now_ms();
+        let delivered_before = now - config.store.retention.as_millis() as i64;
+        let dead_before = now - config.store.dead_retention.as_millis() as i64;
+        loop {
+            match gateway.store.purge(delivered_before, dead_before, PURGE_BATCH).await {
+                Ok(purged) if purged > 0 && !stop.is_cancelled() => {
+                    tracing::debug!(purged, "retention");
+                    tokio::task::yield_now().await;
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention purge failed; will try again");
+                    break;
+                }
+            }
+        }
+    }
 }

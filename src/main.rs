@@ -8,11 +8,7 @@ use clap::{Parser, Subcommand};
 use switchboard::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(
-    name = "switchboard",
-    version,
-    about = "Webhook relay and fan-out gateway for telephony callbacks"
-)]
+#[command(name = "switchboard", version, about = "Webhook relay and fan-out gateway for telephony callbacks")]
 struct Cli {
     /// Log lines as human-readable text or JSON (filter with RUST_LOG, default info).
     #[arg(long, global = true, value_enum, default_value = "pretty")]
@@ -63,32 +59,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    let command = cli.command.unwrap_or(Command::Serve {
-        config: "config/switchboard.toml".into(),
-    });
+    let command = cli.command.unwrap_or(Command::Serve { config: "config/switchboard.toml".into() });
     let result = match command {
         Command::Check { config } => return check(&config),
-        Command::Render {
-            config,
-            tenant,
-            source,
-            destination,
-            payload,
-            content_type,
-        } => {
-            return render(
-                &config,
-                &tenant,
-                &source,
-                &destination,
-                &payload,
-                content_type,
-            );
+        Command::Render { config, tenant, source, destination, payload, content_type } => {
+            return render(&config, &tenant, &source, &destination, &payload, content_type);
         }
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(config))),
-        Command::Sink { listen, status } => {
-            runtime().and_then(|rt| rt.block_on(sink(listen, status)))
-        }
+        Command::Sink { listen, status } => runtime().and_then(|rt| rt.block_on(sink(listen, status))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,20 +78,14 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
     match switchboard::config::load(path) {
         Ok(config) => {
             let destinations: usize = config.tenants.values().map(|t| t.destinations.len()).sum();
-            println!(
-                "{}: ok ({} tenants, {destinations} destinations)",
-                path.display(),
-                config.tenants.len()
-            );
+            println!("{}: ok ({} tenants, {destinations} destinations)", path.display(), config.tenants.len());
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -153,14 +125,7 @@ fn render(
         }
         .to_string()
     });
-    match switchboard::deliver::preview::preview(
-        &config,
-        tenant,
-        source,
-        destination,
-        &body,
-        &content_type,
-    ) {
+    match switchboard::deliver::preview::preview(&config, tenant, source, destination, &body, &content_type) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
@@ -193,11 +158,8 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
 }
 
 async fn sink(listen: SocketAddr, status: u16) -> anyhow::Result<()> {
-    let status =
-        http::StatusCode::from_u16(status).context("--status must be an HTTP status code")?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let status = http::StatusCode::from_u16(status).context("--status must be an HTTP status code")?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, %status, "sink listening");
     let stop = tokio_util::sync::CancellationToken::new();
     let on_signal = stop.clone();

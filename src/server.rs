@@ -52,18 +52,11 @@ impl From<&crate::config::Server> for Limits {
 }
 
 /// `{"error":{"code":…,"message":…}}` with the given status; 429 and 503 carry Retry-After.
-pub fn json_error(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    retry_after: Option<u64>,
-) -> Response<Body> {
+pub fn json_error(status: StatusCode, code: &str, message: &str, retry_after: Option<u64>) -> Response<Body> {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
     let mut response = json_response(status, &body);
     if let Some(seconds) = retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }
@@ -71,30 +64,19 @@ pub fn json_error(
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
 /// Serves `handler` on `listener` until `shutdown` fires, then drains open connections for
 /// at most `limits.drain_timeout`.
-pub async fn serve<F, Fut>(
-    listener: TcpListener,
-    limits: Limits,
-    shutdown: CancellationToken,
-    handler: F,
-) where
+pub async fn serve<F, Fut>(listener: TcpListener, limits: Limits, shutdown: CancellationToken, handler: F)
+where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(64 * 1024);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).max_buf_size(64 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -127,10 +109,7 @@ pub async fn serve<F, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(Tracked {
-            inner: stream,
-            activity: activity.clone(),
-        });
+        let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
         let handler = handler.clone();
         let in_flight = activity.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -162,10 +141,7 @@ pub async fn serve<F, Fut>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after the drain timeout; closing them");
     }
 }
@@ -179,16 +155,11 @@ struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-        }
+        Self { start: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) }
     }
 
     fn touch(&self) {
-        self.last_ms
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// `None` when the connection has been idle for `timeout`; otherwise when to look again.
@@ -196,8 +167,7 @@ impl Activity {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return Some(Instant::now() + timeout);
         }
-        let next =
-            self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + timeout;
+        let next = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + timeout;
         (next > Instant::now()).then_some(next)
     }
 }
@@ -225,11 +195,7 @@ struct Tracked<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -240,11 +206,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();

@@ -23,43 +23,28 @@ pub async fn run(listener: TcpListener, status: StatusCode, shutdown: Cancellati
         idle_timeout: std::time::Duration::from_secs(60),
         drain_timeout: std::time::Duration::from_secs(1),
     };
-    server::serve(
-        listener,
-        limits,
-        shutdown,
-        move |request: Request<Incoming>, _peer| {
-            let out = out.clone();
-            async move {
-                let (parts, body) = request.into_parts();
-                let body = Limited::new(body, MAX_BODY)
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let mut text = format!("{} {} {:?}\n", parts.method, parts.uri, parts.version);
-                for (name, value) in &parts.headers {
-                    text.push_str(&format!(
-                        "{name}: {}\n",
-                        String::from_utf8_lossy(value.as_bytes())
-                    ));
-                }
-                text.push('\n');
-                text.push_str(&String::from_utf8_lossy(&body));
-                text.push_str("\n---\n");
-                {
-                    let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
-                    let _ = out.write_all(text.as_bytes());
-                    let _ = out.flush();
-                }
-                let mut response = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")));
-                *response.status_mut() = status;
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                response
+    server::serve(listener, limits, shutdown, move |request: Request<Incoming>, _peer| {
+        let out = out.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = Limited::new(body, MAX_BODY).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let mut text = format!("{} {} {:?}\n", parts.method, parts.uri, parts.version);
+            for (name, value) in &parts.headers {
+                text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
             }
-        },
-    )
+            text.push('\n');
+            text.push_str(&String::from_utf8_lossy(&body));
+            text.push_str("\n---\n");
+            {
+                let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            }
+            let mut response = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")));
+            *response.status_mut() = status;
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+    })
     .await;
 }

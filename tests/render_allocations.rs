@@ -38,10 +38,7 @@ fn a_typical_render_allocates_only_its_output() {
     let body = Template::compile(bench::BODY, Kind::JsonBody, &|_| None).unwrap();
     let event = bench::event();
     let payload = Payload::default();
-    let data = Data {
-        event: &event,
-        payload: &payload,
-    };
+    let data = Data { event: &event, payload: &payload };
     let mut out = String::with_capacity(4096);
     url.render(&data, &mut out);
     body.render(&data, &mut out);

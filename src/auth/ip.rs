@@ -38,18 +38,12 @@ mod tests {
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-forwarded-for",
-            "198.51.100.7, 203.0.113.9, 10.0.0.2".parse().unwrap(),
-        );
+        headers.insert("x-forwarded-for", "198.51.100.7, 203.0.113.9, 10.0.0.2".parse().unwrap());
         assert_eq!(
             client_ip("10.0.0.1".parse().unwrap(), &headers, &proxies),
             "203.0.113.9".parse::<IpAddr>().unwrap()
         );
-        assert_eq!(
-            client_ip("192.0.2.1".parse().unwrap(), &headers, &proxies),
-            "192.0.2.1".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(client_ip("192.0.2.1".parse().unwrap(), &headers, &proxies), "192.0.2.1".parse::<IpAddr>().unwrap());
         assert_eq!(
             client_ip("10.0.0.1".parse().unwrap(), &HeaderMap::new(), &proxies),
             "10.0.0.1".parse::<IpAddr>().unwrap()

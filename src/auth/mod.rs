@@ -90,28 +90,20 @@ impl Scheme {
     pub fn verify(&self, request: &Inbound) -> Result<(), AuthError> {
         match self {
             Scheme::None => Ok(()),
-            Scheme::Token {
-                at,
-                prefix,
-                secrets,
-            } => {
+            Scheme::Token { at, prefix, secrets } => {
                 let presented = match at {
                     TokenAt::Header(name) => header(request.headers, name)?.to_string(),
-                    TokenAt::Query(name) => query_value(request.query, name)
-                        .ok_or_else(|| AuthError(format!("no {name} in the query")))?,
+                    TokenAt::Query(name) => {
+                        query_value(request.query, name).ok_or_else(|| AuthError(format!("no {name} in the query")))?
+                    }
                 };
-                let token = presented
-                    .strip_prefix(prefix.as_str())
-                    .ok_or_else(|| AuthError("token prefix missing".into()))?;
-                any_secret(secrets, |s| {
-                    signatures::equal(token.as_bytes(), s.as_bytes())
-                })
+                let token =
+                    presented.strip_prefix(prefix.as_str()).ok_or_else(|| AuthError("token prefix missing".into()))?;
+                any_secret(secrets, |s| signatures::equal(token.as_bytes(), s.as_bytes()))
             }
             Scheme::Basic { username, secrets } => {
                 let value = header(request.headers, &http::header::AUTHORIZATION)?;
-                let encoded = value
-                    .strip_prefix("Basic ")
-                    .ok_or_else(|| AuthError("not Basic credentials".into()))?;
+                let encoded = value.strip_prefix("Basic ").ok_or_else(|| AuthError("not Basic credentials".into()))?;
                 let decoded = signatures::base64_decode(encoded.trim())
                     .ok_or_else(|| AuthError("credentials are not base64".into()))?;
                 let expected_user = format!("{username}:");
@@ -119,14 +111,7 @@ impl Scheme {
                 let password = password.ok_or_else(|| AuthError("wrong username".into()))?;
                 any_secret(secrets, |s| signatures::equal(password, s.as_bytes()))
             }
-            Scheme::Hmac {
-                algorithm,
-                header: name,
-                prefix,
-                encoding,
-                timestamp,
-                secrets,
-            } => {
+            Scheme::Hmac { algorithm, header: name, prefix, encoding, timestamp, secrets } => {
                 let presented = header(request.headers, name)?;
                 let presented = presented
                     .strip_prefix(prefix.as_str())
@@ -143,34 +128,21 @@ impl Scheme {
                     }
                 };
                 any_secret(secrets, |s| {
-                    let mac =
-                        algorithm.mac(s.as_bytes(), &[signed_prefix.as_bytes(), request.body]);
+                    let mac = algorithm.mac(s.as_bytes(), &[signed_prefix.as_bytes(), request.body]);
                     signatures::equal(&mac, &presented)
                 })
             }
             Scheme::StandardWebhooks { keys } => {
                 signatures::verify_standard(request.headers, request.body, request.now, keys)
             }
-            Scheme::Twilio {
-                public_url,
-                secrets,
-            } => signatures::verify_twilio(request, public_url, secrets),
-            Scheme::PlivoV3 {
-                public_url,
-                secrets,
-            } => signatures::verify_plivo_v3(request, public_url, secrets),
-            Scheme::Telnyx {
-                public_key,
-                tolerance,
-            } => telnyx::verify(request, public_key, *tolerance),
+            Scheme::Twilio { public_url, secrets } => signatures::verify_twilio(request, public_url, secrets),
+            Scheme::PlivoV3 { public_url, secrets } => signatures::verify_plivo_v3(request, public_url, secrets),
+            Scheme::Telnyx { public_key, tolerance } => telnyx::verify(request, public_key, *tolerance),
             Scheme::IpAllow { cidrs } => {
                 if cidrs.iter().any(|net| net.contains(&request.client)) {
                     Ok(())
                 } else {
-                    fail(format!(
-                        "client {} is not in the allowed networks",
-                        request.client
-                    ))
+                    fail(format!("client {} is not in the allowed networks", request.client))
                 }
             }
         }
@@ -191,32 +163,20 @@ fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a str, Auth
 }
 
 fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+    form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
 fn any_secret(secrets: &[Arc<str>], matches: impl Fn(&str) -> bool) -> Result<(), AuthError> {
     // Every secret is tried, so timing does not tell which one matched.
     let ok = secrets.iter().fold(false, |ok, s| matches(s) | ok);
-    if ok {
-        Ok(())
-    } else {
-        fail("credentials do not match")
-    }
+    if ok { Ok(()) } else { fail("credentials do not match") }
 }
 
 /// A timestamp header (Unix seconds) within `tolerance` of now, either way.
 fn fresh(timestamp: &str, now: i64, tolerance: Duration) -> Result<(), AuthError> {
-    let ts: i64 = timestamp
-        .trim()
-        .parse()
-        .map_err(|_| AuthError("timestamp is not a number".into()))?;
+    let ts: i64 = timestamp.trim().parse().map_err(|_| AuthError("timestamp is not a number".into()))?;
     if (now - ts).unsigned_abs() > tolerance.as_secs() {
-        return fail(format!(
-            "timestamp {ts} is outside the {}s tolerance",
-            tolerance.as_secs()
-        ));
+        return fail(format!("timestamp {ts} is outside the {}s tolerance", tolerance.as_secs()));
     }
     Ok(())
 }

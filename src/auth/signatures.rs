@@ -35,8 +35,7 @@ impl Algorithm {
     /// HMAC of the concatenated `parts`.
     pub fn mac(self, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         fn run<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-            let mut mac =
-                <M as KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
+            let mut mac = <M as KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
             for part in parts {
                 mac.update(part);
             }
@@ -86,11 +85,7 @@ pub fn standard_key(secret: &str) -> Option<Vec<u8>> {
 /// The `v1` signatures of a `webhook-signature` header (`v1,<b64> v1,<b64> …`); other
 /// versions are ignored, undecodable entries skipped.
 pub fn parse_signature_header(value: &str) -> Vec<Vec<u8>> {
-    value
-        .split(' ')
-        .filter_map(|entry| entry.trim().strip_prefix("v1,"))
-        .filter_map(base64_decode)
-        .collect()
+    value.split(' ').filter_map(|entry| entry.trim().strip_prefix("v1,")).filter_map(base64_decode).collect()
 }
 
 /// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, one per key, space-separated.
@@ -103,32 +98,17 @@ pub fn sign_standard(keys: &[Vec<u8>], id: &str, timestamp: i64, body: &[u8]) ->
         .join(" ")
 }
 
-pub fn verify_standard(
-    headers: &HeaderMap,
-    body: &[u8],
-    now: i64,
-    keys: &[Vec<u8>],
-) -> Result<(), AuthError> {
+pub fn verify_standard(headers: &HeaderMap, body: &[u8], now: i64, keys: &[Vec<u8>]) -> Result<(), AuthError> {
     let id = header(headers, &http::HeaderName::from_static("webhook-id"))?;
     let ts = header(headers, &http::HeaderName::from_static("webhook-timestamp"))?;
-    let signatures = parse_signature_header(header(
-        headers,
-        &http::HeaderName::from_static("webhook-signature"),
-    )?);
+    let signatures = parse_signature_header(header(headers, &http::HeaderName::from_static("webhook-signature"))?);
     fresh(ts, now, STANDARD_TOLERANCE)?;
     let signed: [&[u8]; 5] = [id.as_bytes(), b".", ts.as_bytes(), b".", body];
     let ok = keys.iter().fold(false, |ok, key| {
         let expected = Algorithm::Sha256.mac(key, &signed);
-        signatures
-            .iter()
-            .fold(false, |hit, s| equal(&expected, s) | hit)
-            | ok
+        signatures.iter().fold(false, |hit, s| equal(&expected, s) | hit) | ok
     });
-    if ok {
-        Ok(())
-    } else {
-        fail("no webhook-signature matches")
-    }
+    if ok { Ok(()) } else { fail("no webhook-signature matches") }
 }
 
 /// Form parameters of the body (POST) — what Twilio and Plivo sign besides the URL.
@@ -137,10 +117,7 @@ fn form_params(request: &Inbound) -> Vec<(String, String)> {
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
+        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
     if request.method == http::Method::POST && is_form {
         form_urlencoded::parse(request.body).into_owned().collect()
     } else {
@@ -175,26 +152,14 @@ fn port_variants(url: &str) -> Vec<String> {
 
 /// Twilio: base64 HMAC-SHA1 (or SHA-256 when `X-Twilio-Webhooks-Signature-Settings` says
 /// so) over the full URL followed by each POST parameter's name and value, sorted.
-pub fn verify_twilio(
-    request: &Inbound,
-    public_url: &str,
-    secrets: &[Arc<str>],
-) -> Result<(), AuthError> {
-    let presented = header(
-        request.headers,
-        &http::HeaderName::from_static("x-twilio-signature"),
-    )?;
-    let presented = base64_decode(presented.trim())
-        .ok_or_else(|| AuthError("signature is not base64".into()))?;
+pub fn verify_twilio(request: &Inbound, public_url: &str, secrets: &[Arc<str>]) -> Result<(), AuthError> {
+    let presented = header(request.headers, &http::HeaderName::from_static("x-twilio-signature"))?;
+    let presented = base64_decode(presented.trim()).ok_or_else(|| AuthError("signature is not base64".into()))?;
     let algorithm = request
         .headers
         .get("x-twilio-webhooks-signature-settings")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.split(',')
-                .find_map(|p| p.trim().strip_prefix("algorithm="))
-                .map(str::to_owned)
-        });
+        .and_then(|v| v.split(',').find_map(|p| p.trim().strip_prefix("algorithm=")).map(str::to_owned));
     let algorithm = match algorithm.as_deref() {
         None | Some("HMAC_SHA1") => Algorithm::Sha1,
         Some("HMAC_SHA256") => Algorithm::Sha256,
@@ -202,8 +167,7 @@ pub fn verify_twilio(
     };
     let url = full_url(public_url, request.query);
     // JSON bodies are covered by a bodySHA256 query parameter instead of the parameters.
-    let body_hash = form_urlencoded::parse(request.query.unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "bodySHA256");
+    let body_hash = form_urlencoded::parse(request.query.unwrap_or("").as_bytes()).find(|(k, _)| k == "bodySHA256");
     let params = if let Some((_, expected)) = body_hash {
         use sha2::Digest;
         let actual = hex::encode(sha2::Sha256::digest(request.body));
@@ -225,83 +189,40 @@ pub fn verify_twilio(
             text.push_str(value);
         }
         for secret in secrets {
-            ok |= equal(
-                &algorithm.mac(secret.as_bytes(), &[text.as_bytes()]),
-                &presented,
-            );
+            ok |= equal(&algorithm.mac(secret.as_bytes(), &[text.as_bytes()]), &presented);
         }
     }
-    if ok {
-        Ok(())
-    } else {
-        fail("X-Twilio-Signature does not match")
-    }
+    if ok { Ok(()) } else { fail("X-Twilio-Signature does not match") }
 }
 
 /// Plivo V3: base64 HMAC-SHA256 over `{url with sorted query}{sorted params}.{nonce}`;
 /// the header may hold several comma-separated signatures.
-pub fn verify_plivo_v3(
-    request: &Inbound,
-    public_url: &str,
-    secrets: &[Arc<str>],
-) -> Result<(), AuthError> {
-    let presented = header(
-        request.headers,
-        &http::HeaderName::from_static("x-plivo-signature-v3"),
-    )?;
-    let nonce = header(
-        request.headers,
-        &http::HeaderName::from_static("x-plivo-signature-v3-nonce"),
-    )?;
-    let presented: Vec<Vec<u8>> = presented
-        .split(',')
-        .filter_map(|s| base64_decode(s.trim()))
-        .collect();
-    let base = plivo_base(
-        request.method,
-        public_url,
-        request.query,
-        form_params(request),
-    );
+pub fn verify_plivo_v3(request: &Inbound, public_url: &str, secrets: &[Arc<str>]) -> Result<(), AuthError> {
+    let presented = header(request.headers, &http::HeaderName::from_static("x-plivo-signature-v3"))?;
+    let nonce = header(request.headers, &http::HeaderName::from_static("x-plivo-signature-v3-nonce"))?;
+    let presented: Vec<Vec<u8>> = presented.split(',').filter_map(|s| base64_decode(s.trim())).collect();
+    let base = plivo_base(request.method, public_url, request.query, form_params(request));
     let signed = format!("{base}.{nonce}");
     let ok = secrets.iter().fold(false, |ok, secret| {
         let mac = Algorithm::Sha256.mac(secret.as_bytes(), &[signed.as_bytes()]);
         presented.iter().fold(false, |hit, p| equal(&mac, p) | hit) | ok
     });
-    if ok {
-        Ok(())
-    } else {
-        fail("X-Plivo-Signature-V3 does not match")
-    }
+    if ok { Ok(()) } else { fail("X-Plivo-Signature-V3 does not match") }
 }
 
 /// `key=value&…` with keys sorted and each key's values sorted.
 fn sorted_query(mut pairs: Vec<(String, String)>) -> String {
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
 }
 
 /// The text Plivo signs before the nonce, as its SDK builds it.
-fn plivo_base(
-    method: &http::Method,
-    public_url: &str,
-    query: Option<&str>,
-    params: Vec<(String, String)>,
-) -> String {
-    let query_pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
+fn plivo_base(method: &http::Method, public_url: &str, query: Option<&str>, params: Vec<(String, String)>) -> String {
+    let query_pairs: Vec<(String, String)> =
+        form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect();
     if *method == http::Method::GET {
         let q = sorted_query(query_pairs);
-        return if q.is_empty() {
-            public_url.to_string()
-        } else {
-            format!("{public_url}?{q}")
-        };
+        return if q.is_empty() { public_url.to_string() } else { format!("{public_url}?{q}") };
     }
     let q = sorted_query(query_pairs);
     let mut base = public_url.to_string();
@@ -341,41 +262,23 @@ mod tests {
         headers.insert("webhook-id", "msg_1".parse().unwrap());
         headers.insert("webhook-timestamp", "1700000000".parse().unwrap());
         headers.insert("webhook-signature", signature.parse().unwrap());
-        assert!(
-            verify_standard(&headers, b"{}", 1_700_000_100, std::slice::from_ref(&key)).is_ok()
-        );
-        assert!(
-            verify_standard(&headers, b"{ }", 1_700_000_100, std::slice::from_ref(&key)).is_err()
-        );
+        assert!(verify_standard(&headers, b"{}", 1_700_000_100, std::slice::from_ref(&key)).is_ok());
+        assert!(verify_standard(&headers, b"{ }", 1_700_000_100, std::slice::from_ref(&key)).is_err());
         assert!(verify_standard(&headers, b"{}", 1_700_000_400, &[key]).is_err());
     }
 
     #[test]
     fn plivo_base_follows_the_sdk() {
         let post = http::Method::POST;
-        let params = vec![
-            ("b".to_string(), "2".to_string()),
-            ("a".to_string(), "1".to_string()),
-        ];
-        assert_eq!(
-            plivo_base(&post, "https://x.example/cb", None, params.clone()),
-            "https://x.example/cb?a1b2"
-        );
+        let params = vec![("b".to_string(), "2".to_string()), ("a".to_string(), "1".to_string())];
+        assert_eq!(plivo_base(&post, "https://x.example/cb", None, params.clone()), "https://x.example/cb?a1b2");
         assert_eq!(
             plivo_base(&post, "https://x.example/cb", Some("z=9&y=8"), params),
             "https://x.example/cb?y=8&z=9.a1b2"
         );
+        assert_eq!(plivo_base(&post, "https://x.example/cb", None, vec![]), "https://x.example/cb");
         assert_eq!(
-            plivo_base(&post, "https://x.example/cb", None, vec![]),
-            "https://x.example/cb"
-        );
-        assert_eq!(
-            plivo_base(
-                &http::Method::GET,
-                "https://x.example/cb",
-                Some("b=2&a=1"),
-                vec![]
-            ),
+            plivo_base(&http::Method::GET, "https://x.example/cb", Some("b=2&a=1"), vec![]),
             "https://x.example/cb?a=1&b=2"
         );
     }

@@ -8,25 +8,16 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use super::{AuthError, Inbound, fresh, header, signatures::base64_decode};
 
 pub fn verify(request: &Inbound, key: &VerifyingKey, tolerance: Duration) -> Result<(), AuthError> {
-    let ts = header(
-        request.headers,
-        &http::HeaderName::from_static("telnyx-timestamp"),
-    )?;
-    let signature = header(
-        request.headers,
-        &http::HeaderName::from_static("telnyx-signature-ed25519"),
-    )?;
+    let ts = header(request.headers, &http::HeaderName::from_static("telnyx-timestamp"))?;
+    let signature = header(request.headers, &http::HeaderName::from_static("telnyx-signature-ed25519"))?;
     fresh(ts, request.now, tolerance)?;
-    let bytes = base64_decode(signature.trim())
-        .ok_or_else(|| AuthError("signature is not base64".into()))?;
-    let signature =
-        Signature::from_slice(&bytes).map_err(|_| AuthError("signature is not 64 bytes".into()))?;
+    let bytes = base64_decode(signature.trim()).ok_or_else(|| AuthError("signature is not base64".into()))?;
+    let signature = Signature::from_slice(&bytes).map_err(|_| AuthError("signature is not 64 bytes".into()))?;
     let mut message = Vec::with_capacity(ts.len() + 1 + request.body.len());
     message.extend_from_slice(ts.as_bytes());
     message.push(b'|');
     message.extend_from_slice(request.body);
-    key.verify_strict(&message, &signature)
-        .map_err(|_| AuthError("telnyx-signature-ed25519 does not match".into()))
+    key.verify_strict(&message, &signature).map_err(|_| AuthError("telnyx-signature-ed25519 does not match".into()))
 }
 
 /// A base64 (or hex) Ed25519 public key, as Telnyx's portal shows it.

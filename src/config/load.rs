@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 
 use super::raw::{self, S};
 use super::{
-    Backend, Config, Destination, FixedResponse, Provider, RateLimit, RetryPolicy, Server, Source,
-    Store, Synchronous, Tenant,
+    Backend, Config, Destination, FixedResponse, Provider, RateLimit, RetryPolicy, Server, Source, Store, Synchronous,
+    Tenant,
 };
 use crate::auth::{Algorithm, Encoding, Scheme, TokenAt};
 use crate::fanout::When;
@@ -34,16 +34,18 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// Loading itself failed (not the file's content).
+    pub fn task_failed(message: String) -> Self {
+        Self { file: PathBuf::new(), position: None, message }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.position {
             Some((line, column)) => {
-                write!(
-                    f,
-                    "{}:{line}:{column}: {}",
-                    self.file.display(),
-                    self.message
-                )
+                write!(f, "{}:{line}:{column}: {}", self.file.display(), self.message)
             }
             None => write!(f, "{}: {}", self.file.display(), self.message),
         }
@@ -90,11 +92,7 @@ impl File<'_> {
     fn template_error(&mut self, span: Range<usize>, e: TemplateError) {
         let raw = &self.text[span.start.min(self.text.len())..];
         let opening = if raw.starts_with("'''") || raw.starts_with("\"\"\"") {
-            3 + if raw[3..].starts_with("\r\n") {
-                2
-            } else {
-                usize::from(raw[3..].starts_with('\n'))
-            }
+            3 + if raw[3..].starts_with("\r\n") { 2 } else { usize::from(raw[3..].starts_with('\n')) }
         } else {
             1
         };
@@ -113,43 +111,31 @@ impl File<'_> {
             Err(e) => {
                 self.error(
                     value.span(),
-                    format!("invalid duration {:?} ({e}); write e.g. \"250ms\", \"10s\", \"5m\", \"24h\"", value.get_ref()),
+                    format!(
+                        "invalid duration {:?} ({e}); write e.g. \"250ms\", \"10s\", \"5m\", \"24h\"",
+                        value.get_ref()
+                    ),
                 );
                 default
             }
         }
     }
 
-    fn ranged(
-        &mut self,
-        value: &Option<S<u64>>,
-        default: u64,
-        range: Range<u64>,
-        what: &str,
-    ) -> u64 {
+    fn ranged(&mut self, value: &Option<S<u64>>, default: u64, range: Range<u64>, what: &str) -> u64 {
         let Some(value) = value else { return default };
         let v = *value.get_ref();
         if range.contains(&v) {
             v
         } else {
-            self.error(
-                value.span(),
-                format!(
-                    "{what} must be between {} and {}",
-                    range.start,
-                    range.end - 1
-                ),
-            );
+            self.error(value.span(), format!("{what} must be between {} and {}", range.start, range.end - 1));
             default
         }
     }
 
     fn id(&mut self, value: &S<String>, what: &str) {
         let v = value.get_ref();
-        let ok = !v.is_empty()
-            && v.len() <= 64
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let ok =
+            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {
             self.error(
                 value.span(),
@@ -171,11 +157,7 @@ fn read(path: &Path, errors: &mut Vec<ConfigError>) -> Option<String> {
     match std::fs::read_to_string(path) {
         Ok(text) => Some(text),
         Err(e) => {
-            errors.push(ConfigError {
-                file: path.to_path_buf(),
-                position: None,
-                message: format!("cannot read: {e}"),
-            });
+            errors.push(ConfigError { file: path.to_path_buf(), position: None, message: format!("cannot read: {e}") });
             None
         }
     }
@@ -201,29 +183,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// As `load`, with `env` standing in for the process environment.
-pub fn load_with_env(
-    path: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigErrors> {
+pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let text = read(path, &mut errors).ok_or_else(|| ConfigErrors(errors.clone()))?;
-    let main: raw::Main =
-        parse(path, &text, &mut errors).ok_or_else(|| ConfigErrors(errors.clone()))?;
+    let main: raw::Main = parse(path, &text, &mut errors).ok_or_else(|| ConfigErrors(errors.clone()))?;
     let base = path.parent().unwrap_or(Path::new("."));
 
-    let mut file = File {
-        path,
-        text: &text,
-        errors: &mut errors,
-    };
+    let mut file = File { path, text: &text, errors: &mut errors };
     let server = server(&mut file, &main.server);
     let store = store(&mut file, &main.store, base);
-    let tenants_dir = base.join(
-        main.server
-            .tenants_dir
-            .as_ref()
-            .map_or("tenants", |d| d.get_ref()),
-    );
+    let admin_token = main.admin.token.as_ref().and_then(|t| resolve_secret(&mut file, "admin token", t, env));
+    let tenants_dir = base.join(main.server.tenants_dir.as_ref().map_or("tenants", |d| d.get_ref()));
 
     let mut tenants: HashMap<String, Arc<Tenant>> = HashMap::new();
     let mut defined_in: HashMap<String, PathBuf> = HashMap::new();
@@ -234,18 +204,10 @@ pub fn load_with_env(
         let Some(raw) = parse::<raw::Tenant>(&tenant_path, &text, &mut errors) else {
             continue;
         };
-        let mut file = File {
-            path: &tenant_path,
-            text: &text,
-            errors: &mut errors,
-        };
+        let mut file = File { path: &tenant_path, text: &text, errors: &mut errors };
         let tenant = tenant(&mut file, &raw, env);
         if let Some(other) = defined_in.get(&tenant.id) {
-            let message = format!(
-                "tenant {:?} is already defined in {}",
-                tenant.id,
-                other.display()
-            );
+            let message = format!("tenant {:?} is already defined in {}", tenant.id, other.display());
             file.error(raw.id.span(), message);
             continue;
         }
@@ -254,12 +216,7 @@ pub fn load_with_env(
     }
 
     if errors.is_empty() {
-        Ok(Config {
-            path: path.to_path_buf(),
-            server,
-            store,
-            tenants,
-        })
+        Ok(Config { path: path.to_path_buf(), server, store, tenants, admin_token })
     } else {
         Err(ConfigErrors(errors))
     }
@@ -289,13 +246,7 @@ fn socket_addr(file: &mut File, value: &S<String>) -> Option<SocketAddr> {
     match value.get_ref().parse() {
         Ok(addr) => Some(addr),
         Err(_) => {
-            file.error(
-                value.span(),
-                format!(
-                    "{:?} is not an address like \"127.0.0.1:8080\"",
-                    value.get_ref()
-                ),
-            );
+            file.error(value.span(), format!("{:?} is not an address like \"127.0.0.1:8080\"", value.get_ref()));
             None
         }
     }
@@ -311,14 +262,8 @@ fn server(file: &mut File, raw: &raw::Server) -> Server {
     Server {
         listen,
         admin_listen,
-        max_body_bytes: file.ranged(
-            &raw.max_body_bytes,
-            256 * 1024,
-            1..(64 << 20) + 1,
-            "max_body_bytes",
-        ) as usize,
-        max_connections: file.ranged(&raw.max_connections, 4096, 1..1_000_001, "max_connections")
-            as usize,
+        max_body_bytes: file.ranged(&raw.max_body_bytes, 256 * 1024, 1..(64 << 20) + 1, "max_body_bytes") as usize,
+        max_connections: file.ranged(&raw.max_connections, 4096, 1..1_000_001, "max_connections") as usize,
         header_read_timeout: file.duration(&raw.header_read_timeout, Duration::from_secs(10)),
         body_read_timeout: file.duration(&raw.body_read_timeout, Duration::from_secs(30)),
         idle_timeout: file.duration(&raw.idle_timeout, Duration::from_secs(60)),
@@ -344,10 +289,7 @@ fn store(file: &mut File, raw: &raw::Store, base: &Path) -> Store {
             _ => {
                 file.error(
                     url.span(),
-                    format!(
-                        "unsupported store url {:?}; write \"sqlite://path/to/file.db\"",
-                        url.get_ref()
-                    ),
+                    format!("unsupported store url {:?}; write \"sqlite://path/to/file.db\"", url.get_ref()),
                 );
                 Backend::Sqlite { path: default_path }
             }
@@ -357,37 +299,25 @@ fn store(file: &mut File, raw: &raw::Store, base: &Path) -> Store {
         None | Some((_, "full")) => Synchronous::Full,
         Some((_, "normal")) => Synchronous::Normal,
         Some((s, other)) => {
-            file.error(
-                s.span(),
-                format!("synchronous must be \"full\" or \"normal\", not {other:?}"),
-            );
+            file.error(s.span(), format!("synchronous must be \"full\" or \"normal\", not {other:?}"));
             Synchronous::Full
         }
     };
-    let max_size_bytes = raw
-        .max_size_bytes
-        .as_ref()
-        .map(|_| file.ranged(&raw.max_size_bytes, 0, 65536..u64::MAX, "max_size_bytes"));
-    Store {
-        backend,
-        synchronous,
-        max_size_bytes,
-    }
+    let max_size_bytes =
+        raw.max_size_bytes.as_ref().map(|_| file.ranged(&raw.max_size_bytes, 0, 65536..u64::MAX, "max_size_bytes"));
+    let retention = file.duration(&raw.retention, Duration::from_secs(7 * 24 * 3600));
+    let dead_retention = file.duration(&raw.dead_retention, Duration::from_secs(30 * 24 * 3600));
+    Store { backend, synchronous, max_size_bytes, retention, dead_retention }
 }
 
 fn cidrs(file: &mut File, values: &Option<Vec<S<String>>>) -> Vec<ipnet::IpNet> {
     let mut nets = Vec::new();
     for value in values.iter().flatten() {
         let text = value.get_ref();
-        let parsed = text
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        let parsed = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
         match parsed {
             Ok(net) => nets.push(net),
-            Err(_) => file.error(
-                value.span(),
-                format!("{text:?} is not a network like \"10.0.0.0/8\" or an address"),
-            ),
+            Err(_) => file.error(value.span(), format!("{text:?} is not a network like \"10.0.0.0/8\" or an address")),
         }
     }
     nets
@@ -400,29 +330,19 @@ fn rate_limit(file: &mut File, raw: &Option<S<raw::RateLimit>>) -> Option<RateLi
     match (per_second, burst) {
         (Some(per_second), Some(burst)) => Some(RateLimit { per_second, burst }),
         _ => {
-            file.error(
-                raw.span(),
-                "rate_limit needs per_second (and burst, if given) of at least 1",
-            );
+            file.error(raw.span(), "rate_limit needs per_second (and burst, if given) of at least 1");
             None
         }
     }
 }
 
 /// The secrets a scheme names (one, or two while rotating), resolved.
-fn named_secrets(
-    file: &mut File,
-    names: &S<raw::Names>,
-    secrets: &HashMap<String, Arc<str>>,
-) -> Vec<Arc<str>> {
+fn named_secrets(file: &mut File, names: &S<raw::Names>, secrets: &HashMap<String, Arc<str>>) -> Vec<Arc<str>> {
     let mut resolved = Vec::new();
     for name in names.get_ref().list() {
         match secrets.get(name) {
             Some(value) => resolved.push(value.clone()),
-            None => file.error(
-                names.span(),
-                format!("secret {name:?} is not declared in the tenant's [secrets]"),
-            ),
+            None => file.error(names.span(), format!("secret {name:?} is not declared in the tenant's [secrets]")),
         }
     }
     resolved
@@ -430,34 +350,19 @@ fn named_secrets(
 
 fn header_name(file: &mut File, value: &S<String>) -> http::HeaderName {
     http::HeaderName::from_bytes(value.get_ref().as_bytes()).unwrap_or_else(|_| {
-        file.error(
-            value.span(),
-            format!("{:?} is not a valid header name", value.get_ref()),
-        );
+        file.error(value.span(), format!("{:?} is not a valid header name", value.get_ref()));
         http::HeaderName::from_static("x-invalid")
     })
 }
 
-fn scheme(
-    file: &mut File,
-    raw: &S<raw::Auth>,
-    secrets: &HashMap<String, Arc<str>>,
-) -> Option<Scheme> {
+fn scheme(file: &mut File, raw: &S<raw::Auth>, secrets: &HashMap<String, Arc<str>>) -> Option<Scheme> {
     let a = raw.get_ref();
     let name = a.scheme.get_ref().as_str();
     let applies: &[&str] = match name {
         "none" => &[],
         "token" => &["header", "query", "prefix", "secret"],
         "basic" => &["username", "secret"],
-        "hmac" => &[
-            "algorithm",
-            "header",
-            "prefix",
-            "encoding",
-            "timestamp_header",
-            "tolerance",
-            "secret",
-        ],
+        "hmac" => &["algorithm", "header", "prefix", "encoding", "timestamp_header", "tolerance", "secret"],
         "standard-webhooks" => &["secret"],
         "twilio" | "plivo-v3" => &["secret", "public_url"],
         "telnyx" => &["public_key", "tolerance"],
@@ -487,10 +392,7 @@ fn scheme(
     let mut ok = true;
     for (key, is_present) in present {
         if is_present && !applies.contains(&key) {
-            file.error(
-                raw.span(),
-                format!("`{key}` does not apply to auth scheme {name:?}"),
-            );
+            file.error(raw.span(), format!("`{key}` does not apply to auth scheme {name:?}"));
             ok = false;
         }
     }
@@ -507,20 +409,11 @@ fn scheme(
             Vec::new()
         }
     };
-    let prefix = a
-        .prefix
-        .as_ref()
-        .map(|p| p.get_ref().clone())
-        .unwrap_or_default();
+    let prefix = a.prefix.as_ref().map(|p| p.get_ref().clone()).unwrap_or_default();
     let public_url = |file: &mut File| match &a.public_url {
-        Some(url) if reqwest::Url::parse(url.get_ref()).is_ok_and(|u| u.query().is_none()) => {
-            url.get_ref().clone()
-        }
+        Some(url) if reqwest::Url::parse(url.get_ref()).is_ok_and(|u| u.query().is_none()) => url.get_ref().clone(),
         Some(url) => {
-            file.error(
-                url.span(),
-                "public_url must be the absolute URL the provider calls, without a query string",
-            );
+            file.error(url.span(), "public_url must be the absolute URL the provider calls, without a query string");
             String::new()
         }
         None => {
@@ -535,30 +428,16 @@ fn scheme(
                 (Some(h), None) => TokenAt::Header(header_name(file, h)),
                 (None, Some(q)) => TokenAt::Query(q.get_ref().clone()),
                 _ => {
-                    file.error(
-                        raw.span(),
-                        "auth scheme \"token\" needs exactly one of `header` or `query`",
-                    );
+                    file.error(raw.span(), "auth scheme \"token\" needs exactly one of `header` or `query`");
                     TokenAt::Query(String::new())
                 }
             };
-            Scheme::Token {
-                at,
-                prefix,
-                secrets: secret_list(file),
-            }
+            Scheme::Token { at, prefix, secrets: secret_list(file) }
         }
         "basic" => {
             needs(file, "username", a.username.is_some());
-            let username = a
-                .username
-                .as_ref()
-                .map(|u| u.get_ref().clone())
-                .unwrap_or_default();
-            Scheme::Basic {
-                username,
-                secrets: secret_list(file),
-            }
+            let username = a.username.as_ref().map(|u| u.get_ref().clone()).unwrap_or_default();
+            Scheme::Basic { username, secrets: secret_list(file) }
         }
         "hmac" => {
             let algorithm = match &a.algorithm {
@@ -587,14 +466,7 @@ fn scheme(
                 let tolerance = file.duration(&a.tolerance, Duration::from_secs(300));
                 (header_name(file, h), tolerance)
             });
-            Scheme::Hmac {
-                algorithm,
-                header,
-                prefix,
-                encoding,
-                timestamp,
-                secrets: secret_list(file),
-            }
+            Scheme::Hmac { algorithm, header, prefix, encoding, timestamp, secrets: secret_list(file) }
         }
         "standard-webhooks" => {
             let keys = secret_list(file)
@@ -602,47 +474,30 @@ fn scheme(
                 .filter_map(|s| {
                     let key = crate::auth::signatures::standard_key(s);
                     if key.is_none() {
-                        file.error(
-                            raw.span(),
-                            "a standard-webhooks secret is whsec_ followed by base64",
-                        );
+                        file.error(raw.span(), "a standard-webhooks secret is whsec_ followed by base64");
                     }
                     key
                 })
                 .collect();
             Scheme::StandardWebhooks { keys }
         }
-        "twilio" => Scheme::Twilio {
-            public_url: public_url(file),
-            secrets: secret_list(file),
-        },
-        "plivo-v3" => Scheme::PlivoV3 {
-            public_url: public_url(file),
-            secrets: secret_list(file),
-        },
+        "twilio" => Scheme::Twilio { public_url: public_url(file), secrets: secret_list(file) },
+        "plivo-v3" => Scheme::PlivoV3 { public_url: public_url(file), secrets: secret_list(file) },
         "telnyx" => {
             let key = a.public_key.as_ref().and_then(|k| {
                 let key = crate::auth::telnyx::public_key(k.get_ref());
                 if key.is_none() {
-                    file.error(
-                        k.span(),
-                        "public_key must be a base64 Ed25519 public key (32 bytes)",
-                    );
+                    file.error(k.span(), "public_key must be a base64 Ed25519 public key (32 bytes)");
                 }
                 key
             });
             needs(file, "public_key", a.public_key.is_some());
             let tolerance = file.duration(&a.tolerance, Duration::from_secs(300));
-            Scheme::Telnyx {
-                public_key: key?,
-                tolerance,
-            }
+            Scheme::Telnyx { public_key: key?, tolerance }
         }
         "ip_allow" => {
             needs(file, "cidrs", a.cidrs.is_some());
-            Scheme::IpAllow {
-                cidrs: cidrs(file, &a.cidrs),
-            }
+            Scheme::IpAllow { cidrs: cidrs(file, &a.cidrs) }
         }
         _ => return None,
     };
@@ -661,41 +516,44 @@ fn auth(file: &mut File, source: &raw::Source, secrets: &HashMap<String, Arc<str
         return Vec::new();
     };
     if list.get_ref().is_empty() {
-        file.error(
-            list.span(),
-            "auth lists no scheme; write [{ scheme = \"none\" }] to accept anyone",
-        );
+        file.error(list.span(), "auth lists no scheme; write [{ scheme = \"none\" }] to accept anyone");
     }
-    list.get_ref()
-        .iter()
-        .filter_map(|raw| scheme(file, raw, secrets))
-        .collect()
+    list.get_ref().iter().filter_map(|raw| scheme(file, raw, secrets)).collect()
 }
 
-fn secrets(
+/// A `{ env = "VAR" }` or `{ file = "path" }` secret (a path relative to the file naming it).
+fn resolve_secret(
     file: &mut File,
-    raw: &raw::Tenant,
+    name: &str,
+    secret: &S<raw::Secret>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> HashMap<String, Arc<str>> {
-    let mut secrets = HashMap::new();
+) -> Option<Arc<str>> {
     let dir = file.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let value = match (&secret.get_ref().env, &secret.get_ref().file) {
+        (Some(var), None) => env(var).ok_or_else(|| format!("secret {name:?}: environment variable {var} is not set")),
+        (None, Some(path)) => std::fs::read_to_string(dir.join(path))
+            .map(|v| v.trim_end_matches(['\r', '\n']).to_string())
+            .map_err(|e| format!("secret {name:?}: cannot read {path}: {e}")),
+        _ => Err(format!("secret {name:?} must be {{ env = \"VAR\" }} or {{ file = \"path\" }}")),
+    };
+    match value {
+        Ok(v) if v.is_empty() => {
+            file.error(secret.span(), format!("secret {name:?} is empty"));
+            None
+        }
+        Ok(v) => Some(Arc::from(v)),
+        Err(message) => {
+            file.error(secret.span(), message);
+            None
+        }
+    }
+}
+
+fn secrets(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<String>) -> HashMap<String, Arc<str>> {
+    let mut secrets = HashMap::new();
     for (name, secret) in &raw.secrets {
-        let value = match (&secret.get_ref().env, &secret.get_ref().file) {
-            (Some(var), None) => env(var)
-                .ok_or_else(|| format!("secret {name:?}: environment variable {var} is not set")),
-            (None, Some(path)) => std::fs::read_to_string(dir.join(path))
-                .map(|v| v.trim_end_matches(['\r', '\n']).to_string())
-                .map_err(|e| format!("secret {name:?}: cannot read {path}: {e}")),
-            _ => Err(format!(
-                "secret {name:?} must be {{ env = \"VAR\" }} or {{ file = \"path\" }}"
-            )),
-        };
-        match value {
-            Ok(v) if v.is_empty() => file.error(secret.span(), format!("secret {name:?} is empty")),
-            Ok(v) => {
-                secrets.insert(name.clone(), Arc::from(v));
-            }
-            Err(message) => file.error(secret.span(), message),
+        if let Some(value) = resolve_secret(file, name, secret, env) {
+            secrets.insert(name.clone(), value);
         }
     }
     secrets
@@ -710,19 +568,12 @@ fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Strin
     for s in &raw.sources {
         file.id(&s.id, "source");
         if sources.iter().any(|o| o.id == *s.id.get_ref()) {
-            file.error(
-                s.id.span(),
-                format!("source {:?} is defined twice", s.id.get_ref()),
-            );
+            file.error(s.id.span(), format!("source {:?} is defined twice", s.id.get_ref()));
         }
         let provider = Provider::parse(s.provider.get_ref()).unwrap_or_else(|| {
             file.error(
                 s.provider.span(),
-                format!(
-                    "unknown provider {:?}; expected one of {}",
-                    s.provider.get_ref(),
-                    Provider::NAMES.join(", ")
-                ),
+                format!("unknown provider {:?}; expected one of {}", s.provider.get_ref(), Provider::NAMES.join(", ")),
             );
             Provider::Generic
         });
@@ -732,10 +583,7 @@ fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Strin
             Some(tz) => jiff::tz::TimeZone::get(tz.get_ref()).unwrap_or_else(|_| {
                 file.error(
                     tz.span(),
-                    format!(
-                        "unknown time zone {:?}; write an IANA name like \"Asia/Kolkata\"",
-                        tz.get_ref()
-                    ),
+                    format!("unknown time zone {:?}; write an IANA name like \"Asia/Kolkata\"", tz.get_ref()),
                 );
                 jiff::tz::TimeZone::UTC
             }),
@@ -760,10 +608,7 @@ fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Strin
     for (index, d) in raw.destinations.iter().enumerate() {
         file.id(&d.id, "destination");
         if destinations.iter().any(|o| o.id == *d.id.get_ref()) {
-            file.error(
-                d.id.span(),
-                format!("destination {:?} is defined twice", d.id.get_ref()),
-            );
+            file.error(d.id.span(), format!("destination {:?} is defined twice", d.id.get_ref()));
         }
         match &d.sources {
             None => sources.iter_mut().for_each(|s| s.destinations.push(index)),
@@ -772,22 +617,14 @@ fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Strin
                     match sources.iter_mut().find(|s| s.id == *name.get_ref()) {
                         Some(s) if !s.destinations.contains(&index) => s.destinations.push(index),
                         Some(_) => {}
-                        None => file.error(
-                            name.span(),
-                            format!("no source {:?} in tenant {id:?}", name.get_ref()),
-                        ),
+                        None => file.error(name.span(), format!("no source {:?} in tenant {id:?}", name.get_ref())),
                     }
                 }
             }
         }
         destinations.push(Arc::new(destination(file, &id, d, &secrets)));
     }
-    Tenant {
-        id,
-        rate_limit: rate_limit(file, &raw.rate_limit),
-        sources,
-        destinations,
-    }
+    Tenant { id, rate_limit: rate_limit(file, &raw.rate_limit), sources, destinations }
 }
 
 fn fixed_response(file: &mut File, raw: &S<raw::Response>) -> Option<FixedResponse> {
@@ -801,26 +638,14 @@ fn fixed_response(file: &mut File, raw: &S<raw::Response>) -> Option<FixedRespon
     };
     let content_type = r.content_type.as_deref().unwrap_or("application/json");
     let Ok(content_type) = HeaderValue::from_str(content_type) else {
-        file.error(
-            raw.span(),
-            "response content_type is not a valid header value",
-        );
+        file.error(raw.span(), "response content_type is not a valid header value");
         return None;
     };
     let body = Bytes::from(r.body.clone().unwrap_or_default());
-    Some(FixedResponse {
-        status,
-        content_type,
-        body,
-    })
+    Some(FixedResponse { status, content_type, body })
 }
 
-fn template(
-    file: &mut File,
-    text: &S<String>,
-    kind: Kind,
-    secrets: &HashMap<String, Arc<str>>,
-) -> Option<Template> {
+fn template(file: &mut File, text: &S<String>, kind: Kind, secrets: &HashMap<String, Arc<str>>) -> Option<Template> {
     Template::compile(text.get_ref(), kind, &|name| secrets.get(name).cloned())
         .map_err(|e| file.template_error(text.span(), e))
         .ok()
@@ -844,9 +669,7 @@ fn request(
     method: &Method,
     secrets: &HashMap<String, Arc<str>>,
 ) -> RequestTemplate {
-    let fallback = || {
-        Template::compile("http://invalid.invalid/", Kind::Url, &|_| None).expect("static template")
-    };
+    let fallback = || Template::compile("http://invalid.invalid/", Kind::Url, &|_| None).expect("static template");
     let url = template(file, &raw.url, Kind::Url, secrets).unwrap_or_else(fallback);
     let mut headers = Vec::new();
     for (name, value) in raw.headers.iter().flatten() {
@@ -855,7 +678,10 @@ fn request(
             continue;
         };
         if MANAGED_HEADERS.contains(&header.as_str()) {
-            file.error(value.span(), format!("header {name:?} is set by Switchboard (use content_type for a templated body's type)"));
+            file.error(
+                value.span(),
+                format!("header {name:?} is set by Switchboard (use content_type for a templated body's type)"),
+            );
             continue;
         }
         if let Some(t) = template(file, value, Kind::Header, secrets) {
@@ -875,45 +701,27 @@ fn request(
             BodyTemplate::Original
         }
         (Some(body), None) => match template(file, body, Kind::JsonBody, secrets) {
-            Some(template) => BodyTemplate::Json {
-                template,
-                content_type,
-            },
+            Some(template) => BodyTemplate::Json { template, content_type },
             None => BodyTemplate::Original,
         },
         (None, Some(form)) => BodyTemplate::Form(
             form.get_ref()
                 .iter()
-                .filter_map(|(name, value)| {
-                    Some((
-                        name.clone(),
-                        template(file, value, Kind::FormValue, secrets)?,
-                    ))
-                })
+                .filter_map(|(name, value)| Some((name.clone(), template(file, value, Kind::FormValue, secrets)?)))
                 .collect(),
         ),
         (None, None) => {
             if let Some(ct) = &raw.content_type {
-                file.error(
-                    ct.span(),
-                    "content_type applies to a templated `body`; the original body keeps its own",
-                );
+                file.error(ct.span(), "content_type applies to a templated `body`; the original body keeps its own");
             }
             BodyTemplate::Original
         }
     };
-    let body_span = raw
-        .body
-        .as_ref()
-        .map(|b| b.span())
-        .or(raw.form.as_ref().map(|f| f.span()));
+    let body_span = raw.body.as_ref().map(|b| b.span()).or(raw.form.as_ref().map(|f| f.span()));
     if *method == Method::GET
         && let Some(span) = body_span
     {
-        file.error(
-            span,
-            "a GET request carries no body; put the data in the url template",
-        );
+        file.error(span, "a GET request carries no body; put the data in the url template");
     }
     RequestTemplate { url, headers, body }
 }
@@ -922,35 +730,18 @@ fn when(file: &mut File, raw: &raw::Destination) -> When {
     let mut when = Vec::new();
     for (name, values) in raw.when.iter().flatten() {
         let Some(field) = Field::parse(name) else {
-            file.error(
-                values.span(),
-                format!("`when` names unknown field {name:?}"),
-            );
+            file.error(values.span(), format!("`when` names unknown field {name:?}"));
             continue;
         };
         if values.get_ref().is_empty() {
-            file.error(
-                values.span(),
-                format!("`when.{name}` lists no values, so nothing would match"),
-            );
+            file.error(values.span(), format!("`when.{name}` lists no values, so nothing would match"));
         }
-        when.push((
-            field,
-            values
-                .get_ref()
-                .iter()
-                .map(|v| v.get_ref().clone())
-                .collect(),
-        ));
+        when.push((field, values.get_ref().iter().map(|v| v.get_ref().clone()).collect()));
     }
     When(when)
 }
 
-fn signing_keys(
-    file: &mut File,
-    raw: &raw::Destination,
-    secrets: &HashMap<String, Arc<str>>,
-) -> Vec<Vec<u8>> {
+fn signing_keys(file: &mut File, raw: &raw::Destination, secrets: &HashMap<String, Arc<str>>) -> Vec<Vec<u8>> {
     let Some(names) = &raw.signing_secret else {
         return Vec::new();
     };
@@ -959,10 +750,7 @@ fn signing_keys(
         .filter_map(|secret| {
             let key = crate::auth::signatures::standard_key(secret);
             if key.is_none() {
-                file.error(
-                    names.span(),
-                    "a signing secret is whsec_ followed by base64",
-                );
+                file.error(names.span(), "a signing secret is whsec_ followed by base64");
             }
             key
         })
@@ -975,20 +763,13 @@ fn destination(
     raw: &raw::Destination,
     secrets: &HashMap<String, Arc<str>>,
 ) -> Destination {
-    let method = match raw
-        .method
-        .as_ref()
-        .map(|m| (m, m.get_ref().to_ascii_uppercase()))
-    {
+    let method = match raw.method.as_ref().map(|m| (m, m.get_ref().to_ascii_uppercase())) {
         None => Method::POST,
         Some((_, m)) if m == "POST" => Method::POST,
         Some((_, m)) if m == "PUT" => Method::PUT,
         Some((_, m)) if m == "GET" => Method::GET,
         Some((m, _)) => {
-            file.error(
-                m.span(),
-                format!("method must be GET, POST or PUT, not {:?}", m.get_ref()),
-            );
+            file.error(m.span(), format!("method must be GET, POST or PUT, not {:?}", m.get_ref()));
             Method::POST
         }
     };
@@ -1019,22 +800,14 @@ fn destination(
         None => defaults,
         Some(r) => {
             let policy = RetryPolicy {
-                max_attempts: file.ranged(
-                    &r.max_attempts,
-                    defaults.max_attempts.into(),
-                    1..1001,
-                    "max_attempts",
-                ) as u32,
+                max_attempts: file.ranged(&r.max_attempts, defaults.max_attempts.into(), 1..1001, "max_attempts")
+                    as u32,
                 initial_backoff: file.duration(&r.initial_backoff, defaults.initial_backoff),
                 max_backoff: file.duration(&r.max_backoff, defaults.max_backoff),
                 deadline: file.duration(&r.deadline, defaults.deadline),
             };
             if policy.initial_backoff > policy.max_backoff {
-                let span = r
-                    .initial_backoff
-                    .as_ref()
-                    .or(r.max_backoff.as_ref())
-                    .map_or(raw.id.span(), |s| s.span());
+                let span = r.initial_backoff.as_ref().or(r.max_backoff.as_ref()).map_or(raw.id.span(), |s| s.span());
                 file.error(span, "initial_backoff must not exceed max_backoff");
             }
             policy
@@ -1114,9 +887,7 @@ mod tests {
         let at = |line: usize, col: usize, text: &str| {
             let prefix = format!("{}:{line}:{col}: ", tenant.display());
             assert!(
-                shown
-                    .iter()
-                    .any(|s| s.starts_with(&prefix) && s.contains(text)),
+                shown.iter().any(|s| s.starts_with(&prefix) && s.contains(text)),
                 "no error at {line}:{col} containing {text:?} in {shown:#?}"
             );
         };
@@ -1131,11 +902,7 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors_with_position() {
         let dir = tempfile::tempdir().unwrap();
-        let main = write(
-            dir.path(),
-            "switchboard.toml",
-            "[server]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n",
-        );
+        let main = write(dir.path(), "switchboard.toml", "[server]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n");
         let errors = load(&main).unwrap_err().0;
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].position, Some((3, 1)));
@@ -1150,13 +917,7 @@ mod tests {
         write(dir.path(), "tenants/a.toml", body);
         write(dir.path(), "tenants/b.toml", body);
         let shown = load(&main).unwrap_err().to_string();
-        assert!(
-            shown.contains("a.toml:6:6: destination \"a\" is defined twice"),
-            "{shown}"
-        );
-        assert!(
-            shown.contains("b.toml:1:6: tenant \"acme\" is already defined"),
-            "{shown}"
-        );
+        assert!(shown.contains("a.toml:6:6: destination \"a\" is defined twice"), "{shown}");
+        assert!(shown.contains("b.toml:1:6: tenant \"acme\" is already defined"), "{shown}");
     }
 }

@@ -23,6 +23,8 @@ pub struct Config {
     pub server: Server,
     pub store: Store,
     pub tenants: HashMap<String, Arc<Tenant>>,
+    /// The bearer token of the admin API; without one the API refuses every call.
+    pub admin_token: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone)]
@@ -54,9 +56,7 @@ pub struct RateLimit {
 
 impl RateLimit {
     pub fn limiter(&self) -> governor::DefaultDirectRateLimiter {
-        governor::RateLimiter::direct(
-            governor::Quota::per_second(self.per_second).allow_burst(self.burst),
-        )
+        governor::RateLimiter::direct(governor::Quota::per_second(self.per_second).allow_burst(self.burst))
     }
 }
 
@@ -65,6 +65,10 @@ pub struct Store {
     pub backend: Backend,
     pub synchronous: Synchronous,
     pub max_size_bytes: Option<u64>,
+    /// Delivered deliveries (and events left with none pending) are purged after this.
+    pub retention: Duration,
+    /// Dead deliveries are kept this long, for inspection and replay.
+    pub dead_retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -120,8 +124,7 @@ pub enum Provider {
 }
 
 impl Provider {
-    pub const NAMES: [&'static str; 5] =
-        ["wavecell", "telecmi", "mobtexting", "callerdesk", "generic"];
+    pub const NAMES: [&'static str; 5] = ["wavecell", "telecmi", "mobtexting", "callerdesk", "generic"];
 
     pub fn name(self) -> &'static str {
         match self {

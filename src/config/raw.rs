@@ -13,6 +13,14 @@ pub struct Main {
     pub server: Server,
     #[serde(default)]
     pub store: Store,
+    #[serde(default)]
+    pub admin: Admin,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub token: Option<S<Secret>>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +47,8 @@ pub struct Store {
     pub url: Option<S<String>>,
     pub synchronous: Option<S<String>>,
     pub max_size_bytes: Option<S<u64>>,
+    pub retention: Option<S<String>>,
+    pub dead_retention: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

@@ -55,11 +55,8 @@ pub fn build(
     delivery: &ClaimedDelivery,
     now_ms: i64,
 ) -> Result<reqwest::RequestBuilder, String> {
-    let event: CallEvent = delivery
-        .normalized
-        .as_deref()
-        .and_then(|n| serde_json::from_str(n).ok())
-        .unwrap_or_default();
+    let event: CallEvent =
+        delivery.normalized.as_deref().and_then(|n| serde_json::from_str(n).ok()).unwrap_or_default();
     let payload = if destination.request.uses_payload() {
         let kind = delivery
             .content_type
@@ -70,12 +67,11 @@ pub fn build(
     } else {
         Payload::default()
     };
-    let rendered = destination.request.render(&Data {
-        event: &event,
-        payload: &payload,
-    });
-    let url =
-        reqwest::Url::parse(&rendered.url).map_err(|e| format!("rendered url is invalid: {e}"))?;
+    let rendered = destination.request.render(&Data { event: &event, payload: &payload });
+    if crate::template::has_dot_segment(&rendered.url) {
+        return Err("rendered url has a `.` or `..` path segment from a placeholder value".into());
+    }
+    let url = reqwest::Url::parse(&rendered.url).map_err(|e| format!("rendered url is invalid: {e}"))?;
     // The resolver guards names; an address written in the URL never reaches it.
     let literal = match url.host() {
         Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
@@ -83,11 +79,7 @@ pub fn build(
         _ => None,
     };
     if let Some(ip) = literal.filter(|ip| !guard.permits(*ip)) {
-        return Err(Refused {
-            host: ip.to_string(),
-            addr: ip,
-        }
-        .to_string());
+        return Err(Refused { host: ip.to_string(), addr: ip }.to_string());
     }
     let mut id = uuid::Uuid::encode_buffer();
     let id = delivery.event_id.hyphenated().encode_lower(&mut id);
@@ -119,12 +111,9 @@ pub fn build(
 fn original_body(delivery: &ClaimedDelivery) -> (Option<HeaderValue>, Bytes) {
     match (&delivery.content_type, &delivery.query) {
         (Some(ct), _) => (HeaderValue::from_str(ct).ok(), delivery.body.clone()),
-        (None, Some(q)) if delivery.body.is_empty() => (
-            Some(HeaderValue::from_static(
-                "application/x-www-form-urlencoded",
-            )),
-            Bytes::copy_from_slice(q.as_bytes()),
-        ),
+        (None, Some(q)) if delivery.body.is_empty() => {
+            (Some(HeaderValue::from_static("application/x-www-form-urlencoded")), Bytes::copy_from_slice(q.as_bytes()))
+        }
         (None, _) => (None, delivery.body.clone()),
     }
 }
@@ -158,11 +147,8 @@ pub async fn send(
     let (status, error, retry_after, response_prefix) = match request.send().await {
         Ok(mut response) => {
             let status = response.status().as_u16();
-            let retry_after = response
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+            let retry_after =
+                response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
             let mut prefix = Vec::new();
             // The status is the answer; a body that then fails or stalls does not change it.
             while prefix.len() < RESPONSE_PREFIX {
@@ -194,13 +180,7 @@ pub async fn send(
         }
     };
     Sent {
-        record: AttemptRecord {
-            started_at,
-            latency: start.elapsed(),
-            status,
-            error,
-            response_prefix,
-        },
+        record: AttemptRecord { started_at, latency: start.elapsed(), status, error, response_prefix },
         retry_after,
         permanent: false,
     }

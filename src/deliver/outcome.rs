@@ -30,16 +30,12 @@ pub fn decide(
         return Outcome::Delivered;
     }
     if permanent {
-        return Outcome::Dead {
-            reason: record.summary(),
-        };
+        return Outcome::Dead { reason: record.summary() };
     }
     let policy = &destination.retry;
     let last = record.summary();
     if attempt >= policy.max_attempts {
-        return Outcome::Dead {
-            reason: format!("gave up after {attempt} attempts; last: {last}"),
-        };
+        return Outcome::Dead { reason: format!("gave up after {attempt} attempts; last: {last}") };
     }
     let after = match (record.status, retry_after) {
         (Some(429 | 503), Some(asked)) => asked.min(policy.max_backoff),
@@ -62,9 +58,7 @@ pub fn decide(
 /// destination that comes back from being hit by every delivery at the same instant.
 pub fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
     let initial = policy.initial_backoff;
-    let ceiling = initial
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(30))
-        .min(policy.max_backoff);
+    let ceiling = initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(30)).min(policy.max_backoff);
     let spread = ceiling.saturating_sub(initial).as_millis() as u64;
     initial + Duration::from_millis(fastrand::u64(0..=spread))
 }
@@ -76,10 +70,7 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -91,12 +82,8 @@ mod tests {
             tenant: "t".into(),
             id: "d".into(),
             request: crate::template::request::RequestTemplate {
-                url: crate::template::Template::compile(
-                    "http://127.0.0.1/",
-                    crate::template::Kind::Url,
-                    &|_| None,
-                )
-                .unwrap(),
+                url: crate::template::Template::compile("http://127.0.0.1/", crate::template::Kind::Url, &|_| None)
+                    .unwrap(),
                 headers: Vec::new(),
                 body: crate::template::request::BodyTemplate::Original,
             },
@@ -129,92 +116,43 @@ mod tests {
     #[test]
     fn only_the_success_set_delivers() {
         let d = destination(5);
-        assert_eq!(
-            decide(&d, &status(200), None, false, 1, 0, 0),
-            Outcome::Delivered
-        );
-        assert_eq!(
-            decide(&d, &status(202), None, false, 1, 0, 0),
-            Outcome::Delivered
-        );
+        assert_eq!(decide(&d, &status(200), None, false, 1, 0, 0), Outcome::Delivered);
+        assert_eq!(decide(&d, &status(202), None, false, 1, 0, 0), Outcome::Delivered);
         for code in [201, 204, 301, 302, 400, 404, 429, 500, 503] {
-            assert!(
-                matches!(
-                    decide(&d, &status(code), None, false, 1, 0, 0),
-                    Outcome::Retry { .. }
-                ),
-                "{code}"
-            );
+            assert!(matches!(decide(&d, &status(code), None, false, 1, 0, 0), Outcome::Retry { .. }), "{code}");
         }
-        let timeout = AttemptRecord {
-            status: None,
-            error: Some("timeout".into()),
-            ..status(0)
-        };
-        assert!(matches!(
-            decide(&d, &timeout, None, false, 1, 0, 0),
-            Outcome::Retry { .. }
-        ));
+        let timeout = AttemptRecord { status: None, error: Some("timeout".into()), ..status(0) };
+        assert!(matches!(decide(&d, &timeout, None, false, 1, 0, 0), Outcome::Retry { .. }));
     }
 
     #[test]
     fn dead_after_max_attempts_or_deadline() {
         let d = destination(3);
-        assert!(matches!(
-            decide(&d, &status(500), None, false, 3, 0, 0),
-            Outcome::Dead { .. }
-        ));
+        assert!(matches!(decide(&d, &status(500), None, false, 3, 0, 0), Outcome::Dead { .. }));
         let an_hour = 3_600_000;
-        assert!(matches!(
-            decide(&d, &status(500), None, false, 1, an_hour - 10, 0),
-            Outcome::Dead { .. }
-        ));
+        assert!(matches!(decide(&d, &status(500), None, false, 1, an_hour - 10, 0), Outcome::Dead { .. }));
     }
 
     #[test]
     fn retry_after_is_honoured_on_429_and_503_only_and_capped() {
         let d = destination(5);
         let asked = Some(Duration::from_secs(7));
-        assert_eq!(
-            decide(&d, &status(429), asked, false, 1, 0, 0),
-            Outcome::Retry {
-                after: Duration::from_secs(7)
-            }
-        );
-        assert_eq!(
-            decide(&d, &status(503), asked, false, 1, 0, 0),
-            Outcome::Retry {
-                after: Duration::from_secs(7)
-            }
-        );
+        assert_eq!(decide(&d, &status(429), asked, false, 1, 0, 0), Outcome::Retry { after: Duration::from_secs(7) });
+        assert_eq!(decide(&d, &status(503), asked, false, 1, 0, 0), Outcome::Retry { after: Duration::from_secs(7) });
         let long = Some(Duration::from_secs(600));
-        assert_eq!(
-            decide(&d, &status(429), long, false, 1, 0, 0),
-            Outcome::Retry {
-                after: Duration::from_secs(60)
-            }
-        );
+        assert_eq!(decide(&d, &status(429), long, false, 1, 0, 0), Outcome::Retry { after: Duration::from_secs(60) });
         // Elsewhere it is the backoff: attempt 1 waits exactly initial_backoff.
-        assert_eq!(
-            decide(&d, &status(500), asked, false, 1, 0, 0),
-            Outcome::Retry {
-                after: Duration::from_secs(1)
-            }
-        );
+        assert_eq!(decide(&d, &status(500), asked, false, 1, 0, 0), Outcome::Retry { after: Duration::from_secs(1) });
     }
 
     #[test]
     fn backoff_grows_within_bounds() {
         let policy = destination(20).retry;
         for attempt in 1..20 {
-            let ceiling =
-                Duration::from_secs(1u64 << (attempt - 1).min(10)).min(policy.max_backoff);
+            let ceiling = Duration::from_secs(1u64 << (attempt - 1).min(10)).min(policy.max_backoff);
             for _ in 0..50 {
                 let b = backoff(&policy, attempt);
-                assert!(
-                    b >= policy.initial_backoff && b <= ceiling,
-                    "attempt {attempt}: {b:?}"
-                );
+                assert!(b >= policy.initial_backoff && b <= ceiling, "attempt {attempt}: {b:?}");
             }
         }
     }
@@ -224,10 +162,7 @@ mod tests {
         assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
         let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
         let parsed = parse_retry_after(&soon).unwrap();
-        assert!(
-            parsed > Duration::from_secs(28) && parsed <= Duration::from_secs(30),
-            "{parsed:?}"
-        );
+        assert!(parsed > Duration::from_secs(28) && parsed <= Duration::from_secs(30), "{parsed:?}");
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

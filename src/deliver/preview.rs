@@ -23,21 +23,15 @@ pub fn preview(
     body: &[u8],
     content_type: &str,
 ) -> Result<String, String> {
-    let tenant = config
-        .tenants
-        .get(tenant)
-        .ok_or_else(|| format!("no tenant {tenant:?}"))?;
-    let source = tenant
-        .source(source)
-        .ok_or_else(|| format!("no source {source:?} in tenant {:?}", tenant.id))?;
+    let tenant = config.tenants.get(tenant).ok_or_else(|| format!("no tenant {tenant:?}"))?;
+    let source = tenant.source(source).ok_or_else(|| format!("no source {source:?} in tenant {:?}", tenant.id))?;
     let destination = tenant
         .destinations
         .iter()
         .find(|d| d.id == destination)
         .ok_or_else(|| format!("no destination {destination:?} in tenant {:?}", tenant.id))?;
 
-    let content_type_header =
-        HeaderValue::from_str(content_type).map_err(|_| "invalid content type".to_string())?;
+    let content_type_header = HeaderValue::from_str(content_type).map_err(|_| "invalid content type".to_string())?;
     let kind = payload::kind(Some(&content_type_header)).map_err(|e| e.to_string())?;
     let fields = payload::fields(kind, body, None).map_err(|e| e.to_string())?;
     let received_at = now_ms();
@@ -54,22 +48,11 @@ pub fn preview(
     let (event, _) = normalize::normalize(&fields, &context);
 
     let mut out = String::new();
-    if !source
-        .destinations
-        .iter()
-        .any(|&i| tenant.destinations[i].id == destination.id)
-    {
-        let _ = writeln!(
-            out,
-            "# note: source {:?} does not fan out to {:?}",
-            source.id, destination.id
-        );
+    if !source.destinations.iter().any(|&i| tenant.destinations[i].id == destination.id) {
+        let _ = writeln!(out, "# note: source {:?} does not fan out to {:?}", source.id, destination.id);
     }
     if !destination.when.matches(&event) {
-        let _ = writeln!(
-            out,
-            "# note: this event does not match the destination's `when`; it would not be delivered"
-        );
+        let _ = writeln!(out, "# note: this event does not match the destination's `when`; it would not be delivered");
     }
     let delivery = ClaimedDelivery {
         id: 0,

@@ -48,29 +48,16 @@ pub fn is_private(ip: IpAddr) -> bool {
         "198.18.0.0/15",
         "240.0.0.0/4",
     ];
-    const V6: [&str; 5] = [
-        "::/128",
-        "::1/128",
-        "fc00::/7",
-        "fe80::/10",
-        "64:ff9b:1::/48",
-    ];
+    const V6: [&str; 5] = ["::/128", "::1/128", "fc00::/7", "fe80::/10", "64:ff9b:1::/48"];
     match ip {
         IpAddr::V4(v4) => {
             v4.is_broadcast()
-                || V4
-                    .iter()
-                    .any(|n| n.parse::<IpNet>().is_ok_and(|n| n.contains(&ip)))
+                || V4.iter().any(|n| n.parse::<IpNet>().is_ok_and(|n| n.contains(&ip)))
                 || v4.is_multicast()
         }
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => is_private(IpAddr::V4(v4)),
-            None => {
-                v6.is_multicast()
-                    || V6
-                        .iter()
-                        .any(|n| n.parse::<IpNet>().is_ok_and(|n| n.contains(&ip)))
-            }
+            None => v6.is_multicast() || V6.iter().any(|n| n.parse::<IpNet>().is_ok_and(|n| n.contains(&ip))),
         },
     }
 }
@@ -83,20 +70,13 @@ impl reqwest::dns::Resolve for Resolver {
         let guard = self.0.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = found
-                .iter()
-                .copied()
-                .filter(|a| guard.permits(a.ip()))
-                .collect();
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = found.iter().copied().filter(|a| guard.permits(a.ip())).collect();
             match (allowed.is_empty(), found.first()) {
                 (false, _) => Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs),
-                (true, Some(first)) => Err(Box::new(Refused {
-                    host,
-                    addr: first.ip(),
-                })
-                    as Box<dyn std::error::Error + Send + Sync>),
+                (true, Some(first)) => {
+                    Err(Box::new(Refused { host, addr: first.ip() }) as Box<dyn std::error::Error + Send + Sync>)
+                }
                 (true, None) => Err(format!("{host} has no addresses").into()),
             }
         })
@@ -124,27 +104,12 @@ mod tests {
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
-        for ip in [
-            "203.0.113.5",
-            "8.8.8.8",
-            "172.32.0.1",
-            "2001:db8::1",
-            "::ffff:8.8.8.8",
-        ] {
+        for ip in ["203.0.113.5", "8.8.8.8", "172.32.0.1", "2001:db8::1", "::ffff:8.8.8.8"] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
-        let guard = Guard {
-            allow_private: false,
-            allowlist: vec!["127.0.0.0/8".parse().unwrap()],
-        };
+        let guard = Guard { allow_private: false, allowlist: vec!["127.0.0.0/8".parse().unwrap()] };
         assert!(guard.permits("127.0.0.1".parse().unwrap()));
         assert!(!guard.permits("10.0.0.1".parse().unwrap()));
-        assert!(
-            Guard {
-                allow_private: true,
-                allowlist: vec![]
-            }
-            .permits("10.0.0.1".parse().unwrap())
-        );
+        assert!(Guard { allow_private: true, allowlist: vec![] }.permits("10.0.0.1".parse().unwrap()));
     }
 }

@@ -12,13 +12,11 @@ pub struct When(pub Vec<(Field, Vec<String>)>);
 
 impl When {
     pub fn matches(&self, event: &CallEvent) -> bool {
-        self.0
-            .iter()
-            .all(|(field, allowed)| match event.get(*field) {
-                FieldValue::Missing => false,
-                FieldValue::Text(t) => allowed.iter().any(|a| a == t),
-                FieldValue::Int(n) => allowed.iter().any(|a| a.parse() == Ok(n)),
-            })
+        self.0.iter().all(|(field, allowed)| match event.get(*field) {
+            FieldValue::Missing => false,
+            FieldValue::Text(t) => allowed.iter().any(|a| a == t),
+            FieldValue::Int(n) => allowed.iter().any(|a| a.parse() == Ok(n)),
+        })
     }
 }
 
@@ -40,15 +38,9 @@ mod tests {
 
     #[test]
     fn when_needs_every_field_to_match_one_value() {
-        let when = When(vec![
-            (Field::Status, vec!["completed".into(), "busy".into()]),
-            (Field::Event, vec!["report".into()]),
-        ]);
-        let mut event = CallEvent {
-            status: Status::Busy,
-            event: Some("report".into()),
-            ..CallEvent::default()
-        };
+        let when =
+            When(vec![(Field::Status, vec!["completed".into(), "busy".into()]), (Field::Event, vec!["report".into()])]);
+        let mut event = CallEvent { status: Status::Busy, event: Some("report".into()), ..CallEvent::default() };
         assert!(when.matches(&event));
         event.status = Status::Queued;
         assert!(!when.matches(&event));

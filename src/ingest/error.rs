@@ -67,6 +67,18 @@ impl IngestError {
         }
     }
 
+    /// The outcome label of the ingest metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "unauthorized",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::TooLarge { .. } => "too_large",
+            Self::Backlog | Self::Store(_) => "unavailable",
+            Self::NotFound | Self::UnknownTenant | Self::UnknownSource => "not_found",
+            _ => "bad_request",
+        }
+    }
+
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         // The store's own words stay in the log: a 503 body carries no internals.
@@ -76,15 +88,11 @@ impl IngestError {
         };
         let mut response = json_error(status, self.code(), &self.to_string(), retry_after);
         if let Self::MethodNotAllowed = self {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
         }
         if matches!(self, Self::TooLarge { .. } | Self::BodyTimeout) {
             // The rest of the body was not read; the connection cannot be reused.
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -1,7 +1,8 @@
 //! The provider-facing request path, top to bottom in `accept`: route → method → tenant
 //! and source → content type → body (bounded while streaming) → authenticate → rate limit
-//! → parse and normalize → fan out → backpressure → durable commit → answer. The answer is sent only after the event and every delivery it
-//! fans out to are committed; nothing is acknowledged that a crash could lose.
+//! → parse and normalize → fan out → backpressure → durable commit → answer. The answer is
+//! sent only after the event and every delivery it fans out to are committed; nothing is
+//! acknowledged that a crash could lose.
 
 mod error;
 pub mod payload;
@@ -10,6 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use governor::DefaultDirectRateLimiter;
 use governor::clock::{Clock, DefaultClock};
@@ -22,8 +24,9 @@ use uuid::Uuid;
 pub use error::IngestError;
 
 use crate::auth::{self, Inbound};
-use crate::config::{Config, Source};
-use crate::deliver::Wakers;
+use crate::config::{Config, Source, Tenant};
+use crate::deliver::Dispatcher;
+use crate::metrics;
 use crate::normalize;
 use crate::server::Body;
 use crate::store::{Committed, Dedupe, NewEvent, Store, now_ms};
@@ -34,43 +37,55 @@ struct Limiters {
     sources: Vec<Option<DefaultDirectRateLimiter>>,
 }
 
-pub struct Ingest {
+/// The routing tables of one config version. A reload swaps them whole; a request in
+/// flight keeps the version it started with.
+struct Tables {
     config: Arc<Config>,
-    store: Arc<dyn Store>,
-    wakers: Wakers,
     limiters: HashMap<String, Limiters>,
 }
 
-impl Ingest {
-    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, wakers: Wakers) -> Self {
+impl Tables {
+    fn new(config: Arc<Config>) -> Self {
         let limiters = config
             .tenants
             .values()
             .map(|t| {
                 let limiters = Limiters {
                     tenant: t.rate_limit.map(|r| r.limiter()),
-                    sources: t
-                        .sources
-                        .iter()
-                        .map(|s| s.rate_limit.map(|r| r.limiter()))
-                        .collect(),
+                    sources: t.sources.iter().map(|s| s.rate_limit.map(|r| r.limiter())).collect(),
                 };
                 (t.id.clone(), limiters)
             })
             .collect();
-        Self {
-            config,
-            store,
-            wakers,
-            limiters,
-        }
+        Self { config, limiters }
+    }
+}
+
+pub struct Ingest {
+    tables: ArcSwap<Tables>,
+    store: Arc<dyn Store>,
+    dispatcher: Arc<Dispatcher>,
+}
+
+/// What a request turned out to be, for its metrics.
+#[derive(Default)]
+struct Seen {
+    tenant: Option<Arc<Tenant>>,
+    source: usize,
+    duplicate: bool,
+}
+
+impl Ingest {
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, dispatcher: Arc<Dispatcher>) -> Self {
+        Self { tables: ArcSwap::from_pointee(Tables::new(config)), store, dispatcher }
     }
 
-    pub async fn handle(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<Body> {
+    /// Takes a new config for the next requests. Rate-limit buckets start full again.
+    pub fn swap(&self, config: Arc<Config>) {
+        self.tables.store(Arc::new(Tables::new(config)));
+    }
+
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let span = tracing::info_span!(
             "ingest",
             tenant = tracing::field::Empty,
@@ -78,16 +93,26 @@ impl Ingest {
             event_id = tracing::field::Empty
         );
         async move {
-            match self.accept(request, peer).await {
+            let started = std::time::Instant::now();
+            let tables = self.tables.load_full();
+            let mut seen = Seen::default();
+            let result = self.accept(&tables, request, peer, &mut seen).await;
+            let (tenant, source) = match &seen.tenant {
+                Some(t) => (t.id.as_str(), t.sources.get(seen.source).map_or("", |s| s.id.as_str())),
+                None => ("", ""),
+            };
+            let outcome = match &result {
+                Ok(_) if seen.duplicate => "duplicate",
+                Ok(_) => "accepted",
+                Err(e) => e.outcome(),
+            };
+            metrics::ingest(tenant, source, outcome, started.elapsed());
+            match result {
                 Ok(response) => response,
                 Err(e) => {
                     match &e {
-                        IngestError::Store(cause) => {
-                            tracing::error!(error = %cause, "event not stored")
-                        }
-                        IngestError::Unauthorized(reason) => {
-                            tracing::warn!(%reason, "callback unauthorized")
-                        }
+                        IngestError::Store(cause) => tracing::error!(error = %cause, "event not stored"),
+                        IngestError::Unauthorized(reason) => tracing::warn!(%reason, "callback unauthorized"),
                         e => tracing::info!(code = e.code(), "callback refused"),
                     }
                     e.into_response()
@@ -100,8 +125,10 @@ impl Ingest {
 
     async fn accept(
         &self,
+        tables: &Tables,
         request: Request<Incoming>,
         peer: SocketAddr,
+        seen: &mut Seen,
     ) -> Result<Response<Body>, IngestError> {
         let received_at = now_ms();
         let (parts, body) = request.into_parts();
@@ -109,53 +136,35 @@ impl Ingest {
         if parts.method != Method::POST && parts.method != Method::GET {
             return Err(IngestError::MethodNotAllowed);
         }
-        let tenant = self
-            .config
-            .tenants
-            .get(tenant_id)
-            .ok_or(IngestError::UnknownTenant)?;
-        let (index, source) = tenant
-            .sources
-            .iter()
-            .enumerate()
-            .find(|(_, s)| s.id == source_id)
-            .ok_or(IngestError::UnknownSource)?;
+        let tenant = tables.config.tenants.get(tenant_id).ok_or(IngestError::UnknownTenant)?;
+        seen.tenant = Some(tenant.clone());
+        let (index, source) =
+            tenant.sources.iter().enumerate().find(|(_, s)| s.id == source_id).ok_or(IngestError::UnknownSource)?;
+        seen.source = index;
         let span = tracing::Span::current();
         span.record("tenant", tenant_id);
         span.record("source", source_id);
 
-        let kind = match parts.method {
-            Method::GET => None,
-            _ => payload::kind(parts.headers.get(header::CONTENT_TYPE))?,
-        };
-        let body = match parts.method {
-            Method::GET => Bytes::new(),
-            _ => self.read_body(&parts.headers, body).await?,
-        };
+        let is_get = parts.method == Method::GET;
+        let kind = if is_get { None } else { payload::kind(parts.headers.get(header::CONTENT_TYPE))? };
+        let body = if is_get { Bytes::new() } else { read_body(&tables.config, &parts.headers, body).await? };
         let query = parts.uri.query().filter(|q| !q.is_empty());
         let inbound = Inbound {
             method: &parts.method,
             query,
             headers: &parts.headers,
             body: &body,
-            client: auth::client_ip(
-                peer.ip(),
-                &parts.headers,
-                &self.config.server.trusted_proxies,
-            ),
+            client: auth::client_ip(peer.ip(), &parts.headers, &tables.config.server.trusted_proxies),
             now: received_at / 1000,
         };
         auth::verify(&source.auth, &inbound).map_err(|e| IngestError::Unauthorized(e.0))?;
-        self.admit(tenant_id, index)?;
+        admit(tables, tenant_id, index)?;
         let payload = payload::fields(kind, &body, query)?;
         let query = query.map(str::to_owned);
-        let content_type = match parts.method {
-            Method::GET => None,
-            _ => parts
-                .headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+        let content_type = if is_get {
+            None
+        } else {
+            parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned)
         };
 
         let id = Uuid::now_v7();
@@ -173,17 +182,13 @@ impl Ingest {
         let (call, dedupe_key) = normalize::normalize(&payload, &context);
         let destinations = crate::fanout::destinations(tenant, source, &call);
         let pending = self.store.pending_deliveries();
-        if !destinations.is_empty()
-            && pending + destinations.len() as u64 > self.config.server.max_pending_deliveries
+        if !destinations.is_empty() && pending + destinations.len() as u64 > tables.config.server.max_pending_deliveries
         {
             return Err(IngestError::Backlog);
         }
         let dedupe = dedupe_key
             .zip(source.dedupe_window)
-            .map(|(key, window)| Dedupe {
-                key,
-                until: received_at.saturating_add(window.as_millis() as i64),
-            });
+            .map(|(key, window)| Dedupe { key, until: received_at.saturating_add(window.as_millis() as i64) });
         let committed = self
             .store
             .commit(NewEvent {
@@ -197,62 +202,47 @@ impl Ingest {
                 normalized: serde_json::to_string(&call).unwrap_or_default(),
                 destinations,
                 dedupe,
+                call_id: call.id.clone(),
             })
             .await?;
         if let Committed::Duplicate(first) = committed {
             // The provider is re-sending because our answer was slow: answer as the first time.
+            seen.duplicate = true;
             tracing::info!(first = %first, "duplicate callback");
             return Ok(acknowledge(first, source));
         }
-        self.wakers.wake(tenant, source);
+        self.dispatcher.wake(tenant, source);
         tracing::debug!("event committed");
         Ok(acknowledge(id, source))
     }
+}
 
-    /// The tenant's limit, then the source's: over either, 429 before anything is parsed.
-    fn admit(&self, tenant: &str, source: usize) -> Result<(), IngestError> {
-        let Some(limiters) = self.limiters.get(tenant) else {
-            return Ok(());
-        };
-        let checks = [
-            limiters.tenant.as_ref(),
-            limiters.sources.get(source).and_then(Option::as_ref),
-        ];
-        for limiter in checks.into_iter().flatten() {
-            if let Err(not_until) = limiter.check() {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                return Err(IngestError::RateLimited {
-                    retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
-                });
-            }
+/// The tenant's limit, then the source's: over either, 429 before anything is parsed.
+fn admit(tables: &Tables, tenant: &str, source: usize) -> Result<(), IngestError> {
+    let Some(limiters) = tables.limiters.get(tenant) else { return Ok(()) };
+    let checks = [limiters.tenant.as_ref(), limiters.sources.get(source).and_then(Option::as_ref)];
+    for limiter in checks.into_iter().flatten() {
+        if let Err(not_until) = limiter.check() {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(IngestError::RateLimited { retry_after: wait.as_secs_f64().ceil().max(1.0) as u64 });
         }
-        Ok(())
     }
+    Ok(())
+}
 
-    async fn read_body(
-        &self,
-        headers: &http::HeaderMap,
-        body: Incoming,
-    ) -> Result<Bytes, IngestError> {
-        let limit = self.config.server.max_body_bytes;
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(IngestError::TooLarge { limit });
-        }
-        let body = Limited::new(body, limit).collect();
-        match tokio::time::timeout(self.config.server.body_read_timeout, body).await {
-            Err(_) => Err(IngestError::BodyTimeout),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                Err(IngestError::TooLarge { limit })
-            }
-            Ok(Err(e)) => Err(IngestError::Malformed(format!(
-                "could not read the body: {e}"
-            ))),
-        }
+async fn read_body(config: &Config, headers: &http::HeaderMap, body: Incoming) -> Result<Bytes, IngestError> {
+    let limit = config.server.max_body_bytes;
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(IngestError::TooLarge { limit });
+    }
+    let body = Limited::new(body, limit).collect();
+    match tokio::time::timeout(config.server.body_read_timeout, body).await {
+        Err(_) => Err(IngestError::BodyTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(IngestError::TooLarge { limit }),
+        Ok(Err(e)) => Err(IngestError::Malformed(format!("could not read the body: {e}"))),
     }
 }
 
@@ -270,24 +260,18 @@ fn acknowledge(id: Uuid, source: &Source) -> Response<Body> {
         Some(fixed) => {
             let mut r = Response::new(Full::new(fixed.body.clone()));
             *r.status_mut() = fixed.status;
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, fixed.content_type.clone());
+            r.headers_mut().insert(header::CONTENT_TYPE, fixed.content_type.clone());
             r
         }
         None => {
             let mut r = Response::new(Full::new(Bytes::from(format!("{{\"event_id\":\"{id}\"}}"))));
             *r.status_mut() = StatusCode::OK;
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
     };
     if let Ok(value) = HeaderValue::from_str(id) {
-        response
-            .headers_mut()
-            .insert("x-switchboard-event-id", value);
+        response.headers_mut().insert("x-switchboard-event-id", value);
     }
     response
 }
@@ -302,6 +286,7 @@ mod tests {
         assert_eq!(route("/v1/hooks/acme/telecmi/x"), None);
         assert_eq!(route("/v1/hooks/acme/"), None);
         assert_eq!(route("/v1/hooks//x"), None);
+        assert_eq!(route("/v1/hooks/acme/x"), Some(("acme", "x")));
         assert_eq!(route("/v1/hook/acme/x"), None);
     }
 }

@@ -19,15 +19,9 @@ pub fn kind(content_type: Option<&HeaderValue>) -> Result<Option<Kind>, IngestEr
     let Some(value) = content_type else {
         return Ok(None);
     };
-    let text = value.to_str().map_err(|_| {
-        IngestError::UnsupportedMediaType("Content-Type is not readable text".into())
-    })?;
-    let essence = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let text =
+        value.to_str().map_err(|_| IngestError::UnsupportedMediaType("Content-Type is not readable text".into()))?;
+    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match essence.as_str() {
         "application/json" => Ok(Some(Kind::Json)),
         "application/x-www-form-urlencoded" => Ok(Some(Kind::Form)),
@@ -40,22 +34,18 @@ pub fn kind(content_type: Option<&HeaderValue>) -> Result<Option<Kind>, IngestEr
 
 /// Checks the query string and the body against its kind, and reads their fields: the
 /// query's first, the body's over them.
-pub fn fields(
-    kind: Option<Kind>,
-    body: &[u8],
-    query: Option<&str>,
-) -> Result<Payload, IngestError> {
+pub fn fields(kind: Option<Kind>, body: &[u8], query: Option<&str>) -> Result<Payload, IngestError> {
     let mut payload = Payload::default();
     if let Some(query) = query {
-        check_form(query.as_bytes())
-            .map_err(|m| IngestError::Malformed(format!("invalid query string: {m}")))?;
+        check_form(query.as_bytes()).map_err(|m| IngestError::Malformed(format!("invalid query string: {m}")))?;
         payload.merge_form(query.as_bytes());
     }
     match kind {
         None if body.is_empty() => {}
         None => {
             return Err(IngestError::UnsupportedMediaType(
-                "a request with a body needs a Content-Type: application/json or application/x-www-form-urlencoded".into(),
+                "a request with a body needs a Content-Type: application/json or application/x-www-form-urlencoded"
+                    .into(),
             ));
         }
         Some(Kind::Json) => {
@@ -63,14 +53,11 @@ pub fn fields(
             payload.merge_json(body).map_err(|e| match e {
                 PayloadError::Json(m) => IngestError::Malformed(format!("invalid JSON: {m}")),
                 // A call event is a set of named fields; anything else has no field to route on.
-                PayloadError::NotAnObject => {
-                    IngestError::Malformed("the JSON body must be an object".into())
-                }
+                PayloadError::NotAnObject => IngestError::Malformed("the JSON body must be an object".into()),
             })?;
         }
         Some(Kind::Form) => {
-            check_form(body)
-                .map_err(|m| IngestError::Malformed(format!("invalid form body: {m}")))?;
+            check_form(body).map_err(|m| IngestError::Malformed(format!("invalid form body: {m}")))?;
             payload.merge_form(body);
         }
     }
@@ -85,9 +72,7 @@ fn check_utf8(body: &[u8]) -> Result<(), IngestError> {
     let valid = &body[..e.valid_up_to()];
     let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
     let column = valid.len() - valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
-    Err(IngestError::Malformed(format!(
-        "invalid JSON: invalid UTF-8 at line {line} column {column}"
-    )))
+    Err(IngestError::Malformed(format!("invalid JSON: invalid UTF-8 at line {line} column {column}")))
 }
 
 /// Checks `a=b&c=d` text: every `%` starts a two-digit hex escape and every name and value
@@ -108,10 +93,7 @@ pub fn check_form(body: &[u8]) -> Result<(), String> {
             }
         }
         for piece in part.splitn(2, |&b| b == b'=') {
-            if percent_encoding::percent_decode(piece)
-                .decode_utf8()
-                .is_err()
-            {
+            if percent_encoding::percent_decode(piece).decode_utf8().is_err() {
                 return Err(format!("field at byte {offset} is not UTF-8 once decoded"));
             }
         }
@@ -127,17 +109,11 @@ mod tests {
     #[test]
     fn json_errors_say_where() {
         let err = fields(Some(Kind::Json), b"{\n  \"a\": 1,\n}", None).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid JSON: trailing comma at line 3 column 1"
-        );
+        assert_eq!(err.to_string(), "invalid JSON: trailing comma at line 3 column 1");
         assert!(fields(Some(Kind::Json), b"[1]", None).is_err());
         assert!(fields(Some(Kind::Json), b" {\"a\": [1, {\"b\": null}]}", None).is_ok());
         let err = fields(Some(Kind::Json), b"{\"a\":\n \"\xff\"}", None).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid JSON: invalid UTF-8 at line 2 column 3"
-        );
+        assert_eq!(err.to_string(), "invalid JSON: invalid UTF-8 at line 2 column 3");
         let deep = "[".repeat(100_000);
         assert!(fields(Some(Kind::Json), format!("{{\"a\":{deep}").as_bytes(), None).is_err());
     }
@@ -145,32 +121,17 @@ mod tests {
     #[test]
     fn form_needs_valid_escapes_and_utf8() {
         assert!(check_form(b"a=1&b=%20x+y&c").is_ok());
-        assert_eq!(
-            check_form(b"a=1&b=%2").unwrap_err(),
-            "bad percent-escape at byte 6"
-        );
-        assert_eq!(
-            check_form(b"a=%zz").unwrap_err(),
-            "bad percent-escape at byte 2"
-        );
+        assert_eq!(check_form(b"a=1&b=%2").unwrap_err(), "bad percent-escape at byte 6");
+        assert_eq!(check_form(b"a=%zz").unwrap_err(), "bad percent-escape at byte 2");
         assert!(check_form(b"a=%ff%fe").is_err());
     }
 
     #[test]
     fn content_types() {
         let v = |s: &'static str| HeaderValue::from_static(s);
-        assert_eq!(
-            kind(Some(&v("application/json; charset=utf-8"))).unwrap(),
-            Some(Kind::Json)
-        );
-        assert_eq!(
-            kind(Some(&v("Application/X-WWW-Form-Urlencoded"))).unwrap(),
-            Some(Kind::Form)
-        );
-        assert_eq!(
-            kind(Some(&v("application/cloudevents+json"))).unwrap(),
-            Some(Kind::Json)
-        );
+        assert_eq!(kind(Some(&v("application/json; charset=utf-8"))).unwrap(), Some(Kind::Json));
+        assert_eq!(kind(Some(&v("Application/X-WWW-Form-Urlencoded"))).unwrap(), Some(Kind::Form));
+        assert_eq!(kind(Some(&v("application/cloudevents+json"))).unwrap(), Some(Kind::Json));
         assert!(kind(Some(&v("text/plain"))).is_err());
         assert!(fields(None, b"x", None).is_err());
         assert!(fields(None, b"", Some("a=1")).is_ok());

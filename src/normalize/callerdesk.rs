@@ -12,9 +12,7 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.event = Some(if is_report { "report" } else { "live" }.to_string());
     e.direction = match p.text("Direction").as_deref().map(word).as_deref() {
         Some("ivr") | Some("inbound") | Some("incoming") => Some(Direction::Inbound),
-        Some("webobd") | Some("obd") | Some("outbound") | Some("outgoing") => {
-            Some(Direction::Outbound)
-        }
+        Some("webobd") | Some("obd") | Some("outbound") | Some("outgoing") => Some(Direction::Outbound),
         _ => None,
     };
     e.from = p.string("SourceNumber");
@@ -29,18 +27,10 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     };
     e.duration = p.int("CallDuration");
     e.talk_duration = p.int("TalkDuration");
-    let at = |key: &str| {
-        p.get(key)
-            .and_then(|v| time::parse(v, ctx.timezone))
-            .map(|t| time::format(t, ctx.timezone))
-    };
+    let at = |key: &str| p.get(key).and_then(|v| time::parse(v, ctx.timezone)).map(|t| time::format(t, ctx.timezone));
     e.started_at = at("StartTime");
     e.ended_at = at("EndTime");
     e.recording_url = p.string("CallRecordingUrl");
     e.error_code = p.string("error_code");
-    dedupe_key(&[
-        e.id.as_deref(),
-        e.event.as_deref(),
-        e.provider_status.as_deref(),
-    ])
+    dedupe_key(&[e.id.as_deref(), e.event.as_deref(), e.provider_status.as_deref()])
 }

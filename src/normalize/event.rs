@@ -122,17 +122,11 @@ impl Field {
     ];
 
     pub fn parse(name: &str) -> Option<Field> {
-        Self::NAMES
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, f)| *f)
+        Self::NAMES.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
     }
 
     pub fn is_time(self) -> bool {
-        matches!(
-            self,
-            Field::ReceivedAt | Field::OccurredAt | Field::StartedAt | Field::EndedAt
-        )
+        matches!(self, Field::ReceivedAt | Field::OccurredAt | Field::StartedAt | Field::EndedAt)
     }
 }
 
@@ -153,9 +147,7 @@ impl CallEvent {
             Field::Id => text(&self.id),
             Field::SessionId => text(&self.session_id),
             Field::Event => text(&self.event),
-            Field::Direction => self
-                .direction
-                .map_or(FieldValue::Missing, |d| FieldValue::Text(d.as_str())),
+            Field::Direction => self.direction.map_or(FieldValue::Missing, |d| FieldValue::Text(d.as_str())),
             Field::From => text(&self.from),
             Field::To => text(&self.to),
             Field::Agent => text(&self.agent),

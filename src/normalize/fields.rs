@@ -28,8 +28,7 @@ impl Payload {
 
     /// Fields of a JSON object body, over what is already there.
     pub fn merge_json(&mut self, body: &[u8]) -> Result<(), PayloadError> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
+        let value: Value = serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
         let Value::Object(fields) = value else {
             return Err(PayloadError::NotAnObject);
         };
@@ -64,12 +63,9 @@ impl Payload {
     /// The field as whole units: `23`, `"23"`, `23.0` and `"23.4"` all read as 23.
     pub fn int(&self, key: &str) -> Option<i64> {
         let text = self.text(key)?;
-        text.parse::<i64>().ok().or_else(|| {
-            text.parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(|f| f.round() as i64)
-        })
+        text.parse::<i64>()
+            .ok()
+            .or_else(|| text.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f.round() as i64))
     }
 
     /// The first of `keys` present, as text.

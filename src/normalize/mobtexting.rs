@@ -15,21 +15,12 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.provider_status = p.string("status");
     e.status = e.provider_status.as_deref().map_or(Status::Unknown, dialer);
     e.duration = p.int("duration");
-    let at = |key: &str| {
-        p.get(key)
-            .and_then(|v| time::parse(v, ctx.timezone))
-            .map(|t| time::format(t, ctx.timezone))
-    };
+    let at = |key: &str| p.get(key).and_then(|v| time::parse(v, ctx.timezone)).map(|t| time::format(t, ctx.timezone));
     e.started_at = at("start_at");
     e.ended_at = at("end_at");
     e.recording_url = p.string("recording_url");
     // `mid` names the campaign message and may be shared by the calls of one campaign, so
     // the callee and start time are part of what makes a report a repeat.
     let start = p.string("start_at");
-    dedupe_key(&[
-        e.id.as_deref(),
-        e.to.as_deref(),
-        e.provider_status.as_deref(),
-        Some(start.as_deref().unwrap_or("")),
-    ])
+    dedupe_key(&[e.id.as_deref(), e.to.as_deref(), e.provider_status.as_deref(), Some(start.as_deref().unwrap_or(""))])
 }

@@ -65,10 +65,7 @@ impl Status {
 
 /// A provider's word in a comparable form: lower case, without spaces, '-' or '_'.
 pub fn word(s: &str) -> String {
-    s.chars()
-        .filter(|c| !matches!(c, ' ' | '_' | '-'))
-        .flat_map(char::to_lowercase)
-        .collect()
+    s.chars().filter(|c| !matches!(c, ' ' | '_' | '-')).flat_map(char::to_lowercase).collect()
 }
 
 /// The end-of-call words shared by the dialer platforms (MOBtexting, Callerdesk).
@@ -76,9 +73,7 @@ pub fn dialer(provider_word: &str) -> Status {
     match word(provider_word).as_str() {
         "answer" | "answered" | "completed" => Status::Completed,
         "busy" | "agentengaged" | "engaged" => Status::Busy,
-        "noanswer" | "notanswered" | "missed" | "abandon" | "abandoned" | "abandonment" => {
-            Status::NoAnswer
-        }
+        "noanswer" | "notanswered" | "missed" | "abandon" | "abandoned" | "abandonment" => Status::NoAnswer,
         "cancel" | "canceled" | "cancelled" => Status::Canceled,
         "rejected" | "reject" | "declined" => Status::Rejected,
         "failed" | "fail" | "congestion" | "chanunavail" | "error" => Status::Failed,

@@ -5,11 +5,7 @@ use jiff::tz::TimeZone;
 use super::*;
 
 fn seed(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/tests/fixtures/seeds/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
+    std::fs::read(format!("{}/tests/fixtures/seeds/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 fn run(provider: Provider, payload: Payload, tz: &str) -> (CallEvent, Option<String>) {
@@ -93,11 +89,7 @@ fn telecmi_incoming_waiting() {
 
 #[test]
 fn mobtexting_call_report() {
-    let (event, key) = run(
-        Provider::Mobtexting,
-        json("mobtexting.json"),
-        "Asia/Kolkata",
-    );
+    let (event, key) = run(Provider::Mobtexting, json("mobtexting.json"), "Asia/Kolkata");
     assert_eq!(
         event,
         CallEvent {
@@ -120,11 +112,7 @@ fn mobtexting_call_report() {
 
 #[test]
 fn callerdesk_call_report() {
-    let (event, key) = run(
-        Provider::Callerdesk,
-        json("callerdesk.json"),
-        "Asia/Kolkata",
-    );
+    let (event, key) = run(Provider::Callerdesk, json("callerdesk.json"), "Asia/Kolkata");
     assert_eq!(
         event,
         CallEvent {
@@ -155,99 +143,41 @@ fn callerdesk_live_call_as_a_form() {
     let (event, _) = run(Provider::Callerdesk, payload, "Asia/Kolkata");
     assert_eq!(event.event.as_deref(), Some("live"));
     assert_eq!(event.status, Status::InProgress);
-    assert_eq!(
-        event.started_at.as_deref(),
-        Some("2023-01-02T14:32:40+05:30")
-    );
+    assert_eq!(event.started_at.as_deref(), Some("2023-01-02T14:32:40+05:30"));
     assert_eq!(event.agent.as_deref(), Some("928xxxxx"));
 }
 
 #[test]
 fn numbers_and_strings_normalize_alike() {
     let mut a = Payload::default();
-    a.merge_json(
-        br#"{"CallSid":"1.5","CallDuration":18,"SourceNumber":919876543210,"dtmf":"007#"}"#,
-    )
-    .unwrap();
+    a.merge_json(br#"{"CallSid":"1.5","CallDuration":18,"SourceNumber":919876543210,"dtmf":"007#"}"#).unwrap();
     let mut b = Payload::default();
-    b.merge_json(br#"{"CallSid":"1.5","CallDuration":"18","SourceNumber":"919876543210"}"#)
-        .unwrap();
+    b.merge_json(br#"{"CallSid":"1.5","CallDuration":"18","SourceNumber":"919876543210"}"#).unwrap();
     let (ea, _) = run(Provider::Callerdesk, a.clone(), "UTC");
     let (eb, _) = run(Provider::Callerdesk, b, "UTC");
     assert_eq!(ea, eb);
     assert_eq!(ea.from.as_deref(), Some("919876543210"));
     let mut w = Payload::default();
     w.merge_json(br#"{"callId":"c","dtmf":"007#"}"#).unwrap();
-    assert_eq!(
-        run(Provider::Wavecell, w, "UTC").0.dtmf.as_deref(),
-        Some("007#")
-    );
+    assert_eq!(run(Provider::Wavecell, w, "UTC").0.dtmf.as_deref(), Some("007#"));
 }
 
 #[test]
 fn status_words_and_sip_refinement() {
     let cases = [
-        (
-            Provider::Telecmi,
-            r#"{"type":"event","status":"answered"}"#,
-            Status::InProgress,
-        ),
-        (
-            Provider::Telecmi,
-            r#"{"type":"cdr","status":"answered"}"#,
-            Status::Completed,
-        ),
-        (
-            Provider::Telecmi,
-            r#"{"type":"cdr","status":"missed"}"#,
-            Status::NoAnswer,
-        ),
-        (
-            Provider::Wavecell,
-            r#"{"status":"CONNECTED"}"#,
-            Status::InProgress,
-        ),
-        (
-            Provider::Wavecell,
-            r#"{"status":"NOT_CONNECTED","sipStatus":486}"#,
-            Status::Busy,
-        ),
-        (
-            Provider::Wavecell,
-            r#"{"status":"NOT_CONNECTED","sipStatus":"480"}"#,
-            Status::NoAnswer,
-        ),
-        (
-            Provider::Wavecell,
-            r#"{"status":"NOT_CONNECTED","sipStatus":487}"#,
-            Status::Canceled,
-        ),
-        (
-            Provider::Wavecell,
-            r#"{"status":"NOT_CONNECTED","sipStatus":603}"#,
-            Status::Rejected,
-        ),
+        (Provider::Telecmi, r#"{"type":"event","status":"answered"}"#, Status::InProgress),
+        (Provider::Telecmi, r#"{"type":"cdr","status":"answered"}"#, Status::Completed),
+        (Provider::Telecmi, r#"{"type":"cdr","status":"missed"}"#, Status::NoAnswer),
+        (Provider::Wavecell, r#"{"status":"CONNECTED"}"#, Status::InProgress),
+        (Provider::Wavecell, r#"{"status":"NOT_CONNECTED","sipStatus":486}"#, Status::Busy),
+        (Provider::Wavecell, r#"{"status":"NOT_CONNECTED","sipStatus":"480"}"#, Status::NoAnswer),
+        (Provider::Wavecell, r#"{"status":"NOT_CONNECTED","sipStatus":487}"#, Status::Canceled),
+        (Provider::Wavecell, r#"{"status":"NOT_CONNECTED","sipStatus":603}"#, Status::Rejected),
         (Provider::Mobtexting, r#"{"status":"BUSY"}"#, Status::Busy),
-        (
-            Provider::Mobtexting,
-            r#"{"status":"NOANSWER"}"#,
-            Status::NoAnswer,
-        ),
-        (
-            Provider::Mobtexting,
-            r#"{"status":"CANCEL"}"#,
-            Status::Canceled,
-        ),
-        (
-            Provider::Callerdesk,
-            r#"{"Status":"NO ANSWER","EndTime":"x"}"#,
-            Status::NoAnswer,
-        ),
-        (
-            Provider::Callerdesk,
-            r#"{"Status":"exploded","EndTime":"x"}"#,
-            Status::Unknown,
-        ),
+        (Provider::Mobtexting, r#"{"status":"NOANSWER"}"#, Status::NoAnswer),
+        (Provider::Mobtexting, r#"{"status":"CANCEL"}"#, Status::Canceled),
+        (Provider::Callerdesk, r#"{"Status":"NO ANSWER","EndTime":"x"}"#, Status::NoAnswer),
+        (Provider::Callerdesk, r#"{"Status":"exploded","EndTime":"x"}"#, Status::Unknown),
     ];
     for (provider, body, expected) in cases {
         let mut p = Payload::default();
@@ -256,15 +186,8 @@ fn status_words_and_sip_refinement() {
         assert_eq!(event.status, expected, "{provider:?} {body}");
     }
     let mut p = Payload::default();
-    p.merge_json(br#"{"Status":"exploded","EndTime":"x"}"#)
-        .unwrap();
-    assert_eq!(
-        run(Provider::Callerdesk, p, "UTC")
-            .0
-            .provider_status
-            .as_deref(),
-        Some("exploded")
-    );
+    p.merge_json(br#"{"Status":"exploded","EndTime":"x"}"#).unwrap();
+    assert_eq!(run(Provider::Callerdesk, p, "UTC").0.provider_status.as_deref(), Some("exploded"));
 }
 
 #[test]
@@ -274,39 +197,14 @@ fn repeats_share_a_dedupe_key_and_distinct_events_do_not() {
         p.merge_json(body.as_bytes()).unwrap();
         run(provider, p, "UTC").1
     };
-    let waiting = key(
-        Provider::Telecmi,
-        r#"{"cmiuuid":"u","type":"event","status":"waiting"}"#,
-    );
-    assert_eq!(
-        waiting,
-        key(
-            Provider::Telecmi,
-            r#"{"cmiuuid":"u","type":"event","status":"waiting","time":2}"#
-        )
-    );
+    let waiting = key(Provider::Telecmi, r#"{"cmiuuid":"u","type":"event","status":"waiting"}"#);
+    assert_eq!(waiting, key(Provider::Telecmi, r#"{"cmiuuid":"u","type":"event","status":"waiting","time":2}"#));
+    assert_ne!(waiting, key(Provider::Telecmi, r#"{"cmiuuid":"u","type":"event","status":"answered"}"#));
     assert_ne!(
-        waiting,
-        key(
-            Provider::Telecmi,
-            r#"{"cmiuuid":"u","type":"event","status":"answered"}"#
-        )
+        key(Provider::Wavecell, r#"{"callId":"c","eventType":"DTMF_RECEIVED","dtmf":1}"#),
+        key(Provider::Wavecell, r#"{"callId":"c","eventType":"DTMF_RECEIVED","dtmf":2}"#)
     );
-    assert_ne!(
-        key(
-            Provider::Wavecell,
-            r#"{"callId":"c","eventType":"DTMF_RECEIVED","dtmf":1}"#
-        ),
-        key(
-            Provider::Wavecell,
-            r#"{"callId":"c","eventType":"DTMF_RECEIVED","dtmf":2}"#
-        )
-    );
-    assert_eq!(
-        key(Provider::Callerdesk, r#"{"Status":"ANSWER"}"#),
-        None,
-        "no call id, no key"
-    );
+    assert_eq!(key(Provider::Callerdesk, r#"{"Status":"ANSWER"}"#), None, "no call id, no key");
     assert_eq!(key(Provider::Generic, r#"{"id":"x"}"#), None);
 }
 

@@ -21,11 +21,7 @@ pub fn parse(value: &Value, tz: &TimeZone) -> Option<Timestamp> {
 fn epoch(text: &str) -> Option<Timestamp> {
     let whole = text.split('.').next()?;
     let n: i64 = whole.parse().ok()?;
-    if n.abs() > MILLIS_ABOVE {
-        Timestamp::from_millisecond(n).ok()
-    } else {
-        Timestamp::from_second(n).ok()
-    }
+    if n.abs() > MILLIS_ABOVE { Timestamp::from_millisecond(n).ok() } else { Timestamp::from_second(n).ok() }
 }
 
 fn parse_text(s: &str, tz: &TimeZone) -> Option<Timestamp> {
@@ -42,10 +38,7 @@ fn parse_text(s: &str, tz: &TimeZone) -> Option<Timestamp> {
         return Some(ts);
     }
     let local: DateTime = s.parse().ok()?;
-    local
-        .to_zoned_datetime(tz.clone())
-        .ok()
-        .map(|z| z.timestamp())
+    local.to_zoned_datetime(tz.clone()).ok().map(|z| z.timestamp())
 }
 
 /// RFC 3339 in the zone's offset at that instant, e.g. `2021-04-09T16:27:39+05:30`.
@@ -54,10 +47,7 @@ pub fn format(ts: Timestamp, tz: &TimeZone) -> String {
 }
 
 pub fn from_millis(ms: i64, tz: &TimeZone) -> String {
-    format(
-        Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH),
-        tz,
-    )
+    format(Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH), tz)
 }
 
 /// Reads back a time this module wrote (`…+05:30` or `…Z`), keeping its offset, for
@@ -68,8 +58,7 @@ pub fn read_back(s: &str) -> Option<jiff::ZonedDateTime> {
         Some(tail) if !s.ends_with('Z') && matches!(tail.as_bytes()[0], b'+' | b'-') => {
             let hours: i32 = tail.get(1..3)?.parse().ok()?;
             let minutes: i32 = tail.get(4..6)?.parse().ok()?;
-            let seconds =
-                (hours * 3600 + minutes * 60) * if tail.starts_with('-') { -1 } else { 1 };
+            let seconds = (hours * 3600 + minutes * 60) * if tail.starts_with('-') { -1 } else { 1 };
             jiff::tz::Offset::from_seconds(seconds).ok()?
         }
         _ => jiff::tz::Offset::UTC,
@@ -109,10 +98,7 @@ mod tests {
     #[test]
     fn read_back_keeps_the_offset() {
         let z = read_back("2021-04-09T16:27:39+05:30").unwrap();
-        assert_eq!(
-            z.strftime("%Y-%m-%d %H:%M:%S").to_string(),
-            "2021-04-09 16:27:39"
-        );
+        assert_eq!(z.strftime("%Y-%m-%d %H:%M:%S").to_string(), "2021-04-09 16:27:39");
         assert_eq!(z.timestamp().as_second(), 1617965859);
     }
 }

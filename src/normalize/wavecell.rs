@@ -22,30 +22,21 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.from = p.string("sourceMsisdn");
     e.to = p.string("targetMsisdn");
     e.provider_status = p.string("status");
-    e.status = e
-        .provider_status
-        .as_deref()
-        .map_or(Status::Unknown, |s| match word(s).as_str() {
-            "connected" => Status::InProgress,
-            // The call has reached the handleURL and waits for its commands.
-            "notconnected" => Status::Ringing,
-            "completed" | "disconnected" | "hangup" => Status::Completed,
-            "busy" => Status::Busy,
-            "noanswer" => Status::NoAnswer,
-            "failed" => Status::Failed,
-            _ => Status::Unknown,
-        });
+    e.status = e.provider_status.as_deref().map_or(Status::Unknown, |s| match word(s).as_str() {
+        "connected" => Status::InProgress,
+        // The call has reached the handleURL and waits for its commands.
+        "notconnected" => Status::Ringing,
+        "completed" | "disconnected" | "hangup" => Status::Completed,
+        "busy" => Status::Busy,
+        "noanswer" => Status::NoAnswer,
+        "failed" => Status::Failed,
+        _ => Status::Unknown,
+    });
     e.duration = p.int("duration");
     e.dtmf = p.string("dtmf");
     e.sip_status = p.int("sipStatus");
-    e.occurred_at = p
-        .get("timestamp")
-        .and_then(|v| time::parse(v, ctx.timezone))
-        .map(|t| time::format(t, ctx.timezone));
+    e.occurred_at =
+        p.get("timestamp").and_then(|v| time::parse(v, ctx.timezone)).map(|t| time::format(t, ctx.timezone));
     // Two DTMF events of one call differ only by their digits.
-    dedupe_key(&[
-        e.id.as_deref(),
-        event_type.as_deref(),
-        Some(e.dtmf.as_deref().unwrap_or("")),
-    ])
+    dedupe_key(&[e.id.as_deref(), event_type.as_deref(), Some(e.dtmf.as_deref().unwrap_or(""))])
 }

@@ -5,6 +5,7 @@
 //!
 //! Times are Unix milliseconds throughout.
 
+pub mod admin;
 pub mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +15,8 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 pub use sqlite::SqliteStore;
+
+use admin::{DeliveryQuery, DeliverySummary, EventDetail, EventQuery, EventSummary, QueueStats, Replay, ReplayFilter};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -46,9 +49,7 @@ impl StoreError {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// An accepted callback and the destinations it fans out to.
@@ -66,6 +67,8 @@ pub struct NewEvent {
     /// Destination ids of the tenant, one delivery each.
     pub destinations: Vec<String>,
     pub dedupe: Option<Dedupe>,
+    /// The provider's call id, for finding the event again.
+    pub call_id: Option<String>,
 }
 
 /// A provider's identity for a callback: a repeat with the same key before `until` is the
@@ -154,7 +157,8 @@ pub struct Completion {
     pub next: Next,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     Pending,
     Delivered,
@@ -162,6 +166,23 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
+    pub fn code(self) -> i64 {
+        match self {
+            Self::Pending => 0,
+            Self::Delivered => 1,
+            Self::Dead => 2,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "delivered" => Self::Delivered,
+            "dead" => Self::Dead,
+            _ => return None,
+        })
+    }
+
     fn from_code(code: i64) -> Self {
         match code {
             1 => Self::Delivered,
@@ -201,4 +222,21 @@ pub trait Store: Send + Sync + 'static {
     async fn deliveries_of(&self, event: Uuid) -> Result<Vec<DeliveryRecord>, StoreError>;
     /// Flushes what was submitted and stops the writer.
     async fn close(&self);
+
+    async fn events(&self, query: EventQuery) -> Result<Vec<EventSummary>, StoreError>;
+    async fn event(&self, id: Uuid) -> Result<Option<EventDetail>, StoreError>;
+    async fn deliveries(&self, query: DeliveryQuery) -> Result<Vec<DeliverySummary>, StoreError>;
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
+    /// Queues a delivered or dead delivery again as a new attempt series (same event, same
+    /// `webhook-id`; attempt numbers and the retry deadline start over).
+    async fn replay(&self, delivery: i64) -> Result<Replay, StoreError>;
+    /// Replays up to `filter.limit` matching finished deliveries; returns how many. Those
+    /// are pending afterwards, so repeating the call does not queue them twice.
+    async fn replay_matching(&self, filter: ReplayFilter) -> Result<u64, StoreError>;
+    async fn set_paused(&self, tenant: &str, destination: &str, paused: bool) -> Result<(), StoreError>;
+    async fn paused(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Deletes up to `batch` deliveries delivered before `delivered_before` or dead before
+    /// `dead_before`, with their attempts, then events left with no deliveries that arrived
+    /// before `delivered_before`, and expired dedupe keys. Returns how many rows went.
+    async fn purge(&self, delivered_before: i64, dead_before: i64, batch: usize) -> Result<u64, StoreError>;
 }

@@ -77,10 +77,7 @@ impl Template {
                 }
             })
             .collect();
-        let literal_len = parts
-            .iter()
-            .map(|p| if let Part::Text(t) = p { t.len() } else { 0 })
-            .sum();
+        let literal_len = parts.iter().map(|p| if let Part::Text(t) = p { t.len() } else { 0 }).sum();
         Ok(Template { parts, literal_len })
     }
 
@@ -102,19 +99,19 @@ impl Template {
 
     /// Whether rendering reads the raw payload (which then must be parsed at send time).
     pub fn uses_payload(&self) -> bool {
-        self.parts.iter().any(|p| {
-            matches!(
-                p,
-                Part::Hole(
-                    Placeholder {
-                        source: Source::Payload(_),
-                        ..
-                    },
-                    _
-                )
-            )
-        })
+        self.parts.iter().any(|p| matches!(p, Part::Hole(Placeholder { source: Source::Payload(_), .. }, _)))
     }
+}
+
+/// Whether a rendered URL's path holds a `.` or `..` segment (also percent-encoded): URL
+/// parsing would resolve it and send the request to another path, so a placeholder value
+/// of `.` or `..` can never be delivered as written.
+pub fn has_dot_segment(url: &str) -> bool {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme.split(['?', '#']).next().unwrap_or("");
+    path.split('/')
+        .skip(1)
+        .any(|segment| matches!(segment.to_ascii_lowercase().as_str(), "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."))
 }
 
 /// Whether a JSON text that starts inside (or outside) a string literal ends inside one.
@@ -133,11 +130,7 @@ fn json_string_state(text: &str, mut in_string: bool) -> bool {
 
 /// The text with each placeholder replaced by `fill(in a JSON string?)`, and where each
 /// segment starts in it and in the template.
-fn probe(
-    segments: &[Segment],
-    json: bool,
-    fill: impl Fn(bool) -> &'static str,
-) -> (String, Vec<(usize, usize)>) {
+fn probe(segments: &[Segment], json: bool, fill: impl Fn(bool) -> &'static str) -> (String, Vec<(usize, usize)>) {
     let mut out = String::new();
     let mut starts = Vec::with_capacity(segments.len());
     let mut in_string = false;
@@ -164,25 +157,14 @@ fn check_url(segments: &[Segment]) -> Result<(), TemplateError> {
     // not choose where a delivery goes.
     let first_hole = segments.iter().position(|s| matches!(s, Segment::Hole(..)));
     if let Some(index) = first_hole {
-        let prefix: String = segments[..index]
-            .iter()
-            .map(|s| {
-                if let Segment::Text(t, _) = s {
-                    t.as_str()
-                } else {
-                    ""
-                }
-            })
-            .collect();
+        let prefix: String =
+            segments[..index].iter().map(|s| if let Segment::Text(t, _) = s { t.as_str() } else { "" }).collect();
         let after_scheme = prefix.find("://").map(|i| &prefix[i + 3..]);
         if !after_scheme.is_some_and(|rest| rest.contains(['/', '?'])) {
-            let Segment::Hole(_, at) = &segments[index] else {
-                unreachable!()
-            };
+            let Segment::Hole(_, at) = &segments[index] else { unreachable!() };
             return Err(TemplateError {
                 offset: *at,
-                message: "placeholders may only stand in the path or query, after scheme://host/"
-                    .into(),
+                message: "placeholders may only stand in the path or query, after scheme://host/".into(),
             });
         }
     }
@@ -193,49 +175,33 @@ fn check_url(segments: &[Segment]) -> Result<(), TemplateError> {
             offset: 0,
             message: "destination url must be an absolute http:// or https:// URL".into(),
         }),
-        Err(e) => Err(TemplateError {
-            offset: 0,
-            message: format!("invalid destination url: {e}"),
-        }),
+        Err(e) => Err(TemplateError { offset: 0, message: format!("invalid destination url: {e}") }),
     }
 }
 
 fn check_header(segments: &[Segment]) -> Result<(), TemplateError> {
     let (probe, _) = probe(segments, false, |_| "x");
-    http::HeaderValue::from_str(&probe)
-        .map(|_| ())
-        .map_err(|_| TemplateError {
-            offset: 0,
-            message: "header value holds characters not allowed in a header".into(),
-        })
+    http::HeaderValue::from_str(&probe).map(|_| ()).map_err(|_| TemplateError {
+        offset: 0,
+        message: "header value holds characters not allowed in a header".into(),
+    })
 }
 
 /// The literal text must be valid JSON with every value placeholder read as `null` and
 /// every string placeholder as empty: then any rendering is valid JSON too.
 fn check_json(segments: &[Segment], len: usize) -> Result<(), TemplateError> {
-    let (probe, starts) = probe(
-        segments,
-        true,
-        |in_string| if in_string { "" } else { "null" },
-    );
+    let (probe, starts) = probe(segments, true, |in_string| if in_string { "" } else { "null" });
     let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&probe) else {
         return Ok(());
     };
-    let line_start: usize = probe
-        .split_inclusive('\n')
-        .take(e.line().saturating_sub(1))
-        .map(str::len)
-        .sum();
+    let line_start: usize = probe.split_inclusive('\n').take(e.line().saturating_sub(1)).map(str::len).sum();
     let at = (line_start + e.column().saturating_sub(1)).min(probe.len());
     let offset = starts
         .iter()
         .rev()
         .find(|(probe_at, _)| *probe_at <= at)
         .map_or(0, |(probe_at, template_at)| template_at + (at - probe_at));
-    Err(TemplateError {
-        offset: offset.min(len),
-        message: format!("body is not valid JSON: {e}"),
-    })
+    Err(TemplateError { offset: offset.min(len), message: format!("body is not valid JSON: {e}") })
 }
 
 #[cfg(test)]

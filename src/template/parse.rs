@@ -15,10 +15,7 @@ pub struct TemplateError {
 }
 
 fn error(offset: usize, message: impl Into<String>) -> TemplateError {
-    TemplateError {
-        offset,
-        message: message.into(),
-    }
+    TemplateError { offset, message: message.into() }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,10 +60,7 @@ pub enum Segment {
 }
 
 /// Splits a template into literal text and placeholders.
-pub fn segments(
-    text: &str,
-    secrets: &dyn Fn(&str) -> Option<Arc<str>>,
-) -> Result<Vec<Segment>, TemplateError> {
+pub fn segments(text: &str, secrets: &dyn Fn(&str) -> Option<Arc<str>>) -> Result<Vec<Segment>, TemplateError> {
     let mut out = Vec::new();
     let mut literal = String::new();
     let mut literal_start = 0;
@@ -80,8 +74,7 @@ pub fn segments(
             literal.push_str("<<");
             i += 3;
         } else if bytes[i..].starts_with(b"<<") {
-            let end = closing(text, i + 2)
-                .ok_or_else(|| error(i, "unclosed placeholder: `<<` without `>>`"))?;
+            let end = closing(text, i + 2).ok_or_else(|| error(i, "unclosed placeholder: `<<` without `>>`"))?;
             let placeholder = placeholder(&text[i + 2..end], i + 2, secrets)?;
             if !literal.is_empty() {
                 out.push(Segment::Text(std::mem::take(&mut literal), literal_start));
@@ -157,18 +150,12 @@ impl Cursor<'_> {
         if self.eat('"') {
             let mut value = String::new();
             loop {
-                let c = self.text[self.pos..]
-                    .chars()
-                    .next()
-                    .ok_or_else(|| error(at, "unclosed string"))?;
+                let c = self.text[self.pos..].chars().next().ok_or_else(|| error(at, "unclosed string"))?;
                 self.pos += c.len_utf8();
                 match c {
                     '"' => return Ok(Literal::Text(value)),
                     '\\' => {
-                        let next = self.text[self.pos..]
-                            .chars()
-                            .next()
-                            .ok_or_else(|| error(at, "unclosed string"))?;
+                        let next = self.text[self.pos..].chars().next().ok_or_else(|| error(at, "unclosed string"))?;
                         self.pos += next.len_utf8();
                         value.push(next);
                     }
@@ -177,10 +164,7 @@ impl Cursor<'_> {
             }
         }
         let number = self.word(|c| c.is_ascii_digit() || c == '-');
-        number
-            .parse()
-            .map(Literal::Int)
-            .map_err(|_| error(at, "expected a quoted string or an integer"))
+        number.parse().map(Literal::Int).map_err(|_| error(at, "expected a quoted string or an integer"))
     }
 }
 
@@ -189,11 +173,7 @@ fn placeholder(
     base: usize,
     secrets: &dyn Fn(&str) -> Option<Arc<str>>,
 ) -> Result<Placeholder, TemplateError> {
-    let mut c = Cursor {
-        text: inner,
-        pos: 0,
-        base,
-    };
+    let mut c = Cursor { text: inner, pos: 0, base };
     c.skip_ws();
     let at = c.here();
     let path = c.word(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-'));
@@ -203,9 +183,7 @@ fn placeholder(
     while c.eat('|') {
         c.skip_ws();
         let at = c.here();
-        let name = c
-            .word(|ch| ch.is_ascii_alphanumeric() || ch == '_')
-            .to_string();
+        let name = c.word(|ch| ch.is_ascii_alphanumeric() || ch == '_').to_string();
         c.skip_ws();
         let arg = if c.eat(':') {
             c.skip_ws();
@@ -217,49 +195,30 @@ fn placeholder(
         c.skip_ws();
     }
     if c.pos < inner.len() {
-        return Err(error(
-            c.here(),
-            format!("unexpected `{}` in placeholder", &inner[c.pos..].trim_end()),
-        ));
+        return Err(error(c.here(), format!("unexpected `{}` in placeholder", &inner[c.pos..].trim_end())));
     }
     Ok(Placeholder { source, filters })
 }
 
-fn source(
-    path: &str,
-    at: usize,
-    secrets: &dyn Fn(&str) -> Option<Arc<str>>,
-) -> Result<Source, TemplateError> {
+fn source(path: &str, at: usize, secrets: &dyn Fn(&str) -> Option<Arc<str>>) -> Result<Source, TemplateError> {
     if path.is_empty() {
         return Err(error(at, "expected a field name"));
     }
     if let Some(rest) = path.strip_prefix("payload") {
         let segments: Vec<String> = rest.split('.').skip(1).map(str::to_string).collect();
         if !rest.starts_with('.') || segments.iter().any(String::is_empty) {
-            return Err(error(
-                at,
-                "write payload fields as payload.Name or payload.Name.0.Sub",
-            ));
+            return Err(error(at, "write payload fields as payload.Name or payload.Name.0.Sub"));
         }
         return Ok(Source::Payload(segments));
     }
     if let Some(name) = path.strip_prefix("secret.") {
-        return secrets(name).map(Source::Secret).ok_or_else(|| {
-            error(
-                at,
-                format!("secret `{name}` is not declared in the tenant's [secrets]"),
-            )
-        });
+        return secrets(name)
+            .map(Source::Secret)
+            .ok_or_else(|| error(at, format!("secret `{name}` is not declared in the tenant's [secrets]")));
     }
     Field::parse(path).map(Source::Field).ok_or_else(|| {
         let names: Vec<&str> = Field::NAMES.iter().map(|(n, _)| *n).collect();
-        error(
-            at,
-            format!(
-                "unknown field `{path}`; use one of {}, payload.<name> or secret.<name>",
-                names.join(", ")
-            ),
-        )
+        error(at, format!("unknown field `{path}`; use one of {}, payload.<name> or secret.<name>", names.join(", ")))
     })
 }
 
@@ -269,9 +228,7 @@ fn filter(name: &str, arg: Option<Literal>, at: usize) -> Result<Filter, Templat
         Some(_) => Err(error(at, format!("filter `{name}` takes no argument"))),
     };
     match name {
-        "default" => arg
-            .map(Filter::Default)
-            .ok_or_else(|| error(at, "`default` needs a value: default: \"…\"")),
+        "default" => arg.map(Filter::Default).ok_or_else(|| error(at, "`default` needs a value: default: \"…\"")),
         "upper" => no_arg(Filter::Upper),
         "lower" => no_arg(Filter::Lower),
         "digits" => no_arg(Filter::Digits),
@@ -285,16 +242,10 @@ fn filter(name: &str, arg: Option<Literal>, at: usize) -> Result<Filter, Templat
                     .map_err(|e| error(at, format!("invalid date format {format:?}: {e}")))?;
                 Ok(Filter::Date(format))
             }
-            _ => Err(error(
-                at,
-                "`date` needs a format: date: \"%Y-%m-%d %H:%M:%S\"",
-            )),
+            _ => Err(error(at, "`date` needs a format: date: \"%Y-%m-%d %H:%M:%S\"")),
         },
         "" => Err(error(at, "expected a filter name after `|`")),
-        other => Err(error(
-            at,
-            format!("unknown filter `{other}`; filters are {FILTERS}"),
-        )),
+        other => Err(error(at, format!("unknown filter `{other}`; filters are {FILTERS}"))),
     }
 }
 
@@ -313,11 +264,8 @@ mod tests {
 
     #[test]
     fn parses_paths_filters_and_escapes() {
-        let s = segments(
-            r#"a\<<b <<status | default: "x" | upper>> <<payload.a.0>> <<secret.token>>"#,
-            &secrets,
-        )
-        .unwrap();
+        let s =
+            segments(r#"a\<<b <<status | default: "x" | upper>> <<payload.a.0>> <<secret.token>>"#, &secrets).unwrap();
         assert_eq!(s[0], Segment::Text("a<<b ".into(), 0));
         assert_eq!(
             s[1],
@@ -329,12 +277,8 @@ mod tests {
                 6
             )
         );
-        assert!(
-            matches!(&s[3], Segment::Hole(Placeholder { source: Source::Payload(p), .. }, _) if p == &["a", "0"])
-        );
-        assert!(
-            matches!(&s[5], Segment::Hole(Placeholder { source: Source::Secret(v), .. }, _) if &**v == "s3cret")
-        );
+        assert!(matches!(&s[3], Segment::Hole(Placeholder { source: Source::Payload(p), .. }, _) if p == &["a", "0"]));
+        assert!(matches!(&s[5], Segment::Hole(Placeholder { source: Source::Secret(v), .. }, _) if &**v == "s3cret"));
         let s = segments(r#"<<started_at | date: "%H>>%M">>"#, &secrets).unwrap();
         assert!(
             matches!(&s[0], Segment::Hole(Placeholder { filters, .. }, 0) if filters == &[Filter::Date("%H>>%M".into())])
@@ -343,41 +287,16 @@ mod tests {
 
     #[test]
     fn errors_point_at_the_problem() {
-        assert_eq!(
-            err("abc <<status"),
-            (4, "unclosed placeholder: `<<` without `>>`".into())
-        );
+        assert_eq!(err("abc <<status"), (4, "unclosed placeholder: `<<` without `>>`".into()));
         assert_eq!(err("<<stat>>").0, 2);
         assert!(err("<<stat>>").1.starts_with("unknown field `stat`"));
-        assert_eq!(
-            err("x<<status | shout>>"),
-            (12, format!("unknown filter `shout`; filters are {FILTERS}"))
-        );
-        assert_eq!(
-            err("<<secret.nope>>"),
-            (
-                2,
-                "secret `nope` is not declared in the tenant's [secrets]".into()
-            )
-        );
+        assert_eq!(err("x<<status | shout>>"), (12, format!("unknown filter `shout`; filters are {FILTERS}")));
+        assert_eq!(err("<<secret.nope>>"), (2, "secret `nope` is not declared in the tenant's [secrets]".into()));
         assert_eq!(err("<<status | default>>").0, 11);
-        assert_eq!(
-            err("<<status | upper: 1>>").1,
-            "filter `upper` takes no argument"
-        );
+        assert_eq!(err("<<status | upper: 1>>").1, "filter `upper` takes no argument");
         assert_eq!(err("<<>>").1, "expected a field name");
-        assert_eq!(
-            err("<<payload>>").1,
-            "write payload fields as payload.Name or payload.Name.0.Sub"
-        );
-        assert_eq!(
-            err("<<status status>>"),
-            (9, "unexpected `status` in placeholder".into())
-        );
-        assert!(
-            err(r#"<<started_at | date: "%Y %">>"#)
-                .1
-                .starts_with("invalid date format")
-        );
+        assert_eq!(err("<<payload>>").1, "write payload fields as payload.Name or payload.Name.0.Sub");
+        assert_eq!(err("<<status status>>"), (9, "unexpected `status` in placeholder".into()));
+        assert!(err(r#"<<started_at | date: "%Y %">>"#).1.starts_with("invalid date format"));
     }
 }

@@ -12,11 +12,7 @@ use super::parse::{Filter, Literal, Placeholder, Source};
 use crate::normalize::{CallEvent, Payload, event::FieldValue, time};
 
 /// Everything but RFC 3986 unreserved characters is percent-encoded in URLs.
-const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Where a placeholder stands, which decides how its value is escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,18 +161,11 @@ fn emit(value: &Value, escape: Escape, out: &mut String) {
             let _ = write!(out, "{}", utf8_percent_encode(t, URL_VALUE));
         }
         (Escape::Url, v) => {
-            let _ = write!(
-                out,
-                "{}",
-                utf8_percent_encode(&v.text().unwrap_or_default(), URL_VALUE)
-            );
+            let _ = write!(out, "{}", utf8_percent_encode(&v.text().unwrap_or_default(), URL_VALUE));
         }
-        (Escape::Header, v) => out.extend(
-            v.text()
-                .unwrap_or_default()
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c }),
-        ),
+        (Escape::Header, v) => {
+            out.extend(v.text().unwrap_or_default().chars().map(|c| if c.is_control() { ' ' } else { c }))
+        }
         (Escape::Plain, Value::Text(t)) => out.push_str(t),
         (Escape::Plain, v) => out.push_str(&v.text().unwrap_or_default()),
     }

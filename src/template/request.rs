@@ -39,17 +39,14 @@ impl RequestTemplate {
             .iter()
             .filter_map(|(name, template)| {
                 // Header escaping leaves only characters a header value may hold.
-                HeaderValue::from_str(&template.render_to_string(data))
-                    .ok()
-                    .map(|v| (name.clone(), v))
+                HeaderValue::from_str(&template.render_to_string(data)).ok().map(|v| (name.clone(), v))
             })
             .collect();
         let body = match &self.body {
             BodyTemplate::Original => None,
-            BodyTemplate::Json {
-                template,
-                content_type,
-            } => Some((content_type.clone(), template.render_to_string(data))),
+            BodyTemplate::Json { template, content_type } => {
+                Some((content_type.clone(), template.render_to_string(data)))
+            }
             BodyTemplate::Form(fields) => {
                 let mut form = form_urlencoded::Serializer::new(String::new());
                 let mut value = String::new();
@@ -58,10 +55,7 @@ impl RequestTemplate {
                     template.render(data, &mut value);
                     form.append_pair(name, &value);
                 }
-                Some((
-                    HeaderValue::from_static("application/x-www-form-urlencoded"),
-                    form.finish(),
-                ))
+                Some((HeaderValue::from_static("application/x-www-form-urlencoded"), form.finish()))
             }
         };
         Rendered { url, headers, body }

@@ -12,18 +12,10 @@ use crate::support::process::BIN;
 #[test]
 fn check_accepts_the_shipped_example_config() {
     let output = Command::new(BIN)
-        .args([
-            "check",
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config/switchboard.toml"),
-        ])
+        .args(["check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/switchboard.toml")])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("ok (1 tenants, 3 destinations)"));
 }
 
@@ -32,44 +24,21 @@ fn check_reports_every_error_with_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let tenant = "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"nope\"\nauth = [{ scheme = \"none\" }]\n[[destination]]\nid = \"d\"\nurl = \"http://x/\"\ntimeout = \"soon\"\n";
     let config = write_config(dir.path(), "max_body_bytes = 0", "", &[tenant]);
-    let output = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = Command::new(BIN).args(["check", "--config"]).arg(&config).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     let main = config.display().to_string();
     let tenant_file = dir.path().join("tenants/t0.toml").display().to_string();
-    assert!(
-        stderr.contains(&format!(
-            "{main}:5:18: max_body_bytes must be between 1 and"
-        )),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("{tenant_file}:4:12: unknown provider \"nope\"")),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("{tenant_file}:9:11: invalid duration \"soon\"")),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("{main}:5:18: max_body_bytes must be between 1 and")), "{stderr}");
+    assert!(stderr.contains(&format!("{tenant_file}:4:12: unknown provider \"nope\"")), "{stderr}");
+    assert!(stderr.contains(&format!("{tenant_file}:9:11: invalid duration \"soon\"")), "{stderr}");
     assert_eq!(stderr.lines().count(), 3, "{stderr}");
 }
 
 #[tokio::test]
 async fn sink_prints_each_request_and_answers_its_status() {
     let mut sink = tokio::process::Command::new(BIN)
-        .args([
-            "--log-format",
-            "json",
-            "sink",
-            "--listen",
-            "127.0.0.1:0",
-            "--status",
-            "202",
-        ])
+        .args(["--log-format", "json", "sink", "--listen", "127.0.0.1:0", "--status", "202"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -109,12 +78,6 @@ async fn sink_prints_each_request_and_answers_its_status() {
     .await
     .unwrap();
     assert_eq!(printed[0], "POST /ack/receive HTTP/1.1");
-    assert!(
-        printed.contains(&"content-type: application/json".to_string()),
-        "{printed:?}"
-    );
-    assert!(
-        printed.contains(&r#"{"status":"ANSWER"}"#.to_string()),
-        "{printed:?}"
-    );
+    assert!(printed.contains(&"content-type: application/json".to_string()), "{printed:?}");
+    assert!(printed.contains(&r#"{"status":"ANSWER"}"#.to_string()), "{printed:?}");
 }

@@ -46,11 +46,8 @@ async fn all_delivered(receiver: &Receiver, ids: &HashSet<String>, within: Durat
     receiver
         .wait_until(within, &what, |requests| {
             ["/crm", "/analytics"].iter().all(|path| {
-                let seen: HashSet<&str> = requests
-                    .iter()
-                    .filter(|r| r.path() == *path)
-                    .filter_map(|r| r.header("webhook-id"))
-                    .collect();
+                let seen: HashSet<&str> =
+                    requests.iter().filter(|r| r.path() == *path).filter_map(|r| r.header("webhook-id")).collect();
                 ids.iter().all(|id| seen.contains(id.as_str()))
             })
         })
@@ -83,10 +80,7 @@ async fn kill_9_loses_no_acknowledged_event() {
                     // Only an answered 200 is an acknowledgement; a connection the kill cut is not.
                     let Ok(response) = sent else { break };
                     if response.status() == 200 {
-                        let id = response.headers()["x-switchboard-event-id"]
-                            .to_str()
-                            .unwrap()
-                            .to_string();
+                        let id = response.headers()["x-switchboard-event-id"].to_str().unwrap().to_string();
                         acknowledged.lock().unwrap().insert(id);
                     }
                 }
@@ -97,11 +91,7 @@ async fn kill_9_loses_no_acknowledged_event() {
     // Kill mid-load, once a few hundred events are in.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while acknowledged.lock().unwrap().len() < 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ingest too slow: {}",
-            gateway.log()
-        );
+        assert!(tokio::time::Instant::now() < deadline, "ingest too slow: {}", gateway.log());
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -110,19 +100,10 @@ async fn kill_9_loses_no_acknowledged_event() {
         sender.await.unwrap();
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
-    let delivered_before: HashSet<String> = receiver
-        .requests()
-        .iter()
-        .filter_map(|r| r.header("webhook-id").map(str::to_owned))
-        .collect();
-    let pending = acknowledged
-        .iter()
-        .filter(|id| !delivered_before.contains(*id))
-        .count();
-    assert!(
-        pending > 0,
-        "the kill came too late to test anything: every event was already delivered"
-    );
+    let delivered_before: HashSet<String> =
+        receiver.requests().iter().filter_map(|r| r.header("webhook-id").map(str::to_owned)).collect();
+    let pending = acknowledged.iter().filter(|id| !delivered_before.contains(*id)).count();
+    assert!(pending > 0, "the kill came too late to test anything: every event was already delivered");
 
     let _restarted = Serve::start(&config).await;
     all_delivered(&receiver, &acknowledged, Duration::from_secs(60)).await;
@@ -137,12 +118,7 @@ async fn sigterm_drains_in_flight_attempts_and_exits_0() {
     let receiver = Receiver::start().await;
     receiver.reply_with(|_, _| Reply::status(200).after(Duration::from_millis(300)));
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "drain_timeout = \"2s\"",
-        "",
-        &[&tenant(&receiver)],
-    );
+    let config = write_config(dir.path(), "drain_timeout = \"2s\"", "", &[&tenant(&receiver)]);
     let mut gateway = Serve::start(&config).await;
     let client = client();
     let mut acknowledged = HashSet::new();
@@ -155,28 +131,15 @@ async fn sigterm_drains_in_flight_attempts_and_exits_0() {
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
-        acknowledged.insert(
-            response.headers()["x-switchboard-event-id"]
-                .to_str()
-                .unwrap()
-                .to_string(),
-        );
+        acknowledged.insert(response.headers()["x-switchboard-event-id"].to_str().unwrap().to_string());
     }
     assert_eq!(acknowledged.len(), 40);
     let status = gateway.terminate(Duration::from_secs(15)).await;
-    assert!(
-        status.success(),
-        "exit status {status:?}; log:\n{}",
-        gateway.log()
-    );
+    assert!(status.success(), "exit status {status:?}; log:\n{}", gateway.log());
     assert!(gateway.log().contains("stopped"), "{}", gateway.log());
 
     let restarted = Serve::start(&config).await;
-    let ready = client
-        .get(format!("http://{}/readyz", restarted.admin))
-        .send()
-        .await
-        .unwrap();
+    let ready = client.get(format!("http://{}/readyz", restarted.admin)).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     all_delivered(&receiver, &acknowledged, Duration::from_secs(60)).await;
 }

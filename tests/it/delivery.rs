@@ -8,13 +8,10 @@ use switchboard::store::DeliveryState;
 
 use crate::support::{Gateway, Receiver, Reply};
 
-const FAST_RETRY: &str =
-    r#"retry = { max_attempts = 3, initial_backoff = "10ms", max_backoff = "20ms" }"#;
+const FAST_RETRY: &str = r#"retry = { max_attempts = 3, initial_backoff = "10ms", max_backoff = "20ms" }"#;
 
 fn destination(id: &str, url: &str, extra: &str) -> String {
-    format!(
-        "[[destination]]\nid = \"{id}\"\nurl = \"{url}\"\ntimeout = \"300ms\"\n{FAST_RETRY}\n{extra}\n"
-    )
+    format!("[[destination]]\nid = \"{id}\"\nurl = \"{url}\"\ntimeout = \"300ms\"\n{FAST_RETRY}\n{extra}\n")
 }
 
 #[tokio::test]
@@ -29,9 +26,8 @@ async fn only_200_and_202_succeed_everything_else_is_retried_until_dead() {
         listener.local_addr().unwrap()
     };
     let codes = [200, 202, 201, 204, 301, 400, 500, 503];
-    let mut tenant = String::from(
-        "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{ scheme = \"none\" }]\n",
-    );
+    let mut tenant =
+        String::from("id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{ scheme = \"none\" }]\n");
     for code in codes {
         tenant += &destination(&format!("s{code}"), &receiver.url(&format!("/s{code}")), "");
     }
@@ -39,9 +35,7 @@ async fn only_200_and_202_succeed_everything_else_is_retried_until_dead() {
     tenant += &destination("refused", &format!("http://{refused}/hook"), "");
     let gateway = Gateway::start("", &[&tenant]).await;
 
-    let id = gateway
-        .accept("acme", "s", "application/json", r#"{"callId":"c1"}"#)
-        .await;
+    let id = gateway.accept("acme", "s", "application/json", r#"{"callId":"c1"}"#).await;
     let deliveries = gateway.settled(id, Duration::from_secs(20)).await;
     assert_eq!(deliveries.len(), codes.len() + 2);
     for d in &deliveries {
@@ -53,39 +47,19 @@ async fn only_200_and_202_succeed_everything_else_is_retried_until_dead() {
             }
             "slow" => {
                 assert_eq!(d.state, DeliveryState::Dead);
-                assert!(
-                    d.attempts
-                        .iter()
-                        .all(|a| a.error.as_deref() == Some("timeout")),
-                    "{d:?}"
-                );
+                assert!(d.attempts.iter().all(|a| a.error.as_deref() == Some("timeout")), "{d:?}");
                 assert_eq!(d.attempts.len(), 3);
             }
             "refused" => {
                 assert_eq!(d.state, DeliveryState::Dead);
                 assert_eq!(d.attempts.len(), 3);
-                assert!(
-                    d.attempts
-                        .iter()
-                        .all(|a| a.error.as_deref().unwrap().starts_with("connect")),
-                    "{d:?}"
-                );
+                assert!(d.attempts.iter().all(|a| a.error.as_deref().unwrap().starts_with("connect")), "{d:?}");
             }
             other => {
                 let code: u16 = other[1..].parse().unwrap();
-                assert_eq!(
-                    d.state,
-                    DeliveryState::Dead,
-                    "{other} must not count as delivered"
-                );
+                assert_eq!(d.state, DeliveryState::Dead, "{other} must not count as delivered");
                 assert_eq!(statuses, vec![Some(code); 3], "{other}");
-                assert!(
-                    d.last_error
-                        .as_deref()
-                        .unwrap()
-                        .contains("gave up after 3 attempts"),
-                    "{d:?}"
-                );
+                assert!(d.last_error.as_deref().unwrap().contains("gave up after 3 attempts"), "{d:?}");
                 if code != 204 {
                     assert_eq!(d.attempts[0].response_prefix, br#"{"ok":true}"#, "{other}");
                 }
@@ -100,10 +74,7 @@ async fn only_200_and_202_succeed_everything_else_is_retried_until_dead() {
         assert_eq!(attempts.len(), 3, "{path}");
         for (n, r) in attempts.iter().enumerate() {
             assert_eq!(r.header("webhook-id"), Some(id.to_string().as_str()));
-            assert_eq!(
-                r.header("x-switchboard-attempt"),
-                Some((n + 1).to_string().as_str())
-            );
+            assert_eq!(r.header("x-switchboard-attempt"), Some((n + 1).to_string().as_str()));
         }
     }
     gateway.stop().await;
@@ -130,19 +101,10 @@ async fn retry_after_on_429_and_503_is_waited_for() {
     let gateway = Gateway::start("", &[&tenant]).await;
     let id = gateway.accept("acme", "s", "application/json", "{}").await;
     let deliveries = gateway.settled(id, Duration::from_secs(15)).await;
-    assert!(
-        deliveries
-            .iter()
-            .all(|d| d.state == DeliveryState::Delivered),
-        "{deliveries:#?}"
-    );
+    assert!(deliveries.iter().all(|d| d.state == DeliveryState::Delivered), "{deliveries:#?}");
     let requests = receiver.requests();
     for path in ["/limited", "/unavailable"] {
-        let at: Vec<_> = requests
-            .iter()
-            .filter(|r| r.path() == path)
-            .map(|r| r.at)
-            .collect();
+        let at: Vec<_> = requests.iter().filter(|r| r.path() == path).map(|r| r.at).collect();
         assert_eq!(at.len(), 2, "{path}");
         let waited = at[1] - at[0];
         // Without Retry-After the backoff would be 10–20 ms.
@@ -165,13 +127,9 @@ async fn a_destination_never_has_more_than_max_in_flight_attempts_at_once() {
     );
     let gateway = Gateway::start("", &[&tenant]).await;
     for i in 0..8 {
-        gateway
-            .accept("acme", "s", "application/json", format!("{{\"n\":{i}}}"))
-            .await;
+        gateway.accept("acme", "s", "application/json", format!("{{\"n\":{i}}}")).await;
     }
-    receiver
-        .wait_until(Duration::from_secs(10), "8 deliveries", |r| r.len() == 8)
-        .await;
+    receiver.wait_until(Duration::from_secs(10), "8 deliveries", |r| r.len() == 8).await;
     assert_eq!(receiver.max_concurrent(), 2);
     gateway.stop().await;
 }
@@ -187,17 +145,9 @@ async fn a_stuck_destination_does_not_delay_a_healthy_one() {
     );
     let gateway = Gateway::start("drain_timeout = \"200ms\"", &[&tenant]).await;
     for i in 0..5 {
-        gateway
-            .accept("acme", "s", "application/json", format!("{{\"n\":{i}}}"))
-            .await;
+        gateway.accept("acme", "s", "application/json", format!("{{\"n\":{i}}}")).await;
     }
-    healthy
-        .wait_until(
-            Duration::from_secs(5),
-            "all 5 at the healthy destination",
-            |r| r.len() == 5,
-        )
-        .await;
+    healthy.wait_until(Duration::from_secs(5), "all 5 at the healthy destination", |r| r.len() == 5).await;
     assert!(stuck.requests().is_empty());
     gateway.stop().await;
 }

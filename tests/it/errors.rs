@@ -37,59 +37,28 @@ async fn raw(gateway: &Gateway, request: &[u8], hold_open: bool) -> String {
 async fn malformed_bodies_are_400_with_the_place() {
     let gateway = Gateway::start("", &[TENANT]).await;
     let m = expect_error(
-        gateway
-            .post(
-                "acme",
-                "s",
-                "application/json",
-                "{\n\"a\": 1,\n\"b\": tru\n}",
-            )
-            .await,
+        gateway.post("acme", "s", "application/json", "{\n\"a\": 1,\n\"b\": tru\n}").await,
         400,
         "malformed_body",
     )
     .await;
     assert!(m.contains("expected ident at line 4"), "{m}");
-    let m = expect_error(
-        gateway.post("acme", "s", "application/json", "[1,2]").await,
-        400,
-        "malformed_body",
-    )
-    .await;
+    let m = expect_error(gateway.post("acme", "s", "application/json", "[1,2]").await, 400, "malformed_body").await;
     assert!(m.contains("must be an object"), "{m}");
     expect_error(
-        gateway
-            .post(
-                "acme",
-                "s",
-                "application/json",
-                vec![b'{', b'"', 0xff, b'"', b':', b'1', b'}'],
-            )
-            .await,
+        gateway.post("acme", "s", "application/json", vec![b'{', b'"', 0xff, b'"', b':', b'1', b'}']).await,
         400,
         "malformed_body",
     )
     .await;
     let m = expect_error(
-        gateway
-            .post(
-                "acme",
-                "s",
-                "application/x-www-form-urlencoded",
-                "a=1&b=%G1",
-            )
-            .await,
+        gateway.post("acme", "s", "application/x-www-form-urlencoded", "a=1&b=%G1").await,
         400,
         "malformed_body",
     )
     .await;
     assert!(m.contains("byte 6"), "{m}");
-    let bad_query = gateway
-        .client
-        .get(format!("{}?a=%", gateway.hook("acme", "s")))
-        .send()
-        .await
-        .unwrap();
+    let bad_query = gateway.client.get(format!("{}?a=%", gateway.hook("acme", "s"))).send().await.unwrap();
     expect_error(bad_query, 400, "malformed_body").await;
     gateway.stop().await;
 }
@@ -97,59 +66,20 @@ async fn malformed_bodies_are_400_with_the_place() {
 #[tokio::test]
 async fn unknown_routes_tenants_and_sources_are_404() {
     let gateway = Gateway::start("", &[TENANT]).await;
-    let post = |url: String| {
-        gateway
-            .client
-            .post(url)
-            .header("content-type", "application/json")
-            .body("{}")
-            .send()
-    };
-    expect_error(
-        post(gateway.hook("nobody", "s")).await.unwrap(),
-        404,
-        "unknown_tenant",
-    )
-    .await;
-    expect_error(
-        post(gateway.hook("acme", "nothing")).await.unwrap(),
-        404,
-        "unknown_source",
-    )
-    .await;
-    expect_error(
-        post(format!("http://{}/v1/hooks/acme", gateway.ingest))
-            .await
-            .unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
-    expect_error(
-        post(format!("http://{}/v1/hooks/acme/s/extra", gateway.ingest))
-            .await
-            .unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
+    let post = |url: String| gateway.client.post(url).header("content-type", "application/json").body("{}").send();
+    expect_error(post(gateway.hook("nobody", "s")).await.unwrap(), 404, "unknown_tenant").await;
+    expect_error(post(gateway.hook("acme", "nothing")).await.unwrap(), 404, "unknown_source").await;
+    expect_error(post(format!("http://{}/v1/hooks/acme", gateway.ingest)).await.unwrap(), 404, "not_found").await;
+    expect_error(post(format!("http://{}/v1/hooks/acme/s/extra", gateway.ingest)).await.unwrap(), 404, "not_found")
+        .await;
     gateway.stop().await;
 }
 
 #[tokio::test]
 async fn other_methods_are_405_with_allow() {
     let gateway = Gateway::start("", &[TENANT]).await;
-    for method in [
-        reqwest::Method::PUT,
-        reqwest::Method::DELETE,
-        reqwest::Method::PATCH,
-    ] {
-        let response = gateway
-            .client
-            .request(method, gateway.hook("acme", "s"))
-            .send()
-            .await
-            .unwrap();
+    for method in [reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::PATCH] {
+        let response = gateway.client.request(method, gateway.hook("acme", "s")).send().await.unwrap();
         assert_eq!(response.headers()["allow"], "GET, POST");
         expect_error(response, 405, "method_not_allowed").await;
     }
@@ -159,25 +89,9 @@ async fn other_methods_are_405_with_allow() {
 #[tokio::test]
 async fn unsupported_content_types_are_415() {
     let gateway = Gateway::start("", &[TENANT]).await;
-    expect_error(
-        gateway.post("acme", "s", "text/plain", "hello").await,
-        415,
-        "unsupported_media_type",
-    )
-    .await;
-    expect_error(
-        gateway.post("acme", "s", "application/xml", "<a/>").await,
-        415,
-        "unsupported_media_type",
-    )
-    .await;
-    let no_type = gateway
-        .client
-        .post(gateway.hook("acme", "s"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    expect_error(gateway.post("acme", "s", "text/plain", "hello").await, 415, "unsupported_media_type").await;
+    expect_error(gateway.post("acme", "s", "application/xml", "<a/>").await, 415, "unsupported_media_type").await;
+    let no_type = gateway.client.post(gateway.hook("acme", "s")).body("{}").send().await.unwrap();
     expect_error(no_type, 415, "unsupported_media_type").await;
     gateway.stop().await;
 }
@@ -186,12 +100,7 @@ async fn unsupported_content_types_are_415() {
 async fn bodies_over_the_limit_are_413_declared_or_streamed() {
     let gateway = Gateway::start("max_body_bytes = 1024", &[TENANT]).await;
     let big = format!("{{\"a\":\"{}\"}}", "x".repeat(2000));
-    expect_error(
-        gateway.post("acme", "s", "application/json", big).await,
-        413,
-        "payload_too_large",
-    )
-    .await;
+    expect_error(gateway.post("acme", "s", "application/json", big).await, 413, "payload_too_large").await;
 
     // Chunked, so the size is only known while streaming: refused once past the limit,
     // without reading the rest.
@@ -205,13 +114,7 @@ async fn bodies_over_the_limit_are_413_declared_or_streamed() {
 
     // At the limit is fine.
     let fits = format!("{{\"a\":\"{}\"}}", "x".repeat(1024 - 8));
-    assert_eq!(
-        gateway
-            .post("acme", "s", "application/json", fits)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(gateway.post("acme", "s", "application/json", fits).await.status(), 200);
     gateway.stop().await;
 }
 
@@ -225,13 +128,7 @@ async fn backlog_past_its_bound_is_503_with_retry_after() {
     );
     let gateway = Gateway::start("max_pending_deliveries = 3", &[&tenant]).await;
     for _ in 0..3 {
-        assert_eq!(
-            gateway
-                .post("acme", "s", "application/json", "{}")
-                .await
-                .status(),
-            200
-        );
+        assert_eq!(gateway.post("acme", "s", "application/json", "{}").await.status(), 200);
     }
     let refused = gateway.post("acme", "s", "application/json", "{}").await;
     assert_eq!(refused.headers()["retry-after"], "1");
@@ -251,19 +148,11 @@ async fn a_store_that_cannot_commit_is_503_and_nothing_is_acknowledged() {
     let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(16_000));
     let mut acknowledged = Vec::new();
     let refused = loop {
-        let response = gateway
-            .post("acme", "s", "application/json", body.clone())
-            .await;
+        let response = gateway.post("acme", "s", "application/json", body.clone()).await;
         if response.status() != 200 {
             break response;
         }
-        acknowledged.push(
-            response.headers()["x-switchboard-event-id"]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap(),
-        );
+        acknowledged.push(response.headers()["x-switchboard-event-id"].to_str().unwrap().parse().unwrap());
         assert!(acknowledged.len() < 100, "the store never filled up");
     };
     assert_eq!(refused.headers()["retry-after"], "1");
@@ -284,12 +173,7 @@ async fn slow_clients_are_cut_off() {
     )
     .await;
     // Headers that never finish: the connection is closed.
-    let answer = raw(
-        &gateway,
-        b"POST /v1/hooks/acme/s HTTP/1.1\r\nhost: x\r\n",
-        true,
-    )
-    .await;
+    let answer = raw(&gateway, b"POST /v1/hooks/acme/s HTTP/1.1\r\nhost: x\r\n", true).await;
     assert!(!answer.contains("200 OK"), "{answer}");
     // A body that never arrives: 408.
     let answer = raw(

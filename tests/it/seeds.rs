@@ -46,42 +46,23 @@ async fn each_seed_payload_reaches_both_destinations_byte_for_byte() {
         ("telecmi", "application/json", "telecmi.json"),
         ("mobtexting", "application/json", "mobtexting.json"),
         ("callerdesk", "application/json", "callerdesk.json"),
-        (
-            "callerdesk",
-            "application/x-www-form-urlencoded",
-            "callerdesk.form",
-        ),
+        ("callerdesk", "application/x-www-form-urlencoded", "callerdesk.form"),
     ];
     for (source, content_type, file) in cases {
         let body = seed(file);
-        let id = gateway
-            .accept("acme", source, content_type, body.clone())
-            .await;
+        let id = gateway.accept("acme", source, content_type, body.clone()).await;
         for receiver in [&crm, &analytics] {
             let got = receiver
                 .wait_until(Duration::from_secs(10), file, |r| {
-                    r.iter()
-                        .any(|c| c.header("webhook-id") == Some(&id.to_string()))
+                    r.iter().any(|c| c.header("webhook-id") == Some(&id.to_string()))
                 })
                 .await;
-            let delivered = got
-                .iter()
-                .find(|c| c.header("webhook-id") == Some(&id.to_string()))
-                .unwrap();
-            assert_eq!(
-                delivered.body,
-                body,
-                "{file} body changed on the way to {}",
-                delivered.path()
-            );
+            let delivered = got.iter().find(|c| c.header("webhook-id") == Some(&id.to_string())).unwrap();
+            assert_eq!(delivered.body, body, "{file} body changed on the way to {}", delivered.path());
             assert_eq!(delivered.header("content-type"), Some(content_type));
             assert_eq!(delivered.method, "POST");
             assert_eq!(delivered.header("x-switchboard-attempt"), Some("1"));
-            let ts: i64 = delivered
-                .header("webhook-timestamp")
-                .unwrap()
-                .parse()
-                .unwrap();
+            let ts: i64 = delivered.header("webhook-timestamp").unwrap().parse().unwrap();
             assert!((ts - switchboard::store::now_ms() / 1000).abs() < 60);
         }
     }
@@ -95,26 +76,14 @@ async fn the_acknowledgement_is_the_sources_configured_response_or_the_event_id(
     let (crm, analytics) = (Receiver::start().await, Receiver::start().await);
     let gateway = Gateway::start("", &[&tenant(&crm, &analytics)]).await;
 
-    let wavecell = gateway
-        .post(
-            "acme",
-            "wavecell",
-            "application/json",
-            seed("wavecell.json"),
-        )
-        .await;
+    let wavecell = gateway.post("acme", "wavecell", "application/json", seed("wavecell.json")).await;
     assert_eq!(wavecell.status(), 200);
     assert_eq!(wavecell.headers()["content-type"], "application/json");
     assert!(wavecell.headers().contains_key("x-switchboard-event-id"));
     assert_eq!(wavecell.text().await.unwrap(), r#"{"commands":[]}"#);
 
-    let telecmi = gateway
-        .post("acme", "telecmi", "application/json", seed("telecmi.json"))
-        .await;
-    let id = telecmi.headers()["x-switchboard-event-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let telecmi = gateway.post("acme", "telecmi", "application/json", seed("telecmi.json")).await;
+    let id = telecmi.headers()["x-switchboard-event-id"].to_str().unwrap().to_string();
     let body: serde_json::Value = telecmi.json().await.unwrap();
     assert_eq!(body["event_id"], id.as_str());
     gateway.stop().await;
@@ -124,14 +93,7 @@ async fn the_acknowledgement_is_the_sources_configured_response_or_the_event_id(
 async fn mobtexting_as_printed_is_refused_with_the_position_of_the_error() {
     let (crm, analytics) = (Receiver::start().await, Receiver::start().await);
     let gateway = Gateway::start("", &[&tenant(&crm, &analytics)]).await;
-    let response = gateway
-        .post(
-            "acme",
-            "mobtexting",
-            "application/json",
-            seed("mobtexting.as-printed.txt"),
-        )
-        .await;
+    let response = gateway.post("acme", "mobtexting", "application/json", seed("mobtexting.as-printed.txt")).await;
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "malformed_body");
@@ -145,27 +107,12 @@ async fn a_get_callback_is_forwarded_with_its_query_fields_as_a_form_body() {
     let (crm, analytics) = (Receiver::start().await, Receiver::start().await);
     let gateway = Gateway::start("", &[&tenant(&crm, &analytics)]).await;
     let query = "CallSid=1672649960.960&Status=ANSWER&SourceNumber=%2B9199";
-    let response = gateway
-        .client
-        .get(format!("{}?{query}", gateway.hook("acme", "callerdesk")))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.client.get(format!("{}?{query}", gateway.hook("acme", "callerdesk"))).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    let id = response.headers()["x-switchboard-event-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let got = crm
-        .wait_until(Duration::from_secs(10), "the GET callback", |r| {
-            !r.is_empty()
-        })
-        .await;
+    let id = response.headers()["x-switchboard-event-id"].to_str().unwrap().to_string();
+    let got = crm.wait_until(Duration::from_secs(10), "the GET callback", |r| !r.is_empty()).await;
     assert_eq!(got[0].header("webhook-id"), Some(id.as_str()));
-    assert_eq!(
-        got[0].header("content-type"),
-        Some("application/x-www-form-urlencoded")
-    );
+    assert_eq!(got[0].header("content-type"), Some("application/x-www-form-urlencoded"));
     assert_eq!(&got[0].body[..], query.as_bytes());
     gateway.stop().await;
 }

@@ -65,13 +65,7 @@ url = "{pinged}/<<provider>>?call=<<id>>&from=<<from>>"
 }
 
 async fn gateway(receiver: &Receiver, dedupe_window: &str) -> Gateway {
-    Gateway::start_env(
-        "",
-        "",
-        &[&tenant(receiver, dedupe_window)],
-        &[("ACME_CRM_TOKEN", TOKEN)],
-    )
-    .await
+    Gateway::start_env("", "", &[&tenant(receiver, dedupe_window)], &[("ACME_CRM_TOKEN", TOKEN)]).await
 }
 
 #[tokio::test]
@@ -79,72 +73,28 @@ async fn the_seed_002_compose_example_renders_the_same_fields_for_every_provider
     let receiver = Receiver::start().await;
     let gateway = gateway(&receiver, "24h").await;
     let cases = [
-        (
-            "wavecell",
-            "wavecell.json",
-            "a1d6a5e3-efec-11e9-b999-7d370b5f90d1",
-            "6587654321",
-            "ringing",
-            "0",
-        ),
-        (
-            "telecmi",
-            "telecmi.json",
-            "703ee423-e5f8-4120-9c17-5216c679afdd",
-            "4461000000",
-            "queued",
-            "null",
-        ),
-        (
-            "mobtexting",
-            "mobtexting.json",
-            "1234-1333-XXXXX",
-            "91886713XXXX",
-            "completed",
-            "23",
-        ),
-        (
-            "callerdesk",
-            "callerdesk.json",
-            "1672649960.960xxxx",
-            "0120xxxx",
-            "completed",
-            "18",
-        ),
+        ("wavecell", "wavecell.json", "a1d6a5e3-efec-11e9-b999-7d370b5f90d1", "6587654321", "ringing", "0"),
+        ("telecmi", "telecmi.json", "703ee423-e5f8-4120-9c17-5216c679afdd", "4461000000", "queued", "null"),
+        ("mobtexting", "mobtexting.json", "1234-1333-XXXXX", "91886713XXXX", "completed", "23"),
+        ("callerdesk", "callerdesk.json", "1672649960.960xxxx", "0120xxxx", "completed", "18"),
     ];
     for (source, file, id, to, status, duration) in cases {
-        let event = gateway
-            .accept("acme", source, "application/json", seed(file))
-            .await
-            .to_string();
+        let event = gateway.accept("acme", source, "application/json", seed(file)).await.to_string();
         let got = receiver
             .wait_until(Duration::from_secs(10), file, |r| {
-                r.iter().any(|c| {
-                    c.path() == "/ack/receive" && c.header("webhook-id") == Some(event.as_str())
-                })
+                r.iter().any(|c| c.path() == "/ack/receive" && c.header("webhook-id") == Some(event.as_str()))
             })
             .await;
-        let request = got
-            .iter()
-            .find(|c| c.path() == "/ack/receive" && c.header("webhook-id") == Some(event.as_str()))
-            .unwrap();
+        let request =
+            got.iter().find(|c| c.path() == "/ack/receive" && c.header("webhook-id") == Some(event.as_str())).unwrap();
         let query: Vec<(String, String)> =
-            form_urlencoded::parse(request.target.split_once('?').unwrap().1.as_bytes())
-                .into_owned()
-                .collect();
+            form_urlencoded::parse(request.target.split_once('?').unwrap().1.as_bytes()).into_owned().collect();
         assert_eq!(
             query,
-            [
-                ("id".into(), id.into()),
-                ("to".into(), to.into()),
-                ("status".into(), status.into())
-            ],
+            [("id".into(), id.into()), ("to".into(), to.into()), ("status".into(), status.into())],
             "{file}"
         );
-        assert_eq!(
-            request.header("authorization"),
-            Some(format!("Bearer {TOKEN}").as_str())
-        );
+        assert_eq!(request.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
         assert_eq!(request.header("content-type"), Some("application/json"));
         let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
         assert_eq!(body["id"], id, "{file}");
@@ -159,17 +109,8 @@ async fn the_seed_002_compose_example_renders_the_same_fields_for_every_provider
 async fn form_and_get_destinations_and_when_filters() {
     let receiver = Receiver::start().await;
     let gateway = gateway(&receiver, "24h").await;
-    let answered = gateway
-        .accept(
-            "acme",
-            "mobtexting",
-            "application/json",
-            seed("mobtexting.json"),
-        )
-        .await;
-    let waiting = gateway
-        .accept("acme", "telecmi", "application/json", seed("telecmi.json"))
-        .await;
+    let answered = gateway.accept("acme", "mobtexting", "application/json", seed("mobtexting.json")).await;
+    let waiting = gateway.accept("acme", "telecmi", "application/json", seed("telecmi.json")).await;
 
     // Fan-out is decided at ingest: the queued TeleCMI call is not for "finished".
     let of = |deliveries: Vec<switchboard::store::DeliveryRecord>| {
@@ -177,26 +118,16 @@ async fn form_and_get_destinations_and_when_filters() {
         names.sort();
         names
     };
-    assert_eq!(
-        of(gateway.store.deliveries_of(answered).await.unwrap()),
-        ["compose", "finished", "pinged"]
-    );
-    assert_eq!(
-        of(gateway.store.deliveries_of(waiting).await.unwrap()),
-        ["compose", "pinged"]
-    );
+    assert_eq!(of(gateway.store.deliveries_of(answered).await.unwrap()), ["compose", "finished", "pinged"]);
+    assert_eq!(of(gateway.store.deliveries_of(waiting).await.unwrap()), ["compose", "pinged"]);
 
     let got = receiver
         .wait_until(Duration::from_secs(10), "form and GET deliveries", |r| {
-            r.iter().any(|c| c.path() == "/finished")
-                && r.iter().filter(|c| c.path().starts_with("/ping")).count() == 2
+            r.iter().any(|c| c.path() == "/finished") && r.iter().filter(|c| c.path().starts_with("/ping")).count() == 2
         })
         .await;
     let form = got.iter().find(|c| c.path() == "/finished").unwrap();
-    assert_eq!(
-        form.header("content-type"),
-        Some("application/x-www-form-urlencoded")
-    );
+    assert_eq!(form.header("content-type"), Some("application/x-www-form-urlencoded"));
     let fields: Vec<(String, String)> = form_urlencoded::parse(&form.body).into_owned().collect();
     assert_eq!(
         fields,
@@ -209,10 +140,7 @@ async fn form_and_get_destinations_and_when_filters() {
     let ping = got.iter().find(|c| c.path() == "/ping/telecmi").unwrap();
     assert_eq!(ping.method, "GET");
     assert!(ping.body.is_empty());
-    assert_eq!(
-        ping.target,
-        "/ping/telecmi?call=703ee423-e5f8-4120-9c17-5216c679afdd&from=9100000000"
-    );
+    assert_eq!(ping.target, "/ping/telecmi?call=703ee423-e5f8-4120-9c17-5216c679afdd&from=9100000000");
     gateway.stop().await;
 }
 
@@ -220,36 +148,21 @@ async fn form_and_get_destinations_and_when_filters() {
 async fn a_repeated_callback_is_the_same_event_and_is_delivered_once() {
     let receiver = Receiver::start().await;
     let gateway = gateway(&receiver, "24h").await;
-    let first = gateway
-        .accept("acme", "telecmi", "application/json", seed("telecmi.json"))
-        .await;
-    let again = gateway
-        .accept("acme", "telecmi", "application/json", seed("telecmi.json"))
-        .await;
+    let first = gateway.accept("acme", "telecmi", "application/json", seed("telecmi.json")).await;
+    let again = gateway.accept("acme", "telecmi", "application/json", seed("telecmi.json")).await;
     assert_eq!(first, again);
     // A different status of the same call is a new event.
-    let answered = String::from_utf8(seed("telecmi.json"))
-        .unwrap()
-        .replace("waiting", "answered");
-    let next = gateway
-        .accept("acme", "telecmi", "application/json", answered)
-        .await;
+    let answered = String::from_utf8(seed("telecmi.json")).unwrap().replace("waiting", "answered");
+    let next = gateway.accept("acme", "telecmi", "application/json", answered).await;
     assert_ne!(next, first);
     assert_eq!(gateway.store.deliveries_of(first).await.unwrap().len(), 2);
     let got = receiver
-        .wait_until(
-            Duration::from_secs(10),
-            "both events at /ack/receive",
-            |r| r.iter().filter(|c| c.path() == "/ack/receive").count() >= 2,
-        )
+        .wait_until(Duration::from_secs(10), "both events at /ack/receive", |r| {
+            r.iter().filter(|c| c.path() == "/ack/receive").count() >= 2
+        })
         .await;
     let first = first.to_string();
-    assert_eq!(
-        got.iter()
-            .filter(|c| c.path() == "/ack/receive" && c.header("webhook-id") == Some(&first))
-            .count(),
-        1
-    );
+    assert_eq!(got.iter().filter(|c| c.path() == "/ack/receive" && c.header("webhook-id") == Some(&first)).count(), 1);
     gateway.stop().await;
 }
 
@@ -257,12 +170,8 @@ async fn a_repeated_callback_is_the_same_event_and_is_delivered_once() {
 async fn dedupe_can_be_turned_off() {
     let receiver = Receiver::start().await;
     let gateway = gateway(&receiver, "0s").await;
-    let first = gateway
-        .accept("acme", "telecmi", "application/json", seed("telecmi.json"))
-        .await;
-    let again = gateway
-        .accept("acme", "telecmi", "application/json", seed("telecmi.json"))
-        .await;
+    let first = gateway.accept("acme", "telecmi", "application/json", seed("telecmi.json")).await;
+    let again = gateway.accept("acme", "telecmi", "application/json", seed("telecmi.json")).await;
     assert_ne!(first, again);
     gateway.stop().await;
 }
@@ -290,42 +199,17 @@ body = '{"to": "<<to>>", "duration": <<duration>>, "when": "<<started_at | unix>
     let output = std::process::Command::new(BIN)
         .args(["render", "--config"])
         .arg(&config)
-        .args([
-            "--tenant",
-            "acme",
-            "--source",
-            "mobtexting",
-            "--destination",
-            "crm",
-            "--payload",
-        ])
+        .args(["--tenant", "acme", "--source", "mobtexting", "--destination", "crm", "--payload"])
         .arg(format!("{}/mobtexting.json", crate::support::SEEDS))
         .env("ACME_CRM_TOKEN", TOKEN)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let mut lines = stdout.lines();
-    assert_eq!(
-        lines.next(),
-        Some("POST http://127.0.0.1:9/ack/receive?id=1234-1333-XXXXX&status=completed")
-    );
-    assert!(
-        stdout.contains(&format!("authorization: Bearer {TOKEN}\n")),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("content-type: application/json\n"),
-        "{stdout}"
-    );
+    assert_eq!(lines.next(), Some("POST http://127.0.0.1:9/ack/receive?id=1234-1333-XXXXX&status=completed"));
+    assert!(stdout.contains(&format!("authorization: Bearer {TOKEN}\n")), "{stdout}");
+    assert!(stdout.contains("content-type: application/json\n"), "{stdout}");
     assert!(stdout.contains("x-switchboard-attempt: 1\n"), "{stdout}");
-    assert!(
-        stdout
-            .ends_with("{\"to\": \"91886713XXXX\", \"duration\": 23, \"when\": \"1617965859\"}\n"),
-        "{stdout}"
-    );
+    assert!(stdout.ends_with("{\"to\": \"91886713XXXX\", \"duration\": 23, \"when\": \"1617965859\"}\n"), "{stdout}");
 }

@@ -98,20 +98,11 @@ struct Call<'a> {
 
 impl<'a> Call<'a> {
     fn json(source: &'a str, body: &str) -> Self {
-        Call {
-            source,
-            query: "",
-            content_type: "application/json",
-            body: body.to_string(),
-            headers: Vec::new(),
-        }
+        Call { source, query: "", content_type: "application/json", body: body.to_string(), headers: Vec::new() }
     }
 
     fn form(source: &'a str, body: &str) -> Self {
-        Call {
-            content_type: "application/x-www-form-urlencoded",
-            ..Call::json(source, body)
-        }
+        Call { content_type: "application/x-www-form-urlencoded", ..Call::json(source, body) }
     }
 
     fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -139,11 +130,7 @@ impl<'a> Call<'a> {
         if !self.query.is_empty() {
             url = format!("{url}?{}", self.query);
         }
-        let mut request = gateway
-            .client
-            .post(url)
-            .header("content-type", self.content_type)
-            .body(self.body.clone());
+        let mut request = gateway.client.post(url).header("content-type", self.content_type).body(self.body.clone());
         for (name, value) in &self.headers {
             request = request.header(*name, value);
         }
@@ -173,12 +160,7 @@ impl<'a> Call<'a> {
 
 /// The good call passes; each spoiled variant is 401.
 async fn accepts_only(gateway: &Gateway, good: Call<'_>, spoiled: Vec<(&str, Call<'_>)>) {
-    assert_eq!(
-        good.status(gateway).await,
-        200,
-        "{}: the properly signed call",
-        good.source
-    );
+    assert_eq!(good.status(gateway).await, 200, "{}: the properly signed call", good.source);
     for (what, call) in spoiled {
         assert_eq!(call.status(gateway).await, 401, "{}: {what}", good.source);
     }
@@ -195,13 +177,7 @@ fn altered(body: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_schemes_accept_what_the_providers_libraries_sign_and_nothing_else() {
     let keys = call(json!({"op": "telnyx-keygen"}));
-    let gateway = Gateway::start_env(
-        "",
-        "",
-        &[&inbound_tenant(keys["public_key"].as_str().unwrap())],
-        &ENV,
-    )
-    .await;
+    let gateway = Gateway::start_env("", "", &[&inbound_tenant(keys["public_key"].as_str().unwrap())], &ENV).await;
     let now = now_ms() / 1000;
     let body = r#"{"callId":"c-1","status":"completed","duration":31}"#;
 
@@ -217,21 +193,14 @@ async fn inbound_schemes_accept_what_the_providers_libraries_sign_and_nothing_el
         ],
     )
     .await;
-    assert_eq!(
-        token("Bearer tok-2").status(&gateway).await,
-        200,
-        "the second secret during rotation"
-    );
+    assert_eq!(token("Bearer tok-2").status(&gateway).await, 200, "the second secret during rotation");
 
     // token in the query string.
     accepts_only(
         &gateway,
         Call::json("token-query", body).query("token=tok-1"),
         vec![
-            (
-                "wrong token",
-                Call::json("token-query", body).query("token=nope"),
-            ),
+            ("wrong token", Call::json("token-query", body).query("token=nope")),
             ("missing", Call::json("token-query", body)),
         ],
     )
@@ -239,10 +208,7 @@ async fn inbound_schemes_accept_what_the_providers_libraries_sign_and_nothing_el
 
     // basic.
     let basic = |user_pw: &str| {
-        Call::json("basic", body).header(
-            "authorization",
-            format!("Basic {}", STANDARD.encode(user_pw)),
-        )
+        Call::json("basic", body).header("authorization", format!("Basic {}", STANDARD.encode(user_pw)))
     };
     accepts_only(
         &gateway,
@@ -257,14 +223,10 @@ async fn inbound_schemes_accept_what_the_providers_libraries_sign_and_nothing_el
 
     // generic HMAC-SHA256, hex, with a prefix; signed by Python's hmac.
     let sig = |key: &str, message: &str, alg: &str, enc: &str| {
-        signature(
-            json!({"op": "hmac", "key": key, "message": message, "algorithm": alg, "encoding": enc}),
-        )
+        signature(json!({"op": "hmac", "key": key, "message": message, "algorithm": alg, "encoding": enc}))
     };
-    let good = Call::json("hmac", body).header(
-        "x-signature",
-        format!("sha256={}", sig("hmac-key-9", body, "sha256", "hex")),
-    );
+    let good =
+        Call::json("hmac", body).header("x-signature", format!("sha256={}", sig("hmac-key-9", body, "sha256", "hex")));
     accepts_only(
         &gateway,
         good.clone_with(),
@@ -272,10 +234,8 @@ async fn inbound_schemes_accept_what_the_providers_libraries_sign_and_nothing_el
             ("altered byte", good.clone_with().body(altered(body))),
             (
                 "wrong secret",
-                Call::json("hmac", body).header(
-                    "x-signature",
-                    format!("sha256={}", sig("other", body, "sha256", "hex")),
-                ),
+                Call::json("hmac", body)
+                    .header("x-signature", format!("sha256={}", sig("other", body, "sha256", "hex"))),
             ),
             ("missing header", Call::json("hmac", body)),
         ],
@@ -286,10 +246,7 @@ async fn inbound_schemes_accept_what_the_providers_libraries_sign_and_nothing_el
     let signed_at = |ts: i64| {
         Call::json("hmac-ts", body)
             .header("x-timestamp", ts.to_string())
-            .header(
-                "x-signature",
-                sig("hmac-key-9", &format!("{ts}.{body}"), "sha512", "base64"),
-            )
+            .header("x-signature", sig("hmac-key-9", &format!("{ts}.{body}"), "sha512", "base64"))
     };
     accepts_only(
         &gateway,
@@ -304,9 +261,8 @@ async fn inbound_schemes_accept_what_the_providers_libraries_sign_and_nothing_el
 
     // Standard Webhooks, signed by the standardwebhooks package.
     let standard = |secret: &str, ts: i64| {
-        let s = signature(
-            json!({"op": "standard-sign", "secret": secret, "id": "msg_2Lx", "timestamp": ts, "body": body}),
-        );
+        let s =
+            signature(json!({"op": "standard-sign", "secret": secret, "id": "msg_2Lx", "timestamp": ts, "body": body}));
         Call::json("standard", body)
             .header("webhook-id", "msg_2Lx")
             .header("webhook-timestamp", ts.to_string())
@@ -319,10 +275,7 @@ async fn inbound_schemes_accept_what_the_providers_libraries_sign_and_nothing_el
             ("altered byte", standard(WHSEC, now).body(altered(body))),
             ("stale timestamp", standard(WHSEC, now - 600)),
             ("wrong secret", standard(OTHER_WHSEC, now)),
-            (
-                "missing signature",
-                standard(WHSEC, now).without("webhook-signature"),
-            ),
+            ("missing signature", standard(WHSEC, now).without("webhook-signature")),
         ],
     )
     .await;
@@ -335,27 +288,16 @@ async fn inbound_schemes_accept_what_the_providers_libraries_sign_and_nothing_el
         let s = signature(
             json!({"op": "twilio-sign", "token": token, "url": format!("{TWILIO_URL}?attempt=1"), "params": params}),
         );
-        Call::form("twilio", form)
-            .query("attempt=1")
-            .header("x-twilio-signature", s)
+        Call::form("twilio", form).query("attempt=1").header("x-twilio-signature", s)
     };
     accepts_only(
         &gateway,
         twilio("twilio-auth-token"),
         vec![
-            (
-                "altered parameter",
-                twilio("twilio-auth-token").body(form.replace("completed", "canceled")),
-            ),
-            (
-                "different query",
-                twilio("twilio-auth-token").query("attempt=2"),
-            ),
+            ("altered parameter", twilio("twilio-auth-token").body(form.replace("completed", "canceled"))),
+            ("different query", twilio("twilio-auth-token").query("attempt=2")),
             ("wrong token", twilio("other-token")),
-            (
-                "missing header",
-                Call::form("twilio", form).query("attempt=1"),
-            ),
+            ("missing header", Call::form("twilio", form).query("attempt=1")),
         ],
     )
     .await;
@@ -375,10 +317,7 @@ async fn inbound_schemes_accept_what_the_providers_libraries_sign_and_nothing_el
         &gateway,
         plivo("plivo-auth-token", "12345678901234567890"),
         vec![
-            (
-                "altered parameter",
-                plivo("plivo-auth-token", "1234").body(form.replace("CA1234", "CA1235")),
-            ),
+            ("altered parameter", plivo("plivo-auth-token", "1234").body(form.replace("CA1234", "CA1235"))),
             (
                 "other nonce",
                 plivo("plivo-auth-token", "1234")
@@ -393,12 +332,8 @@ async fn inbound_schemes_accept_what_the_providers_libraries_sign_and_nothing_el
 
     // Telnyx, Ed25519 signed by pynacl.
     let telnyx = |ts: i64| {
-        let s = signature(
-            json!({"op": "telnyx-sign", "seed": keys["seed"], "timestamp": ts, "body": body}),
-        );
-        Call::json("telnyx", body)
-            .header("telnyx-timestamp", ts.to_string())
-            .header("telnyx-signature-ed25519", s)
+        let s = signature(json!({"op": "telnyx-sign", "seed": keys["seed"], "timestamp": ts, "body": body}));
+        Call::json("telnyx", body).header("telnyx-timestamp", ts.to_string()).header("telnyx-signature-ed25519", s)
     };
     accepts_only(
         &gateway,
@@ -406,31 +341,16 @@ async fn inbound_schemes_accept_what_the_providers_libraries_sign_and_nothing_el
         vec![
             ("altered byte", telnyx(now).body(altered(body))),
             ("stale timestamp", telnyx(now - 1000)),
-            (
-                "missing signature",
-                telnyx(now).without("telnyx-signature-ed25519"),
-            ),
+            ("missing signature", telnyx(now).without("telnyx-signature-ed25519")),
         ],
     )
     .await;
 
     // IP allowlists: the socket peer counts; X-Forwarded-For from an untrusted peer does not.
     assert_eq!(Call::json("ip-elsewhere", body).status(&gateway).await, 401);
-    assert_eq!(
-        Call::json("ip-elsewhere", body)
-            .header("x-forwarded-for", "203.0.113.5")
-            .status(&gateway)
-            .await,
-        401
-    );
+    assert_eq!(Call::json("ip-elsewhere", body).header("x-forwarded-for", "203.0.113.5").status(&gateway).await, 401);
     // Every listed scheme must pass.
-    assert_eq!(
-        Call::json("ip-local", body)
-            .header("x-api-key", "tok-1")
-            .status(&gateway)
-            .await,
-        200
-    );
+    assert_eq!(Call::json("ip-local", body).header("x-api-key", "tok-1").status(&gateway).await, 200);
     assert_eq!(Call::json("ip-local", body).status(&gateway).await, 401);
     gateway.stop().await;
 }
@@ -438,13 +358,7 @@ async fn inbound_schemes_accept_what_the_providers_libraries_sign_and_nothing_el
 #[tokio::test]
 async fn outbound_signatures_verify_with_the_standardwebhooks_package_on_every_attempt() {
     let receiver = Receiver::start().await;
-    receiver.reply_with(|_, before| {
-        if before == 0 {
-            Reply::status(500)
-        } else {
-            Reply::status(200)
-        }
-    });
+    receiver.reply_with(|_, before| if before == 0 { Reply::status(500) } else { Reply::status(200) });
     let tenant = format!(
         r#"id = "acme"
 [secrets]
@@ -462,12 +376,9 @@ retry = {{ initial_backoff = "1100ms", max_backoff = "2s" }}
         receiver.url("/hook")
     );
     let gateway = Gateway::start_env("", "", &[&tenant], &[("CRM_WHSEC", WHSEC)]).await;
-    let body =
-        r#"{"type":"event","cmiuuid":"x-1","status":"waiting","note":"quotes \" and unicode é"}"#;
+    let body = r#"{"type":"event","cmiuuid":"x-1","status":"waiting","note":"quotes \" and unicode é"}"#;
     let id = gateway.accept("acme", "s", "application/json", body).await;
-    let got = receiver
-        .wait_until(Duration::from_secs(15), "two attempts", |r| r.len() == 2)
-        .await;
+    let got = receiver.wait_until(Duration::from_secs(15), "two attempts", |r| r.len() == 2).await;
     for request in &got {
         let headers: serde_json::Map<String, serde_json::Value> =
             ["webhook-id", "webhook-timestamp", "webhook-signature"]
@@ -487,13 +398,8 @@ retry = {{ initial_backoff = "1100ms", max_backoff = "2s" }}
     }
     // Re-signed on the retry: a later timestamp, a different signature, the same id.
     let (first, second) = (&got[0], &got[1]);
-    assert!(
-        second.header("webhook-timestamp").unwrap() > first.header("webhook-timestamp").unwrap()
-    );
-    assert_ne!(
-        first.header("webhook-signature"),
-        second.header("webhook-signature")
-    );
+    assert!(second.header("webhook-timestamp").unwrap() > first.header("webhook-timestamp").unwrap());
+    assert_ne!(first.header("webhook-signature"), second.header("webhook-signature"));
     gateway.stop().await;
 }
 
@@ -507,41 +413,19 @@ fn limited_tenant(id: &str, limit: &str) -> String {
 async fn past_its_burst_a_tenant_gets_429_and_another_tenant_does_not() {
     let gateway = Gateway::start(
         "",
-        &[
-            &limited_tenant("noisy", "rate_limit = { per_second = 1, burst = 3 }"),
-            &limited_tenant("quiet", ""),
-        ],
+        &[&limited_tenant("noisy", "rate_limit = { per_second = 1, burst = 3 }"), &limited_tenant("quiet", "")],
     )
     .await;
     for _ in 0..3 {
-        assert_eq!(
-            gateway
-                .post("noisy", "s", "application/json", "{}")
-                .await
-                .status(),
-            200
-        );
+        assert_eq!(gateway.post("noisy", "s", "application/json", "{}").await.status(), 200);
     }
     let limited = gateway.post("noisy", "s", "application/json", "{}").await;
     assert_eq!(limited.status(), 429);
-    let retry_after: u64 = limited.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=2).contains(&retry_after), "{retry_after}");
-    assert_eq!(
-        limited.json::<serde_json::Value>().await.unwrap()["error"]["code"],
-        "rate_limited"
-    );
+    assert_eq!(limited.json::<serde_json::Value>().await.unwrap()["error"]["code"], "rate_limited");
     for _ in 0..20 {
-        assert_eq!(
-            gateway
-                .post("quiet", "s", "application/json", "{}")
-                .await
-                .status(),
-            200
-        );
+        assert_eq!(gateway.post("quiet", "s", "application/json", "{}").await.status(), 200);
     }
     // A source limit applies beneath the tenant's.
     gateway.stop().await;
@@ -550,34 +434,10 @@ async fn past_its_burst_a_tenant_gets_429_and_another_tenant_does_not() {
         &["id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{ scheme = \"none\" }]\nrate_limit = { per_second = 1, burst = 2 }\n[[source]]\nid = \"t\"\nprovider = \"generic\"\nauth = [{ scheme = \"none\" }]\n"],
     )
     .await;
-    assert_eq!(
-        gateway
-            .post("acme", "s", "application/json", "{}")
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        gateway
-            .post("acme", "s", "application/json", "{}")
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        gateway
-            .post("acme", "s", "application/json", "{}")
-            .await
-            .status(),
-        429
-    );
-    assert_eq!(
-        gateway
-            .post("acme", "t", "application/json", "{}")
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(gateway.post("acme", "s", "application/json", "{}").await.status(), 200);
+    assert_eq!(gateway.post("acme", "s", "application/json", "{}").await.status(), 200);
+    assert_eq!(gateway.post("acme", "s", "application/json", "{}").await.status(), 429);
+    assert_eq!(gateway.post("acme", "t", "application/json", "{}").await.status(), 200);
     gateway.stop().await;
 }
 
@@ -591,24 +451,13 @@ async fn deliveries_are_paced_to_the_destination_rate_and_none_fail() {
     let gateway = Gateway::start("", &[&tenant]).await;
     let mut ids = Vec::new();
     for i in 0..20 {
-        ids.push(
-            gateway
-                .accept("acme", "s", "application/json", format!("{{\"n\":{i}}}"))
-                .await,
-        );
+        ids.push(gateway.accept("acme", "s", "application/json", format!("{{\"n\":{i}}}")).await);
     }
-    let got = receiver
-        .wait_until(Duration::from_secs(15), "20 paced deliveries", |r| {
-            r.len() == 20
-        })
-        .await;
+    let got = receiver.wait_until(Duration::from_secs(15), "20 paced deliveries", |r| r.len() == 20).await;
     let span = got.last().unwrap().at - got[0].at;
     eprintln!("20 deliveries at 10/s took {span:?}");
     // 19 intervals at 10/s: about 1.9 s.
-    assert!(
-        span >= Duration::from_millis(1700) && span < Duration::from_secs(4),
-        "{span:?}"
-    );
+    assert!(span >= Duration::from_millis(1700) && span < Duration::from_secs(4), "{span:?}");
     for id in ids {
         let deliveries = gateway.settled(id, Duration::from_secs(5)).await;
         assert_eq!(deliveries[0].state, DeliveryState::Delivered);
@@ -645,18 +494,11 @@ url = "http://localhost:{port}/hook"
         assert_eq!(d.state, DeliveryState::Dead, "{d:?}");
         assert_eq!(d.attempts.len(), 1, "a refusal is permanent: {d:?}");
         let error = d.attempts[0].error.as_deref().unwrap();
-        assert!(
-            error.starts_with("refused_private"),
-            "{}: {error}",
-            d.destination
-        );
+        assert!(error.starts_with("refused_private"), "{}: {error}", d.destination);
         // Refused before any connection: a connect to 10.0.0.1 would wait for its timeout.
         assert!(d.attempts[0].latency < Duration::from_secs(1), "{d:?}");
     }
-    assert!(
-        receiver.requests().is_empty(),
-        "nothing may reach the loopback receiver"
-    );
+    assert!(receiver.requests().is_empty(), "nothing may reach the loopback receiver");
     gateway.stop().await;
 
     // An explicit allowlist lets loopback through again.
@@ -666,16 +508,9 @@ url = "http://localhost:{port}/hook"
     )
     .await;
     let id = gateway.accept("acme", "s", "application/json", "{}").await;
-    receiver
-        .wait_until(Duration::from_secs(10), "the allowed delivery", |r| {
-            r.len() == 1
-        })
-        .await;
+    receiver.wait_until(Duration::from_secs(10), "the allowed delivery", |r| r.len() == 1).await;
     let deliveries = gateway.settled(id, Duration::from_secs(10)).await;
-    let by_name = deliveries
-        .iter()
-        .find(|d| d.destination == "by-name")
-        .unwrap();
+    let by_name = deliveries.iter().find(|d| d.destination == "by-name").unwrap();
     assert_eq!(by_name.state, DeliveryState::Delivered);
     gateway.stop().await;
 }

@@ -3,6 +3,7 @@
 //! second connection on the blocking pool. Only one process may use a file at a time, so
 //! leases found at open belong to a dead process and are released at once.
 
+mod queries;
 mod schema;
 mod writer;
 
@@ -16,12 +17,12 @@ use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{
-    AttemptRecord, Claim, ClaimRequest, Committed, Completion, DeliveryRecord, DeliveryState,
-    NewEvent, Store, StoreError,
+use super::admin::{
+    DeliveryQuery, DeliverySummary, EventDetail, EventQuery, EventSummary, QueueStats, Replay, ReplayFilter,
 };
+use super::{Claim, ClaimRequest, Committed, Completion, DeliveryRecord, DeliveryState, NewEvent, Store, StoreError};
 use crate::config::{self, Synchronous};
-use writer::Command;
+use writer::{AdminWrite, Command};
 
 /// How many commands may wait for the writer before ingest is told the store is busy.
 const QUEUE_CAPACITY: usize = 8192;
@@ -37,9 +38,7 @@ pub struct SqliteStore {
 fn open_connection(path: &Path, config: &config::Store) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -72,14 +71,9 @@ impl SqliteStore {
             params![super::now_ms()],
         )?;
         let pending =
-            conn.query_row("SELECT count(*) FROM deliveries WHERE state = 0", [], |r| {
-                r.get::<_, i64>(0)
-            })? as u64;
-        let next_lease: i64 = conn.query_row(
-            "SELECT coalesce(max(lease_token), 0) + 1 FROM deliveries",
-            [],
-            |r| r.get(0),
-        )?;
+            conn.query_row("SELECT count(*) FROM deliveries WHERE state = 0", [], |r| r.get::<_, i64>(0))? as u64;
+        let next_lease: i64 =
+            conn.query_row("SELECT coalesce(max(lease_token), 0) + 1 FROM deliveries", [], |r| r.get(0))?;
         let reader = open_connection(path, config)?;
 
         let pending = Arc::new(AtomicU64::new(pending));
@@ -104,10 +98,7 @@ impl SqliteStore {
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
     ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.sender
-            .send(make(reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.sender.send(make(reply)).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -131,12 +122,10 @@ impl Store for SqliteStore {
         let (reply, rx) = oneshot::channel();
         // Never wait for room: a full queue means the store is behind, and the provider is
         // better told 503 now than left hanging.
-        self.sender
-            .try_send(Command::Commit { event, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => StoreError::Busy,
-                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-            })?;
+        self.sender.try_send(Command::Commit { event, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -145,17 +134,11 @@ impl Store for SqliteStore {
     }
 
     async fn complete(&self, completion: Completion) -> Result<bool, StoreError> {
-        self.call(|reply| Command::Complete { completion, reply })
-            .await
+        self.call(|reply| Command::Complete { completion, reply }).await
     }
 
     async fn release(&self, delivery: i64, lease: i64) -> Result<(), StoreError> {
-        self.call(|reply| Command::Release {
-            delivery,
-            lease,
-            reply,
-        })
-        .await
+        self.call(|reply| Command::Release { delivery, lease, reply }).await
     }
 
     fn pending_deliveries(&self) -> u64 {
@@ -166,49 +149,56 @@ impl Store for SqliteStore {
         if self.closed.load(Ordering::Relaxed) || self.sender.is_closed() {
             return Err(StoreError::Closed);
         }
-        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
-            .await
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(()))).await
     }
 
     async fn deliveries_of(&self, event: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {
-        self.read(move |conn| {
-            let mut deliveries = conn.prepare_cached(
-                "SELECT id, tenant, destination, state, last_error FROM deliveries WHERE event_id = ?1 ORDER BY id",
-            )?;
-            let mut attempts = conn.prepare_cached(
-                "SELECT started_at, latency_us, status, error, response_prefix FROM attempts
-                 WHERE delivery_id = ?1 ORDER BY n",
-            )?;
-            let rows = deliveries
-                .query_map(params![event.as_bytes()], |r| {
-                    Ok(DeliveryRecord {
-                        id: r.get(0)?,
-                        tenant: r.get(1)?,
-                        destination: r.get(2)?,
-                        state: DeliveryState::from_code(r.get(3)?),
-                        last_error: r.get(4)?,
-                        attempts: Vec::new(),
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.into_iter()
-                .map(|mut d| {
-                    d.attempts = attempts
-                        .query_map(params![d.id], |r| {
-                            Ok(AttemptRecord {
-                                started_at: r.get(0)?,
-                                latency: std::time::Duration::from_micros(r.get::<_, i64>(1)? as u64),
-                                status: r.get(2)?,
-                                error: r.get(3)?,
-                                response_prefix: r.get(4)?,
-                            })
-                        })?
-                        .collect::<rusqlite::Result<Vec<_>>>()?;
-                    Ok(d)
-                })
-                .collect()
-        })
-        .await
+        self.read(move |conn| queries::deliveries_of(conn, event)).await
+    }
+
+    async fn events(&self, query: EventQuery) -> Result<Vec<EventSummary>, StoreError> {
+        self.read(move |conn| queries::events(conn, &query)).await
+    }
+
+    async fn event(&self, id: Uuid) -> Result<Option<EventDetail>, StoreError> {
+        self.read(move |conn| queries::event(conn, id)).await
+    }
+
+    async fn deliveries(&self, query: DeliveryQuery) -> Result<Vec<DeliverySummary>, StoreError> {
+        self.read(move |conn| queries::deliveries(conn, &query)).await
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        self.read(queries::queue_stats).await
+    }
+
+    async fn replay(&self, delivery: i64) -> Result<Replay, StoreError> {
+        match self.read(move |conn| queries::delivery_state(conn, delivery)).await? {
+            None => return Ok(Replay::NotFound),
+            Some(DeliveryState::Pending) => return Ok(Replay::AlreadyPending),
+            Some(_) => {}
+        }
+        let count = self.call(|reply| Command::Admin { write: AdminWrite::Replay(delivery), reply }).await?;
+        // It became pending between the read and the write (replayed by someone else).
+        Ok(if count == 1 { Replay::Queued } else { Replay::AlreadyPending })
+    }
+
+    async fn replay_matching(&self, filter: ReplayFilter) -> Result<u64, StoreError> {
+        self.call(|reply| Command::Admin { write: AdminWrite::ReplayMatching(filter), reply }).await
+    }
+
+    async fn set_paused(&self, tenant: &str, destination: &str, paused: bool) -> Result<(), StoreError> {
+        let write = AdminWrite::SetPaused { tenant: tenant.to_string(), destination: destination.to_string(), paused };
+        self.call(|reply| Command::Admin { write, reply }).await.map(|_| ())
+    }
+
+    async fn paused(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(queries::paused).await
+    }
+
+    async fn purge(&self, delivered_before: i64, dead_before: i64, batch: usize) -> Result<u64, StoreError> {
+        self.call(|reply| Command::Admin { write: AdminWrite::Purge { delivered_before, dead_before, batch }, reply })
+            .await
     }
 
     async fn close(&self) {

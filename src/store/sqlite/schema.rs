@@ -50,6 +50,19 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (tenant, source, key)
     ) WITHOUT ROWID;",
+    // 3: what operators search and purge by; replays as attempt series; paused destinations.
+    "ALTER TABLE events ADD COLUMN call_id TEXT;
+    CREATE INDEX events_tenant ON events (tenant, id);
+    CREATE INDEX events_call ON events (tenant, call_id);
+    ALTER TABLE deliveries ADD COLUMN finished_at INTEGER;
+    ALTER TABLE deliveries ADD COLUMN series_start INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX deliveries_finished ON deliveries (state, finished_at) WHERE state != 0;
+    CREATE INDEX deliveries_destination ON deliveries (tenant, destination, id);
+    CREATE TABLE paused (
+        tenant TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        PRIMARY KEY (tenant, destination)
+    ) WITHOUT ROWID;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -13,9 +13,8 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::store::{
-    Claim, ClaimRequest, ClaimedDelivery, Committed, Completion, NewEvent, Next, StoreError, now_ms,
-};
+use crate::store::admin::ReplayFilter;
+use crate::store::{Claim, ClaimRequest, ClaimedDelivery, Committed, Completion, NewEvent, Next, StoreError, now_ms};
 
 const MAX_BATCH: usize = 1024;
 
@@ -37,6 +36,11 @@ pub enum Command {
         lease: i64,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// An operator's change; answers how many rows it touched.
+    Admin {
+        write: AdminWrite,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
     /// Commit what is queued, then stop.
     Shutdown,
 }
@@ -47,6 +51,14 @@ enum Done {
     Claimed(Claim),
     Completed { recorded: bool, terminal: bool },
     Released,
+    Admin { count: u64, replayed: u64 },
+}
+
+pub enum AdminWrite {
+    Replay(i64),
+    ReplayMatching(ReplayFilter),
+    SetPaused { tenant: String, destination: String, paused: bool },
+    Purge { delivered_before: i64, dead_before: i64, batch: usize },
 }
 
 pub struct Writer {
@@ -58,23 +70,14 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(conn: Connection, node: String, next_lease: i64, pending: Arc<AtomicU64>) -> Self {
-        Self {
-            conn,
-            node,
-            next_lease,
-            pending,
-        }
+        Self { conn, node, next_lease, pending }
     }
 
     pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut stopping = false;
         loop {
-            let first = if stopping {
-                rx.try_recv().ok()
-            } else {
-                rx.blocking_recv()
-            };
+            let first = if stopping { rx.try_recv().ok() } else { rx.blocking_recv() };
             let Some(first) = first else { break };
             let mut next = Some(first);
             while let Some(command) = next.take() {
@@ -93,7 +96,10 @@ impl Writer {
     }
 
     fn execute(&mut self, batch: &mut Vec<Command>) {
-        let results = match self.apply_all(batch) {
+        let started = std::time::Instant::now();
+        let applied = self.apply_all(batch);
+        crate::metrics::group_commit(batch.len(), started.elapsed());
+        let results = match applied {
             Ok(results) => results,
             Err(e) => {
                 tracing::error!(error = %e, batch = batch.len(), "store commit failed");
@@ -105,6 +111,7 @@ impl Writer {
         for result in &results {
             match result {
                 Ok(Done::Committed { deliveries }) => added += deliveries,
+                Ok(Done::Admin { replayed, .. }) => added += replayed,
                 Ok(Done::Completed { terminal: true, .. }) => finished += 1,
                 _ => {}
             }
@@ -120,14 +127,9 @@ impl Writer {
         }
     }
 
-    fn apply_all(
-        &mut self,
-        batch: &[Command],
-    ) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+    fn apply_all(&mut self, batch: &[Command]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
         let now = now_ms();
-        let mut tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
         for command in batch {
             let savepoint = tx.savepoint()?;
@@ -172,17 +174,17 @@ fn reply(command: Command, result: Result<Done, StoreError>) {
         Command::Release { reply, .. } => {
             let _ = reply.send(result.map(|_| ()));
         }
+        Command::Admin { reply, .. } => {
+            let _ = reply.send(result.map(|d| match d {
+                Done::Admin { count, .. } => count,
+                _ => 0,
+            }));
+        }
         Command::Shutdown => {}
     }
 }
 
-fn apply(
-    tx: &Connection,
-    command: &Command,
-    now: i64,
-    node: &str,
-    next_lease: &mut i64,
-) -> rusqlite::Result<Done> {
+fn apply(tx: &Connection, command: &Command, now: i64, node: &str, next_lease: &mut i64) -> rusqlite::Result<Done> {
     match command {
         Command::Commit { event, .. } => commit(tx, event),
         Command::Claim { request, .. } => {
@@ -191,9 +193,7 @@ fn apply(
             claim(tx, request, now, node, lease).map(Done::Claimed)
         }
         Command::Complete { completion, .. } => complete(tx, completion),
-        Command::Release {
-            delivery, lease, ..
-        } => {
+        Command::Release { delivery, lease, .. } => {
             tx.prepare_cached(
                 "UPDATE deliveries SET due_at = ?3, claimed_by = NULL, lease_token = NULL
                  WHERE id = ?1 AND lease_token = ?2 AND state = 0",
@@ -201,7 +201,73 @@ fn apply(
             .execute(params![delivery, lease, now])?;
             Ok(Done::Released)
         }
+        Command::Admin { write, .. } => admin(tx, write, now),
         Command::Shutdown => Ok(Done::Released),
+    }
+}
+
+fn admin(tx: &Connection, write: &AdminWrite, now: i64) -> rusqlite::Result<Done> {
+    // A replay is a new attempt series: the attempt count restarts (history is kept, so
+    // attempt rows keep their numbers), and so does the retry deadline.
+    const REPLAY: &str = "UPDATE deliveries SET state = 0, due_at = ?1, created_at = ?1, series_start = attempts,
+             finished_at = NULL, last_error = NULL, claimed_by = NULL, lease_token = NULL";
+    match write {
+        AdminWrite::Replay(id) => {
+            let count =
+                tx.prepare_cached(&format!("{REPLAY} WHERE id = ?2 AND state != 0"))?.execute(params![now, id])? as u64;
+            Ok(Done::Admin { count, replayed: count })
+        }
+        AdminWrite::ReplayMatching(f) => {
+            let count = tx
+                .prepare_cached(&format!(
+                    "{REPLAY} WHERE id IN (SELECT id FROM deliveries WHERE state = ?2
+                       AND (?3 IS NULL OR tenant = ?3) AND (?4 IS NULL OR destination = ?4)
+                       AND (?5 IS NULL OR created_at >= ?5) AND (?6 IS NULL OR created_at < ?6)
+                     ORDER BY id LIMIT ?7)"
+                ))?
+                .execute(params![now, f.state.code(), f.tenant, f.destination, f.since, f.until, f.limit as i64])?
+                as u64;
+            Ok(Done::Admin { count, replayed: count })
+        }
+        AdminWrite::SetPaused { tenant, destination, paused } => {
+            let sql = if *paused {
+                "INSERT OR IGNORE INTO paused (tenant, destination) VALUES (?1, ?2)"
+            } else {
+                "DELETE FROM paused WHERE tenant = ?1 AND destination = ?2"
+            };
+            let count = tx.prepare_cached(sql)?.execute(params![tenant, destination])? as u64;
+            Ok(Done::Admin { count, replayed: 0 })
+        }
+        AdminWrite::Purge { delivered_before, dead_before, batch } => {
+            let ids: Vec<i64> = tx
+                .prepare_cached(
+                    "SELECT id FROM deliveries WHERE (state = 1 AND finished_at < ?1) OR (state = 2 AND finished_at < ?2) LIMIT ?3",
+                )?
+                .query_map(params![delivered_before, dead_before, *batch as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut count = 0;
+            for id in &ids {
+                count += tx.prepare_cached("DELETE FROM attempts WHERE delivery_id = ?1")?.execute(params![id])?;
+                count += tx.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?.execute(params![id])?;
+            }
+            // Event ids are UUIDv7: their first 48 bits are the arrival time in ms, so the
+            // primary key orders them by age.
+            let mut boundary = [0u8; 16];
+            boundary[..6].copy_from_slice(&(*delivered_before).max(0).to_be_bytes()[2..]);
+            count += tx
+                .prepare_cached(
+                    "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.id < ?1
+                       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) LIMIT ?2)",
+                )?
+                .execute(params![&boundary[..], *batch as i64])?;
+            count += tx
+                .prepare_cached(
+                    "DELETE FROM dedupe WHERE (tenant, source, key) IN
+                       (SELECT tenant, source, key FROM dedupe WHERE expires_at < ?1 LIMIT ?2)",
+                )?
+                .execute(params![now, *batch as i64])?;
+            Ok(Done::Admin { count: count as u64, replayed: 0 })
+        }
     }
 }
 
@@ -224,8 +290,8 @@ fn commit(tx: &Connection, event: &NewEvent) -> rusqlite::Result<Done> {
         .execute(params![event.tenant, event.source, dedupe.key, event.id.as_bytes(), dedupe.until])?;
     }
     tx.prepare_cached(
-        "INSERT INTO events (id, tenant, source, received_at, content_type, query, body, normalized)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO events (id, tenant, source, received_at, content_type, query, body, normalized, call_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         event.id.as_bytes(),
@@ -236,61 +302,33 @@ fn commit(tx: &Connection, event: &NewEvent) -> rusqlite::Result<Done> {
         event.query,
         &event.body[..],
         event.normalized,
+        event.call_id,
     ])?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO deliveries (event_id, tenant, destination, created_at, due_at) VALUES (?1, ?2, ?3, ?4, ?4)",
     )?;
     for destination in &event.destinations {
-        insert.execute(params![
-            event.id.as_bytes(),
-            event.tenant,
-            destination,
-            event.received_at
-        ])?;
+        insert.execute(params![event.id.as_bytes(), event.tenant, destination, event.received_at])?;
     }
-    Ok(Done::Committed {
-        deliveries: event.destinations.len() as u64,
-    })
+    Ok(Done::Committed { deliveries: event.destinations.len() as u64 })
 }
 
-fn claim(
-    tx: &Connection,
-    request: &ClaimRequest,
-    now: i64,
-    node: &str,
-    lease: i64,
-) -> rusqlite::Result<Claim> {
+fn claim(tx: &Connection, request: &ClaimRequest, now: i64, node: &str, lease: i64) -> rusqlite::Result<Claim> {
     let lease_until = now + request.lease.as_millis() as i64;
     let mut claimed = tx.prepare_cached(
         "UPDATE deliveries SET due_at = ?5, claimed_by = ?6, lease_token = ?7
          WHERE id IN (SELECT id FROM deliveries
                       WHERE tenant = ?1 AND destination = ?2 AND state = 0 AND due_at <= ?3
                       ORDER BY due_at LIMIT ?4)
-         RETURNING id, event_id, attempts, created_at",
+         RETURNING id, event_id, attempts - series_start, created_at",
     )?;
     let rows = claimed
         .query_map(
-            params![
-                request.tenant,
-                request.destination,
-                now,
-                request.limit as i64,
-                lease_until,
-                node,
-                lease
-            ],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, u32>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            },
+            params![request.tenant, request.destination, now, request.limit as i64, lease_until, node, lease],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?, r.get::<_, i64>(3)?)),
         )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut event = tx
-        .prepare_cached("SELECT content_type, query, body, normalized FROM events WHERE id = ?1")?;
+    let mut event = tx.prepare_cached("SELECT content_type, query, body, normalized FROM events WHERE id = ?1")?;
     let mut deliveries = Vec::with_capacity(rows.len());
     for (id, event_id, attempts, created_at) in rows {
         let (content_type, query, body, normalized) = event.query_row(params![event_id], |r| {
@@ -317,10 +355,7 @@ fn claim(
     let next_due = tx
         .prepare_cached("SELECT min(due_at) FROM deliveries WHERE tenant = ?1 AND destination = ?2 AND state = 0")?
         .query_row(params![request.tenant, request.destination], |r| r.get(0))?;
-    Ok(Claim {
-        deliveries,
-        next_due,
-    })
+    Ok(Claim { deliveries, next_due })
 }
 
 fn complete(tx: &Connection, c: &Completion) -> rusqlite::Result<Done> {
@@ -333,21 +368,16 @@ fn complete(tx: &Connection, c: &Completion) -> rusqlite::Result<Done> {
     let n: Option<i64> = tx
         .prepare_cached(
             "UPDATE deliveries SET state = ?3, attempts = attempts + 1, due_at = ?4,
-                 claimed_by = NULL, lease_token = NULL, last_error = ?5
+                 claimed_by = NULL, lease_token = NULL, last_error = ?5,
+                 finished_at = CASE WHEN ?3 != 0 THEN ?4 END
              WHERE id = ?1 AND lease_token = ?2 AND state = 0
              RETURNING attempts",
         )?
-        .query_map(
-            params![c.delivery, c.lease, state, due_at, last_error],
-            |r| r.get(0),
-        )?
+        .query_map(params![c.delivery, c.lease, state, due_at, last_error], |r| r.get(0))?
         .next()
         .transpose()?;
     let Some(n) = n else {
-        return Ok(Done::Completed {
-            recorded: false,
-            terminal: false,
-        });
+        return Ok(Done::Completed { recorded: false, terminal: false });
     };
     tx.prepare_cached(
         "INSERT INTO attempts (delivery_id, n, started_at, latency_us, status, error, response_prefix)
@@ -362,8 +392,5 @@ fn complete(tx: &Connection, c: &Completion) -> rusqlite::Result<Done> {
         a.error,
         a.response_prefix,
     ])?;
-    Ok(Done::Completed {
-        recorded: true,
-        terminal: state != 0,
-    })
+    Ok(Done::Completed { recorded: true, terminal: state != 0 })
 }

@@ -23,20 +23,12 @@ pub struct Gateway {
 
 /// Writes `switchboard.toml` (the `[server]` table gets `server_extra` lines) and one file
 /// per tenant into `dir`; returns the main file's path.
-pub fn write_config(
-    dir: &Path,
-    server_extra: &str,
-    store_extra: &str,
-    tenants: &[&str],
-) -> PathBuf {
+pub fn write_config(dir: &Path, server_extra: &str, store_extra: &str, tenants: &[&str]) -> PathBuf {
     std::fs::create_dir_all(dir.join("tenants")).unwrap();
     let main = dir.join("switchboard.toml");
     // Every receiver in the tests is on loopback; the SSRF tests set this themselves.
-    let allow = if server_extra.contains("allow_private_destinations") {
-        ""
-    } else {
-        "allow_private_destinations = true"
-    };
+    let allow =
+        if server_extra.contains("allow_private_destinations") { "" } else { "allow_private_destinations = true" };
     std::fs::write(
         &main,
         format!(
@@ -52,10 +44,7 @@ pub fn write_config(
 
 /// An HTTP client for tests: loopback is where every test server lives.
 pub fn client() -> reqwest::Client {
-    let guard = switchboard::deliver::ssrf::Guard {
-        allow_private: true,
-        allowlist: Vec::new(),
-    };
+    let guard = switchboard::deliver::ssrf::Guard { allow_private: true, allowlist: Vec::new() };
     switchboard::deliver::client(Arc::new(guard)).unwrap()
 }
 
@@ -69,22 +58,11 @@ impl Gateway {
     }
 
     /// As `start_with`, with `env` as the whole environment `{ env = "…" }` secrets read.
-    pub async fn start_env(
-        server_extra: &str,
-        store_extra: &str,
-        tenants: &[&str],
-        env: &[(&str, &str)],
-    ) -> Self {
+    pub async fn start_env(server_extra: &str, store_extra: &str, tenants: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let main = write_config(dir.path(), server_extra, store_extra, tenants);
-        let lookup = |name: &str| {
-            env.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        };
-        let config = Arc::new(
-            switchboard::config::load_with_env(&main, &lookup).unwrap_or_else(|e| panic!("{e}")),
-        );
+        let lookup = |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        let config = Arc::new(switchboard::config::load_with_env(&main, &lookup).unwrap_or_else(|e| panic!("{e}")));
         let store = switchboard::open_store(&config, "test-node").unwrap();
         let ingest = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -134,20 +112,10 @@ impl Gateway {
     }
 
     /// POSTs and expects the event to be accepted; returns its id.
-    pub async fn accept(
-        &self,
-        tenant: &str,
-        source: &str,
-        content_type: &str,
-        body: impl Into<reqwest::Body>,
-    ) -> Uuid {
+    pub async fn accept(&self, tenant: &str, source: &str, content_type: &str, body: impl Into<reqwest::Body>) -> Uuid {
         let response = self.post(tenant, source, content_type, body).await;
         assert_eq!(response.status(), 200, "{:?}", response.text().await);
-        response.headers()["x-switchboard-event-id"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap()
+        response.headers()["x-switchboard-event-id"].to_str().unwrap().parse().unwrap()
     }
 
     /// Waits until every delivery of `event` is in a final state (delivered or dead).
@@ -155,9 +123,7 @@ impl Gateway {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let deliveries = self.store.deliveries_of(event).await.unwrap();
-            if !deliveries.is_empty()
-                && deliveries.iter().all(|d| d.state != DeliveryState::Pending)
-            {
+            if !deliveries.is_empty() && deliveries.iter().all(|d| d.state != DeliveryState::Pending) {
                 return deliveries;
             }
             assert!(
@@ -174,10 +140,7 @@ impl Gateway {
             let _ = shutdown.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), task)
-                .await
-                .expect("gateway stopped in time")
-                .unwrap();
+            tokio::time::timeout(Duration::from_secs(30), task).await.expect("gateway stopped in time").unwrap();
         }
     }
 }

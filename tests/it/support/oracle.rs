@@ -23,13 +23,8 @@ fn python() -> PathBuf {
             let ready = venv.join(".ready");
             if !ready.exists() {
                 let run = |cmd: &mut Command| {
-                    let status = cmd
-                        .status()
-                        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-                    assert!(
-                        status.success(),
-                        "{cmd:?} failed: the signature oracles need Python 3 and PyPI"
-                    );
+                    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+                    assert!(status.success(), "{cmd:?} failed: the signature oracles need Python 3 and PyPI");
                 };
                 run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
                 run(Command::new(&python)
@@ -54,18 +49,9 @@ pub fn call(request: serde_json::Value) -> serde_json::Value {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting the oracle");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "oracle failed on {request}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "oracle failed on {request}: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).unwrap()
 }
 

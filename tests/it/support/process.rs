@@ -40,9 +40,7 @@ impl Serve {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    let addr = v["addr"]
-                        .as_str()
-                        .and_then(|a| a.parse::<SocketAddr>().ok());
+                    let addr = v["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
                     match v["message"].as_str() {
                         Some("ingest listening") => addrs_tx.send_modify(|a| a.0 = addr),
                         Some("admin listening") => addrs_tx.send_modify(|a| a.1 = addr),
@@ -52,24 +50,13 @@ impl Serve {
                 collected.lock().unwrap().push(line);
             }
         });
-        let ready = tokio::time::timeout(
-            Duration::from_secs(30),
-            addrs.wait_for(|a| a.0.is_some() && a.1.is_some()),
-        )
-        .await;
+        let ready =
+            tokio::time::timeout(Duration::from_secs(30), addrs.wait_for(|a| a.0.is_some() && a.1.is_some())).await;
         let (ingest, admin) = match ready {
             Ok(Ok(a)) => (a.0.unwrap(), a.1.unwrap()),
-            _ => panic!(
-                "switchboard did not start; its log:\n{}",
-                logs.lock().unwrap().join("\n")
-            ),
+            _ => panic!("switchboard did not start; its log:\n{}", logs.lock().unwrap().join("\n")),
         };
-        Self {
-            child,
-            ingest,
-            admin,
-            logs,
-        }
+        Self { child, ingest, admin, logs }
     }
 
     pub fn hook(&self, tenant: &str, source: &str) -> String {
@@ -83,15 +70,9 @@ impl Serve {
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub async fn terminate(&mut self, within: Duration) -> ExitStatus {
         let pid = self.child.id().expect("still running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success());
-        tokio::time::timeout(within, self.child.wait())
-            .await
-            .expect("exited in time")
-            .unwrap()
+        tokio::time::timeout(within, self.child.wait()).await.expect("exited in time").unwrap()
     }
 
     pub fn log(&self) -> String {

@@ -43,11 +43,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Self {
-            status,
-            headers: Vec::new(),
-            delay: Duration::ZERO,
-        }
+        Self { status, headers: Vec::new(), delay: Duration::ZERO }
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -103,12 +99,9 @@ impl Receiver {
             drain_timeout: Duration::from_millis(100),
         };
         let handler_state = state.clone();
-        tokio::spawn(server::serve(
-            listener,
-            limits,
-            stop.clone(),
-            move |request, _| handle(handler_state.clone(), request),
-        ));
+        tokio::spawn(server::serve(listener, limits, stop.clone(), move |request, _| {
+            handle(handler_state.clone(), request)
+        }));
         Self { addr, state, stop }
     }
 
@@ -130,12 +123,7 @@ impl Receiver {
     }
 
     /// Waits until `done` holds for the requests received so far, for at most `within`.
-    pub async fn wait_until(
-        &self,
-        within: Duration,
-        what: &str,
-        done: impl Fn(&[Captured]) -> bool,
-    ) -> Vec<Captured> {
+    pub async fn wait_until(&self, within: Duration, what: &str, done: impl Fn(&[Captured]) -> bool) -> Vec<Captured> {
         let mut changes = self.state.count.subscribe();
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -145,10 +133,7 @@ impl Receiver {
                     return requests.clone();
                 }
             }
-            if tokio::time::timeout_at(deadline, changes.changed())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
                 let got = self.requests().len();
                 panic!("timed out after {within:?} waiting for {what} ({got} requests received)");
             }
@@ -160,30 +145,16 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<serve
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let (parts, body) = request.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let captured = Captured {
         method: parts.method.to_string(),
-        target: parts
-            .uri
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
+        target: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
         headers: parts.headers,
         body,
         at: Instant::now(),
     };
     let script = state.script.lock().unwrap().clone();
-    let before = state
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|r| r.path() == captured.path())
-        .count();
+    let before = state.requests.lock().unwrap().iter().filter(|r| r.path() == captured.path()).count();
     let reply = script(&captured, before);
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;

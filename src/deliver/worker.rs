@@ -1,0 +1,167 @@
+//! One destination's worker: take a free slot, pace, claim due deliveries up to the free
+//! slots, send each on its own task, and sleep until the next due time or a wake.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
+
+use super::outcome::{self, Outcome};
+use super::{Handle, Shared, attempt};
+use crate::config::Destination;
+use crate::metrics;
+use crate::store::{ClaimRequest, ClaimedDelivery, Completion, Next, now_ms};
+
+const CLAIM_BATCH: usize = 128;
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
+pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
+    let built_with = handle.destination.load_full();
+    let slots = Arc::new(Semaphore::new(built_with.max_in_flight));
+    // Pacing happens before the claim: a delivery waiting for its turn stays in the queue,
+    // unleased, rather than in memory.
+    let pacer = built_with.rate_limit.map(|r| r.limiter());
+    let mut failures = 0u32;
+    loop {
+        if handle.paused.load(Ordering::Relaxed) {
+            // Deliveries keep accumulating in the store; nothing is claimed until resumed.
+            tokio::select! {
+                _ = handle.stop.cancelled() => break,
+                _ = handle.wake.notified() => continue,
+            }
+        }
+        let destination = handle.destination.load_full();
+        // A lease outlives the attempt's own timeout by a wide margin, so only a dead
+        // process ever lets one expire.
+        let lease = destination.timeout * 2 + Duration::from_secs(30);
+        let first = tokio::select! {
+            biased;
+            _ = handle.stop.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let mut allowance = (slots.available_permits() + 1).min(CLAIM_BATCH);
+        if let Some(pacer) = &pacer {
+            tokio::select! {
+                biased;
+                _ = handle.stop.cancelled() => break,
+                _ = pacer.until_ready() => {}
+            }
+            let mut granted = 1;
+            while granted < allowance && pacer.check().is_ok() {
+                granted += 1;
+            }
+            allowance = granted;
+        }
+        let request = ClaimRequest {
+            tenant: destination.tenant.clone(),
+            destination: destination.id.clone(),
+            limit: allowance,
+            lease,
+        };
+        let claim = match shared.store.claim(request).await {
+            Ok(claim) => {
+                failures = 0;
+                claim
+            }
+            Err(e) => {
+                drop(first);
+                failures += 1;
+                tracing::warn!(tenant = %destination.tenant, destination = %destination.id, error = %e, "claim failed");
+                let pause = Duration::from_millis(100 << failures.min(6));
+                tokio::select! { _ = handle.stop.cancelled() => break, _ = tokio::time::sleep(pause) => continue }
+            }
+        };
+        if claim.deliveries.is_empty() {
+            drop(first);
+            let until_due = claim
+                .next_due
+                .map_or(IDLE_POLL, |due| Duration::from_millis(due.saturating_sub(now_ms()).max(1) as u64));
+            tokio::select! {
+                _ = handle.stop.cancelled() => break,
+                _ = handle.wake.notified() => {}
+                _ = tokio::time::sleep(until_due.min(IDLE_POLL)) => {}
+            }
+            continue;
+        }
+        let mut first = Some(first);
+        for delivery in claim.deliveries {
+            let slot = match first.take() {
+                Some(slot) => slot,
+                // Only this loop takes slots, and it claimed no more than were free.
+                None => slots.clone().acquire_owned().await.expect("the semaphore is never closed"),
+            };
+            shared.tracker.spawn(deliver(shared.clone(), destination.clone(), delivery, slot, handle.clone()));
+        }
+    }
+}
+
+async fn deliver(
+    shared: Arc<Shared>,
+    destination: Arc<Destination>,
+    delivery: ClaimedDelivery,
+    _slot: OwnedSemaphorePermit,
+    handle: Arc<Handle>,
+) {
+    let span = tracing::info_span!(
+        "attempt",
+        tenant = %destination.tenant,
+        destination = %destination.id,
+        event_id = %delivery.event_id,
+        attempt = delivery.attempt,
+    );
+    async move {
+        let sent = tokio::select! {
+            sent = attempt::send(&shared.client, &shared.guard, &destination, &delivery) => sent,
+            _ = shared.abort.cancelled() => {
+                if let Err(e) = shared.store.release(delivery.id, delivery.lease).await {
+                    tracing::warn!(error = %e, "could not release the delivery; it resumes when its lease expires");
+                }
+                return;
+            }
+        };
+        let now = now_ms();
+        let outcome = outcome::decide(&destination, &sent.record, sent.retry_after, sent.permanent, delivery.attempt, now, delivery.created_at);
+        let summary = sent.record.summary();
+        let latency_ms = sent.record.latency.as_secs_f64() * 1000.0;
+        let (tenant, id) = (destination.tenant.as_str(), destination.id.as_str());
+        let label = metrics::attempt_outcome(
+            sent.record.status,
+            outcome == Outcome::Delivered,
+            sent.record.error.as_deref(),
+        );
+        metrics::attempt(tenant, id, label, sent.record.latency);
+        let next = match outcome {
+            Outcome::Delivered => {
+                let since = Duration::from_millis(now.saturating_sub(delivery.created_at).max(0) as u64);
+                metrics::delivered(tenant, id, since);
+                tracing::debug!(result = %summary, latency_ms, "delivered");
+                Next::Delivered
+            }
+            Outcome::Retry { after } => {
+                metrics::retry(tenant, id);
+                tracing::info!(result = %summary, latency_ms, retry_in_ms = after.as_millis() as u64, "attempt failed; will retry");
+                Next::Retry { at: now + after.as_millis() as i64 }
+            }
+            Outcome::Dead { reason } => {
+                metrics::dead(tenant, id);
+                tracing::warn!(result = %summary, %reason, "delivery is dead");
+                Next::Dead { reason }
+            }
+        };
+        let retry = matches!(next, Next::Retry { .. });
+        let completion = Completion { delivery: delivery.id, lease: delivery.lease, attempt: sent.record, next };
+        match shared.store.complete(completion).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("lease lost before the result was recorded; the new holder decides"),
+            Err(e) => tracing::error!(error = %e, "could not record the attempt; the delivery resumes when its lease expires"),
+        }
+        if retry {
+            // The worker may be asleep until a later time; let it see the new due time.
+            handle.wake.notify_one();
+        }
+    }
+    .instrument(span)
+    .await
+}

@@ -1,0 +1,119 @@
+//! Prometheus metrics. Label values are bounded: tenants, sources and destinations come
+//! from the config (a callback for an unknown tenant is counted without one), outcomes are
+//! fixed words; no event ids or URLs.
+//!
+//! The `metrics` facade has one recorder per process, installed on first use.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::config::Config;
+use crate::store::{Store, now_ms};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const BATCH_BUCKETS: [f64; 11] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
+/// Installs the recorder (once per process) and returns its handle.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("batch_size".into()),
+                    &BATCH_BUCKETS,
+                )
+            })
+            .expect("static buckets are valid")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding application's): then our
+        // counters go there and this handle renders nothing of them.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+pub fn ingest(tenant: &str, source: &str, outcome: &'static str, latency: Duration) {
+    let labels = [("tenant", tenant.to_string()), ("source", source.to_string()), ("outcome", outcome.to_string())];
+    counter!("switchboard_ingest_requests_total", &labels).increment(1);
+    if outcome == "accepted" || outcome == "duplicate" {
+        histogram!("switchboard_ingest_ack_seconds", "tenant" => tenant.to_string()).record(latency.as_secs_f64());
+    }
+}
+
+pub fn attempt(tenant: &str, destination: &str, outcome: &'static str, latency: Duration) {
+    let labels = [("tenant", tenant.to_string()), ("destination", destination.to_string())];
+    let mut with_outcome = labels.to_vec();
+    with_outcome.push(("outcome", outcome.to_string()));
+    counter!("switchboard_delivery_attempts_total", &with_outcome).increment(1);
+    histogram!("switchboard_delivery_attempt_seconds", &labels).record(latency.as_secs_f64());
+}
+
+pub fn retry(tenant: &str, destination: &str) {
+    counter!("switchboard_delivery_retries_total", "tenant" => tenant.to_string(), "destination" => destination.to_string())
+        .increment(1);
+}
+
+pub fn dead(tenant: &str, destination: &str) {
+    counter!("switchboard_dead_letters_total", "tenant" => tenant.to_string(), "destination" => destination.to_string())
+        .increment(1);
+}
+
+pub fn delivered(tenant: &str, destination: &str, since_created: Duration) {
+    histogram!("switchboard_delivery_seconds", "tenant" => tenant.to_string(), "destination" => destination.to_string())
+        .record(since_created.as_secs_f64());
+}
+
+pub fn group_commit(batch: usize, latency: Duration) {
+    histogram!("switchboard_store_commit_batch_size").record(batch as f64);
+    histogram!("switchboard_store_commit_seconds").record(latency.as_secs_f64());
+}
+
+/// The exposition, with queue gauges read from the store at scrape time.
+pub async fn render(config: &Config, store: &dyn Store) -> String {
+    let handle = install();
+    match store.queue_stats().await {
+        Ok(stats) => {
+            for (state, n) in [("pending", stats.pending), ("delivered", stats.delivered), ("dead", stats.dead)] {
+                gauge!("switchboard_deliveries", "state" => state).set(n as f64);
+            }
+            let now = now_ms();
+            // Every configured destination gets a value, so a drained queue reads 0.
+            for tenant in config.tenants.values() {
+                for d in &tenant.destinations {
+                    let found = stats.per_destination.iter().find(|(t, id, ..)| *t == tenant.id && *id == d.id);
+                    let (pending, oldest) =
+                        found.map_or((0, 0.0), |(_, _, n, created)| (*n, (now - created).max(0) as f64 / 1000.0));
+                    let labels = [("tenant", tenant.id.clone()), ("destination", d.id.clone())];
+                    gauge!("switchboard_pending_deliveries", &labels).set(pending as f64);
+                    gauge!("switchboard_oldest_pending_seconds", &labels).set(oldest);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "queue figures unavailable for this scrape"),
+    }
+    handle.render()
+}
+
+/// The outcome label of an attempt.
+pub fn attempt_outcome(status: Option<u16>, delivered: bool, error: Option<&str>) -> &'static str {
+    match (delivered, status, error) {
+        (true, _, _) => "success",
+        (_, Some(s), _) if s < 200 => "http_1xx",
+        (_, Some(s), _) if s < 300 => "http_2xx",
+        (_, Some(s), _) if s < 400 => "http_3xx",
+        (_, Some(s), _) if s < 500 => "http_4xx",
+        (_, Some(_), _) => "http_5xx",
+        (_, None, Some("timeout")) => "timeout",
+        (_, None, Some(e)) if e.starts_with("connect") => "connect_error",
+        (_, None, Some(e)) if e.starts_with("refused_private") => "refused_private",
+        _ => "error",
+    }
+}

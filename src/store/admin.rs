@@ -1,0 +1,95 @@
+//! What operators ask of the store: listings with cursor pagination, one event with its
+//! whole history, queue figures for metrics, replay, pause, and retention.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{DeliveryRecord, DeliveryState};
+
+/// Newest first; `before` is the cursor (the last id of the previous page).
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub tenant: Option<String>,
+    pub source: Option<String>,
+    pub call_id: Option<String>,
+    /// Unix milliseconds, inclusive.
+    pub since: Option<i64>,
+    /// Unix milliseconds, exclusive.
+    pub until: Option<i64>,
+    pub before: Option<Uuid>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventSummary {
+    pub event_id: Uuid,
+    pub tenant: String,
+    pub source: String,
+    pub call_id: Option<String>,
+    pub received_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventDetail {
+    pub summary: EventSummary,
+    pub content_type: Option<String>,
+    pub query: Option<String>,
+    pub body: Vec<u8>,
+    pub normalized: Option<String>,
+    pub deliveries: Vec<DeliveryRecord>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryQuery {
+    pub tenant: Option<String>,
+    pub destination: Option<String>,
+    pub state: Option<DeliveryState>,
+    /// Unix milliseconds on the delivery's creation (or last replay), inclusive.
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub before: Option<i64>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliverySummary {
+    pub id: i64,
+    pub event_id: Uuid,
+    pub tenant: String,
+    pub destination: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub created_at: i64,
+    pub due_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// Which finished deliveries a bulk replay queues again.
+#[derive(Debug, Clone)]
+pub struct ReplayFilter {
+    pub tenant: Option<String>,
+    pub destination: Option<String>,
+    /// Delivered or dead; never pending (those are queued already).
+    pub state: DeliveryState,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    /// At most this many per call.
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct QueueStats {
+    pub pending: u64,
+    pub delivered: u64,
+    pub dead: u64,
+    /// (tenant, destination, pending count, oldest pending creation time in ms).
+    pub per_destination: Vec<(String, String, u64, i64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    Queued,
+    NotFound,
+    /// Still pending: it is queued already.
+    AlreadyPending,
+}
