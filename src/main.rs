@@ -47,6 +47,56 @@ enum Command {
         #[arg(long)]
         content_type: Option<String>,
     },
+    /// List events newest first, or show one event with its deliveries and attempts.
+    Events {
+        /// Show this event instead of listing.
+        id: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        source: Option<String>,
+        /// The provider's call id.
+        #[arg(long)]
+        call_id: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// List deliveries newest first.
+    Deliveries {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        destination: Option<String>,
+        /// pending, delivered or dead.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Queue a delivery again (by id), or every finished delivery matching the filter.
+    Replay {
+        /// One delivery's id; without it, the filter below (default: every dead delivery).
+        id: Option<i64>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        destination: Option<String>,
+        /// dead (default) or delivered.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// A receiving server that prints each request and answers a fixed status.
     Sink {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -54,6 +104,33 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         status: u16,
     },
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin API's address.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    admin: String,
+    /// The admin token ([admin] token in the config).
+    #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct PageArgs {
+    /// RFC 3339 or Unix seconds.
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long)]
+    until: Option<String>,
+    #[arg(long)]
+    limit: Option<usize>,
+    /// The `more: --cursor …` value of the previous page.
+    #[arg(long)]
+    cursor: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +144,7 @@ fn main() -> ExitCode {
         }
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(config))),
         Command::Sink { listen, status } => runtime().and_then(|rt| rt.block_on(sink(listen, status))),
+        command => runtime().and_then(|rt| rt.block_on(operate(command))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -154,6 +232,74 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     tracing::info!(addr = %admin.local_addr()?, "admin listening");
     let listeners = switchboard::Listeners { ingest, admin };
     switchboard::run(config, store, listeners, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn operate(command: Command) -> anyhow::Result<()> {
+    use switchboard::admin::client::{self, Admin, query};
+    let connect = |a: &AdminArgs| Admin::new(&a.admin, a.token.clone());
+    let print = |value: &serde_json::Value, json: bool, table: fn(&serde_json::Value) -> String| {
+        if json {
+            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        } else {
+            println!("{}", table(value));
+        }
+    };
+    let limit = |p: &PageArgs| p.limit.map(|l| l.to_string());
+    match command {
+        Command::Events { id: Some(id), admin, page, .. } => {
+            let event = connect(&admin)?.get(&format!("/v1/events/{id}")).await.map_err(anyhow::Error::msg)?;
+            print(&event, page.json, client::event_text);
+        }
+        Command::Events { id: None, admin, tenant, source, call_id, page } => {
+            let limit = limit(&page);
+            let q = query(&[
+                ("tenant", tenant.as_deref()),
+                ("source", source.as_deref()),
+                ("call_id", call_id.as_deref()),
+                ("since", page.since.as_deref()),
+                ("until", page.until.as_deref()),
+                ("limit", limit.as_deref()),
+                ("cursor", page.cursor.as_deref()),
+            ]);
+            let events = connect(&admin)?.get(&format!("/v1/events{q}")).await.map_err(anyhow::Error::msg)?;
+            print(&events, page.json, client::events_table);
+        }
+        Command::Deliveries { admin, tenant, destination, state, page } => {
+            let limit = limit(&page);
+            let q = query(&[
+                ("tenant", tenant.as_deref()),
+                ("destination", destination.as_deref()),
+                ("state", state.as_deref()),
+                ("since", page.since.as_deref()),
+                ("until", page.until.as_deref()),
+                ("limit", limit.as_deref()),
+                ("cursor", page.cursor.as_deref()),
+            ]);
+            let found = connect(&admin)?.get(&format!("/v1/deliveries{q}")).await.map_err(anyhow::Error::msg)?;
+            print(&found, page.json, client::deliveries_table);
+        }
+        Command::Replay { id: Some(id), admin, json, .. } => {
+            let answer = connect(&admin)?
+                .post(&format!("/v1/deliveries/{id}/replay"), None)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if json { println!("{answer}") } else { println!("delivery {id} queued again") }
+        }
+        Command::Replay { id: None, admin, tenant, destination, state, since, until, json } => {
+            let filter = serde_json::json!({
+                "tenant": tenant, "destination": destination, "state": state, "since": since, "until": until,
+            });
+            let admin = connect(&admin)?;
+            let total = client::replay_all(&admin, filter, 500, json).await.map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::json!({ "queued": total }))
+            } else {
+                println!("{total} deliveries queued again")
+            }
+        }
+        _ => unreachable!("handled in main"),
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@ mod crash;
 mod delivery;
 mod errors;
 mod health;
+mod operate;
 mod seeds;
 mod support;
 mod templates;

@@ -52,6 +52,13 @@ elif op == "telnyx-sign":
 elif op == "hmac":
     digest = hmac.new(req["key"].encode(), req["message"].encode(), getattr(hashlib, req["algorithm"])).digest()
     out["signature"] = digest.hex() if req["encoding"] == "hex" else base64.b64encode(digest).decode()
+elif op == "prometheus-parse":
+    from prometheus_client.parser import text_string_to_metric_families
+    out["samples"] = [
+        {"name": s.name, "labels": s.labels, "value": s.value}
+        for family in text_string_to_metric_families(req["text"])
+        for s in family.samples
+    ]
 else:
     raise SystemExit("unknown op " + op)
 

@@ -21,7 +21,9 @@ fn python() -> PathBuf {
             let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("oracle-venv");
             let python = venv.join("bin/python");
             let ready = venv.join(".ready");
-            if !ready.exists() {
+            let wanted = std::fs::read_to_string(format!("{ORACLES}/requirements.txt")).unwrap();
+            // The marker holds the requirements it was made from: a change reinstalls.
+            if std::fs::read_to_string(&ready).ok().as_deref() != Some(wanted.as_str()) {
                 let run = |cmd: &mut Command| {
                     let status = cmd.status().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
                     assert!(status.success(), "{cmd:?} failed: the signature oracles need Python 3 and PyPI");
@@ -30,7 +32,7 @@ fn python() -> PathBuf {
                 run(Command::new(&python)
                     .args(["-m", "pip", "install", "-q", "-r"])
                     .arg(format!("{ORACLES}/requirements.txt")));
-                std::fs::write(&ready, "").unwrap();
+                std::fs::write(&ready, &wanted).unwrap();
             }
             python
         }

@@ -23,10 +23,15 @@ pub struct Serve {
 impl Serve {
     /// Starts `switchboard serve --config <config>` and waits until both listeners are up.
     pub async fn start(config: &Path) -> Self {
+        Self::start_env(config, &[]).await
+    }
+
+    pub async fn start_env(config: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .args(["--log-format", "json", "serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -73,6 +78,10 @@ impl Serve {
         let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success());
         tokio::time::timeout(within, self.child.wait()).await.expect("exited in time").unwrap()
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
     }
 
     pub fn log(&self) -> String {
