@@ -133,6 +133,20 @@ struct PageArgs {
     json: bool,
 }
 
+impl PageArgs {
+    /// The query string for a listing: its filters, then the page options.
+    fn query(&self, filters: &[(&str, Option<String>)]) -> String {
+        let limit = self.limit.map(|l| l.to_string());
+        let page = [("since", &self.since), ("until", &self.until), ("limit", &limit), ("cursor", &self.cursor)];
+        let pairs: Vec<(&str, Option<&str>)> = filters
+            .iter()
+            .map(|(k, v)| (*k, v.as_deref()))
+            .chain(page.iter().map(|(k, v)| (*k, v.as_deref())))
+            .collect();
+        switchboard::admin::client::query(&pairs)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
@@ -236,7 +250,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
 }
 
 async fn operate(command: Command) -> anyhow::Result<()> {
-    use switchboard::admin::client::{self, Admin, query};
+    use switchboard::admin::client::{self, Admin};
     let connect = |a: &AdminArgs| Admin::new(&a.admin, a.token.clone());
     let print = |value: &serde_json::Value, json: bool, table: fn(&serde_json::Value) -> String| {
         if json {
@@ -245,37 +259,18 @@ async fn operate(command: Command) -> anyhow::Result<()> {
             println!("{}", table(value));
         }
     };
-    let limit = |p: &PageArgs| p.limit.map(|l| l.to_string());
     match command {
         Command::Events { id: Some(id), admin, page, .. } => {
             let event = connect(&admin)?.get(&format!("/v1/events/{id}")).await.map_err(anyhow::Error::msg)?;
             print(&event, page.json, client::event_text);
         }
         Command::Events { id: None, admin, tenant, source, call_id, page } => {
-            let limit = limit(&page);
-            let q = query(&[
-                ("tenant", tenant.as_deref()),
-                ("source", source.as_deref()),
-                ("call_id", call_id.as_deref()),
-                ("since", page.since.as_deref()),
-                ("until", page.until.as_deref()),
-                ("limit", limit.as_deref()),
-                ("cursor", page.cursor.as_deref()),
-            ]);
+            let q = page.query(&[("tenant", tenant), ("source", source), ("call_id", call_id)]);
             let events = connect(&admin)?.get(&format!("/v1/events{q}")).await.map_err(anyhow::Error::msg)?;
             print(&events, page.json, client::events_table);
         }
         Command::Deliveries { admin, tenant, destination, state, page } => {
-            let limit = limit(&page);
-            let q = query(&[
-                ("tenant", tenant.as_deref()),
-                ("destination", destination.as_deref()),
-                ("state", state.as_deref()),
-                ("since", page.since.as_deref()),
-                ("until", page.until.as_deref()),
-                ("limit", limit.as_deref()),
-                ("cursor", page.cursor.as_deref()),
-            ]);
+            let q = page.query(&[("tenant", tenant), ("destination", destination), ("state", state)]);
             let found = connect(&admin)?.get(&format!("/v1/deliveries{q}")).await.map_err(anyhow::Error::msg)?;
             print(&found, page.json, client::deliveries_table);
         }

@@ -66,6 +66,13 @@ impl Params {
         }
     }
 
+    /// The `next_cursor` of a previous page.
+    fn cursor<T: std::str::FromStr>(&self) -> Result<Option<T>, ApiError> {
+        self.get("cursor")
+            .map(|c| c.parse::<T>().map_err(|_| ApiError::BadRequest("cursor is not one this API gave".into())))
+            .transpose()
+    }
+
     fn time(&self, name: &str) -> Result<Option<i64>, ApiError> {
         self.get(name).map(|v| parse_time(&v).ok_or_else(|| bad_time(name))).transpose()
     }
@@ -93,10 +100,7 @@ fn rfc3339(ms: i64) -> String {
 
 async fn events(gateway: &Gateway, params: &Params) -> Result<Response<Body>, ApiError> {
     let limit = params.limit()?;
-    let before = params
-        .get("cursor")
-        .map(|c| c.parse::<Uuid>().map_err(|_| ApiError::BadRequest("cursor is not one this API gave".into())))
-        .transpose()?;
+    let before = params.cursor::<Uuid>()?;
     let query = EventQuery {
         tenant: params.get("tenant"),
         source: params.get("source"),
@@ -167,10 +171,7 @@ async fn event(gateway: &Gateway, id: &str) -> Result<Response<Body>, ApiError> 
 
 async fn deliveries(gateway: &Gateway, params: &Params) -> Result<Response<Body>, ApiError> {
     let limit = params.limit()?;
-    let before = params
-        .get("cursor")
-        .map(|c| c.parse::<i64>().map_err(|_| ApiError::BadRequest("cursor is not one this API gave".into())))
-        .transpose()?;
+    let before = params.cursor::<i64>()?;
     let query = DeliveryQuery {
         tenant: params.get("tenant"),
         destination: params.get("destination"),
