@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 
 use super::raw::{self, S};
 use super::{
-    Backend, Config, Destination, FixedResponse, Provider, RateLimit, RetryPolicy, Server, Source, Store, Synchronous,
-    Tenant,
+    Backend, Config, Destination, FixedResponse, Provider, RateLimit, Responder, RetryPolicy, Server, Source, Store,
+    Synchronous, Tenant,
 };
 use crate::auth::{Algorithm, Encoding, Scheme, TokenAt};
 use crate::fanout::When;
@@ -601,6 +601,7 @@ fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Strin
             dedupe_window,
             auth: auth(file, s, &secrets),
             rate_limit: rate_limit(file, &s.rate_limit),
+            responder: None,
         });
     }
 
@@ -624,7 +625,65 @@ fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Strin
         }
         destinations.push(Arc::new(destination(file, &id, d, &secrets)));
     }
+    for (source, raw_source) in sources.iter_mut().zip(&raw.sources) {
+        source.responder = responder(file, raw_source, &destinations);
+        // The responder is answered synchronously; it gets no queued copy unless asked.
+        if let Some(r) = &source.responder
+            && !raw_source.queue_responder.unwrap_or(false)
+        {
+            source.destinations.retain(|&i| i != r.destination);
+        }
+    }
     Tenant { id, rate_limit: rate_limit(file, &raw.rate_limit), sources, destinations }
+}
+
+fn responder(file: &mut File, raw: &raw::Source, destinations: &[Arc<Destination>]) -> Option<Responder> {
+    let Some(name) = &raw.respond_with else {
+        for (key, present) in [
+            ("respond_timeout", raw.respond_timeout.is_some()),
+            ("fallback_response", raw.fallback_response.is_some()),
+            ("queue_responder", raw.queue_responder.is_some()),
+        ] {
+            if present {
+                file.error(raw.id.span(), format!("`{key}` applies only with `respond_with`"));
+            }
+        }
+        return None;
+    };
+    let Some(destination) = destinations.iter().position(|d| d.id == *name.get_ref()) else {
+        file.error(name.span(), format!("respond_with names no destination of this tenant: {:?}", name.get_ref()));
+        return None;
+    };
+    let timeout = file.duration(&raw.respond_timeout, Duration::from_secs(3));
+    let Some(fallback) = &raw.fallback_response else {
+        file.error(
+            name.span(),
+            "a source with respond_with needs a fallback_response: what the provider gets when the responder fails",
+        );
+        return None;
+    };
+    let fallback = fixed_response(file, fallback)?;
+    Some(Responder { destination, timeout, fallback })
+}
+
+/// A list of HTTP statuses, each checked.
+fn status_list(file: &mut File, raw: &Option<S<Vec<S<u16>>>>) -> Option<Vec<u16>> {
+    let codes = raw.as_ref()?;
+    Some(
+        codes
+            .get_ref()
+            .iter()
+            .filter_map(|c| {
+                let v = *c.get_ref();
+                if (100..600).contains(&v) {
+                    Some(v)
+                } else {
+                    file.error(c.span(), format!("{v} is not an HTTP status (100 to 599)"));
+                    None
+                }
+            })
+            .collect(),
+    )
 }
 
 fn fixed_response(file: &mut File, raw: &S<raw::Response>) -> Option<FixedResponse> {
@@ -773,25 +832,14 @@ fn destination(
             Method::POST
         }
     };
-    let success_codes = match &raw.success_codes {
+    let success_codes = match status_list(file, &raw.success_codes) {
         None => vec![200, 202],
-        Some(codes) if codes.get_ref().is_empty() => {
-            file.error(codes.span(), "success_codes must name at least one status");
+        Some(codes) if codes.is_empty() => {
+            let span = raw.success_codes.as_ref().map_or(raw.id.span(), |c| c.span());
+            file.error(span, "success_codes must name at least one status");
             vec![200, 202]
         }
-        Some(codes) => codes
-            .get_ref()
-            .iter()
-            .filter_map(|c| {
-                let v = *c.get_ref();
-                if (100..600).contains(&v) {
-                    Some(v)
-                } else {
-                    file.error(c.span(), format!("{v} is not an HTTP status (100 to 599)"));
-                    None
-                }
-            })
-            .collect(),
+        Some(codes) => codes,
     };
     let request = request(file, raw, &method, secrets);
     let when = when(file, raw);
@@ -821,6 +869,9 @@ fn destination(
         when,
         rate_limit: rate_limit(file, &raw.rate_limit),
         signing_keys: signing_keys(file, raw, secrets),
+        pass_through_codes: status_list(file, &raw.pass_through_codes).unwrap_or_default(),
+        max_response_bytes: file.ranged(&raw.max_response_bytes, 64 * 1024, 1..(16 << 20) + 1, "max_response_bytes")
+            as usize,
         success_codes,
         timeout: file.duration(&raw.timeout, Duration::from_secs(10)),
         max_in_flight: file.ranged(&raw.max_in_flight, 64, 1..10_001, "max_in_flight") as usize,

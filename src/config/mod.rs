@@ -112,6 +112,18 @@ pub struct Source {
     /// Every scheme must pass; `[Scheme::None]` when the source is explicitly open.
     pub auth: Vec<crate::auth::Scheme>,
     pub rate_limit: Option<RateLimit>,
+    /// The destination whose answer is the provider's answer (call control).
+    pub responder: Option<Responder>,
+}
+
+/// A source's synchronous responder: the callback is forwarded to it at once and its answer
+/// handed back to the provider, or `fallback` if it fails or is late.
+#[derive(Debug, Clone)]
+pub struct Responder {
+    /// Index into the tenant's `destinations`.
+    pub destination: usize,
+    pub timeout: Duration,
+    pub fallback: FixedResponse,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +182,10 @@ pub struct Destination {
     pub rate_limit: Option<RateLimit>,
     /// Standard Webhooks signing keys (decoded `whsec_` secrets); empty: unsigned.
     pub signing_keys: Vec<Vec<u8>>,
+    /// As a responder: statuses relayed to the provider besides `success_codes` (e.g. 302).
+    pub pass_through_codes: Vec<u16>,
+    /// As a responder: the largest answer relayed; a larger one gets the fallback.
+    pub max_response_bytes: usize,
     pub success_codes: Vec<u16>,
     pub timeout: Duration,
     pub max_in_flight: usize,

@@ -81,6 +81,10 @@ pub struct Source {
     pub dedupe_window: Option<S<String>>,
     pub auth: Option<S<Vec<S<Auth>>>>,
     pub rate_limit: Option<S<RateLimit>>,
+    pub respond_with: Option<S<String>>,
+    pub respond_timeout: Option<S<String>>,
+    pub fallback_response: Option<S<Response>>,
+    pub queue_responder: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -152,6 +156,8 @@ pub struct Destination {
     pub when: Option<IndexMap<String, S<Vec<S<String>>>>>,
     pub rate_limit: Option<S<RateLimit>>,
     pub signing_secret: Option<S<Names>>,
+    pub pass_through_codes: Option<S<Vec<S<u16>>>>,
+    pub max_response_bytes: Option<S<u64>>,
 }
 
 #[derive(Deserialize)]

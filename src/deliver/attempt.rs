@@ -186,6 +186,12 @@ pub async fn send(
     }
 }
 
+/// The attempt-record wording of a client error: `refused_private: …`, `timeout`,
+/// `connect: …` or `io: …`.
+pub fn describe_error(e: &reqwest::Error) -> String {
+    refusal(e).unwrap_or_else(|| error_kind(e))
+}
+
 fn refusal(e: &reqwest::Error) -> Option<String> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {

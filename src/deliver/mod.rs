@@ -13,6 +13,7 @@
 mod attempt;
 pub mod outcome;
 pub mod preview;
+pub mod respond;
 pub mod ssrf;
 mod worker;
 
@@ -153,6 +154,11 @@ impl Dispatcher {
                 running.handle.wake.notify_one();
             }
         }
+    }
+
+    /// The delivery client and its SSRF guard, for the synchronous responder.
+    pub fn client(&self) -> (&reqwest::Client, &ssrf::Guard) {
+        (&self.shared.client, &self.shared.guard)
     }
 
     /// Wakes every worker (after a replay queued work for unknown destinations).

@@ -91,6 +91,8 @@ mod tests {
             when: crate::fanout::When::default(),
             rate_limit: None,
             signing_keys: Vec::new(),
+            pass_through_codes: Vec::new(),
+            max_response_bytes: 1024,
             success_codes: vec![200, 202],
             timeout: Duration::from_secs(1),
             max_in_flight: 1,

@@ -24,17 +24,19 @@ use uuid::Uuid;
 pub use error::IngestError;
 
 use crate::auth::{self, Inbound};
-use crate::config::{Config, Source, Tenant};
-use crate::deliver::Dispatcher;
+use crate::config::{Config, FixedResponse, Responder, Source, Tenant};
+use crate::deliver::{Dispatcher, respond};
 use crate::metrics;
 use crate::normalize;
 use crate::server::Body;
-use crate::store::{Committed, Dedupe, NewEvent, Store, now_ms};
+use crate::store::{ClaimedDelivery, Committed, Dedupe, NewEvent, Store, now_ms};
 
 /// A tenant's inbound limiter, and one per source (aligned with `sources`).
 struct Limiters {
     tenant: Option<DefaultDirectRateLimiter>,
     sources: Vec<Option<DefaultDirectRateLimiter>>,
+    /// Aligned with `destinations`: the pacing of synchronous responder calls.
+    responders: Vec<Option<DefaultDirectRateLimiter>>,
 }
 
 /// The routing tables of one config version. A reload swaps them whole; a request in
@@ -50,9 +52,17 @@ impl Tables {
             .tenants
             .values()
             .map(|t| {
+                let is_responder =
+                    |i: usize| t.sources.iter().any(|s| s.responder.as_ref().is_some_and(|r| r.destination == i));
                 let limiters = Limiters {
                     tenant: t.rate_limit.map(|r| r.limiter()),
                     sources: t.sources.iter().map(|s| s.rate_limit.map(|r| r.limiter())).collect(),
+                    responders: t
+                        .destinations
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| d.rate_limit.filter(|_| is_responder(i)).map(|r| r.limiter()))
+                        .collect(),
                 };
                 (t.id.clone(), limiters)
             })
@@ -186,6 +196,22 @@ impl Ingest {
         {
             return Err(IngestError::Backlog);
         }
+        let normalized = serde_json::to_string(&call).unwrap_or_default();
+        // A responder gets the callback exactly as a queued delivery would.
+        let question = source.responder.as_ref().map(|responder| {
+            let delivery = ClaimedDelivery {
+                id: 0,
+                lease: 0,
+                event_id: id,
+                attempt: 1,
+                created_at: received_at,
+                content_type: content_type.clone(),
+                query: query.clone(),
+                body: body.clone(),
+                normalized: Some(normalized.clone()),
+            };
+            (responder, delivery)
+        });
         let dedupe = dedupe_key
             .zip(source.dedupe_window)
             .map(|(key, window)| Dedupe { key, until: received_at.saturating_add(window.as_millis() as i64) });
@@ -199,21 +225,73 @@ impl Ingest {
                 content_type,
                 query,
                 body,
-                normalized: serde_json::to_string(&call).unwrap_or_default(),
+                normalized,
                 destinations,
                 dedupe,
                 call_id: call.id.clone(),
             })
             .await?;
-        if let Committed::Duplicate(first) = committed {
-            // The provider is re-sending because our answer was slow: answer as the first time.
-            seen.duplicate = true;
-            tracing::info!(first = %first, "duplicate callback");
-            return Ok(acknowledge(first, source));
+        let event_id = match committed {
+            Committed::New => {
+                self.dispatcher.wake(tenant, source);
+                tracing::debug!("event committed");
+                id
+            }
+            Committed::Duplicate(first) => {
+                // The provider is re-sending because our answer was slow: answer as the first
+                // time (a responder is asked again: its answer was not kept).
+                seen.duplicate = true;
+                tracing::info!(first = %first, "duplicate callback");
+                first
+            }
+        };
+        match question {
+            None => Ok(acknowledge(event_id, source)),
+            Some((responder, mut delivery)) => {
+                delivery.event_id = event_id;
+                Ok(self.respond(tables, tenant, responder, &delivery).await)
+            }
         }
-        self.dispatcher.wake(tenant, source);
-        tracing::debug!("event committed");
-        Ok(acknowledge(id, source))
+    }
+
+    /// Asks the responder and answers the provider with its answer, or the fallback.
+    async fn respond(
+        &self,
+        tables: &Tables,
+        tenant: &Tenant,
+        responder: &Responder,
+        delivery: &ClaimedDelivery,
+    ) -> Response<Body> {
+        let destination = &tenant.destinations[responder.destination];
+        let pacer = tables.limiters.get(&tenant.id).and_then(|l| l.responders.get(responder.destination)?.as_ref());
+        let (client, guard) = self.dispatcher.client();
+        let (answer, record) = respond::exchange(client, guard, destination, delivery, responder.timeout, pacer).await;
+        let delivered = answer.is_some();
+        let outcome = metrics::attempt_outcome(record.status, delivered, record.error.as_deref());
+        metrics::attempt(&tenant.id, &destination.id, outcome, record.latency);
+        // The exchange joins the event's history after the provider has its answer; it is a
+        // record of what happened, not a delivery anything waits on.
+        let (store, event, tenant_id, destination_id) =
+            (self.store.clone(), delivery.event_id, tenant.id.clone(), destination.id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.record_exchange(event, &tenant_id, &destination_id, record, delivered).await {
+                tracing::warn!(error = %e, "responder exchange not recorded");
+            }
+        });
+        let mut response = match answer {
+            Some(answer) => {
+                let mut r = Response::new(Full::new(answer.body));
+                *r.status_mut() = answer.status;
+                *r.headers_mut() = answer.headers;
+                r
+            }
+            None => {
+                tracing::warn!(destination = %destination.id, "responder failed; answering with the fallback");
+                fixed(&responder.fallback)
+            }
+        };
+        set_event_id(&mut response, delivery.event_id);
+        response
     }
 }
 
@@ -253,16 +331,23 @@ fn route(path: &str) -> Option<(&str, &str)> {
     (!tenant.is_empty() && !source.is_empty() && !source.contains('/')).then_some((tenant, source))
 }
 
-fn acknowledge(id: Uuid, source: &Source) -> Response<Body> {
+fn fixed(answer: &FixedResponse) -> Response<Body> {
+    let mut r = Response::new(Full::new(answer.body.clone()));
+    *r.status_mut() = answer.status;
+    r.headers_mut().insert(header::CONTENT_TYPE, answer.content_type.clone());
+    r
+}
+
+fn set_event_id(response: &mut Response<Body>, id: Uuid) {
     let mut encoded = Uuid::encode_buffer();
-    let id = &*id.hyphenated().encode_lower(&mut encoded);
+    if let Ok(value) = HeaderValue::from_str(id.hyphenated().encode_lower(&mut encoded)) {
+        response.headers_mut().insert("x-switchboard-event-id", value);
+    }
+}
+
+fn acknowledge(id: Uuid, source: &Source) -> Response<Body> {
     let mut response = match &source.response {
-        Some(fixed) => {
-            let mut r = Response::new(Full::new(fixed.body.clone()));
-            *r.status_mut() = fixed.status;
-            r.headers_mut().insert(header::CONTENT_TYPE, fixed.content_type.clone());
-            r
-        }
+        Some(answer) => fixed(answer),
         None => {
             let mut r = Response::new(Full::new(Bytes::from(format!("{{\"event_id\":\"{id}\"}}"))));
             *r.status_mut() = StatusCode::OK;
@@ -270,9 +355,7 @@ fn acknowledge(id: Uuid, source: &Source) -> Response<Body> {
             r
         }
     };
-    if let Ok(value) = HeaderValue::from_str(id) {
-        response.headers_mut().insert("x-switchboard-event-id", value);
-    }
+    set_event_id(&mut response, id);
     response
 }
 

@@ -135,7 +135,8 @@ impl AttemptRecord {
     /// A short account of the attempt, kept on the delivery for inspection.
     pub fn summary(&self) -> String {
         match (self.status, &self.error) {
-            (Some(status), _) => format!("HTTP {status}"),
+            (Some(status), Some(error)) => format!("HTTP {status}: {error}"),
+            (Some(status), None) => format!("HTTP {status}"),
             (None, Some(error)) => error.clone(),
             (None, None) => "no answer".to_string(),
         }
@@ -239,4 +240,13 @@ pub trait Store: Send + Sync + 'static {
     /// `dead_before`, with their attempts, then events left with no deliveries that arrived
     /// before `delivered_before`, and expired dedupe keys. Returns how many rows went.
     async fn purge(&self, delivered_before: i64, dead_before: i64, batch: usize) -> Result<u64, StoreError>;
+    /// Records a synchronous responder exchange as a finished delivery of `event`.
+    async fn record_exchange(
+        &self,
+        event: Uuid,
+        tenant: &str,
+        destination: &str,
+        attempt: AttemptRecord,
+        delivered: bool,
+    ) -> Result<(), StoreError>;
 }

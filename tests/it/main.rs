@@ -7,6 +7,7 @@ mod delivery;
 mod errors;
 mod health;
 mod operate;
+mod respond;
 mod seeds;
 mod support;
 mod templates;

@@ -20,9 +20,12 @@ use uuid::Uuid;
 use super::admin::{
     DeliveryQuery, DeliverySummary, EventDetail, EventQuery, EventSummary, QueueStats, Replay, ReplayFilter,
 };
-use super::{Claim, ClaimRequest, Committed, Completion, DeliveryRecord, DeliveryState, NewEvent, Store, StoreError};
+use super::{
+    AttemptRecord, Claim, ClaimRequest, Committed, Completion, DeliveryRecord, DeliveryState, NewEvent, Store,
+    StoreError,
+};
 use crate::config::{self, Synchronous};
-use writer::{AdminWrite, Command};
+use writer::{Command, Write};
 
 /// How many commands may wait for the writer before ingest is told the store is busy.
 const QUEUE_CAPACITY: usize = 8192;
@@ -178,17 +181,17 @@ impl Store for SqliteStore {
             Some(DeliveryState::Pending) => return Ok(Replay::AlreadyPending),
             Some(_) => {}
         }
-        let count = self.call(|reply| Command::Admin { write: AdminWrite::Replay(delivery), reply }).await?;
+        let count = self.call(|reply| Command::Admin { write: Write::Replay(delivery), reply }).await?;
         // It became pending between the read and the write (replayed by someone else).
         Ok(if count == 1 { Replay::Queued } else { Replay::AlreadyPending })
     }
 
     async fn replay_matching(&self, filter: ReplayFilter) -> Result<u64, StoreError> {
-        self.call(|reply| Command::Admin { write: AdminWrite::ReplayMatching(filter), reply }).await
+        self.call(|reply| Command::Admin { write: Write::ReplayMatching(filter), reply }).await
     }
 
     async fn set_paused(&self, tenant: &str, destination: &str, paused: bool) -> Result<(), StoreError> {
-        let write = AdminWrite::SetPaused { tenant: tenant.to_string(), destination: destination.to_string(), paused };
+        let write = Write::SetPaused { tenant: tenant.to_string(), destination: destination.to_string(), paused };
         self.call(|reply| Command::Admin { write, reply }).await.map(|_| ())
     }
 
@@ -197,8 +200,25 @@ impl Store for SqliteStore {
     }
 
     async fn purge(&self, delivered_before: i64, dead_before: i64, batch: usize) -> Result<u64, StoreError> {
-        self.call(|reply| Command::Admin { write: AdminWrite::Purge { delivered_before, dead_before, batch }, reply })
-            .await
+        self.call(|reply| Command::Admin { write: Write::Purge { delivered_before, dead_before, batch }, reply }).await
+    }
+
+    async fn record_exchange(
+        &self,
+        event: Uuid,
+        tenant: &str,
+        destination: &str,
+        attempt: AttemptRecord,
+        delivered: bool,
+    ) -> Result<(), StoreError> {
+        let write = Write::Exchange {
+            event,
+            tenant: tenant.to_string(),
+            destination: destination.to_string(),
+            attempt,
+            delivered,
+        };
+        self.call(|reply| Command::Admin { write, reply }).await.map(|_| ())
     }
 
     async fn close(&self) {

@@ -13,6 +13,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::store::AttemptRecord;
 use crate::store::admin::ReplayFilter;
 use crate::store::{Claim, ClaimRequest, ClaimedDelivery, Committed, Completion, NewEvent, Next, StoreError, now_ms};
 
@@ -36,9 +37,9 @@ pub enum Command {
         lease: i64,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
-    /// An operator's change; answers how many rows it touched.
+    /// An operator's change or a responder exchange; answers how many rows it touched.
     Admin {
-        write: AdminWrite,
+        write: Write,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
     /// Commit what is queued, then stop.
@@ -54,11 +55,27 @@ enum Done {
     Admin { count: u64, replayed: u64 },
 }
 
-pub enum AdminWrite {
+pub enum Write {
     Replay(i64),
     ReplayMatching(ReplayFilter),
-    SetPaused { tenant: String, destination: String, paused: bool },
-    Purge { delivered_before: i64, dead_before: i64, batch: usize },
+    SetPaused {
+        tenant: String,
+        destination: String,
+        paused: bool,
+    },
+    Purge {
+        delivered_before: i64,
+        dead_before: i64,
+        batch: usize,
+    },
+    /// A synchronous responder exchange, recorded as a finished delivery with one attempt.
+    Exchange {
+        event: Uuid,
+        tenant: String,
+        destination: String,
+        attempt: AttemptRecord,
+        delivered: bool,
+    },
 }
 
 pub struct Writer {
@@ -206,18 +223,18 @@ fn apply(tx: &Connection, command: &Command, now: i64, node: &str, next_lease: &
     }
 }
 
-fn admin(tx: &Connection, write: &AdminWrite, now: i64) -> rusqlite::Result<Done> {
+fn admin(tx: &Connection, write: &Write, now: i64) -> rusqlite::Result<Done> {
     // A replay is a new attempt series: the attempt count restarts (history is kept, so
     // attempt rows keep their numbers), and so does the retry deadline.
     const REPLAY: &str = "UPDATE deliveries SET state = 0, due_at = ?1, created_at = ?1, series_start = attempts,
              finished_at = NULL, last_error = NULL, claimed_by = NULL, lease_token = NULL";
     match write {
-        AdminWrite::Replay(id) => {
+        Write::Replay(id) => {
             let count =
                 tx.prepare_cached(&format!("{REPLAY} WHERE id = ?2 AND state != 0"))?.execute(params![now, id])? as u64;
             Ok(Done::Admin { count, replayed: count })
         }
-        AdminWrite::ReplayMatching(f) => {
+        Write::ReplayMatching(f) => {
             let count = tx
                 .prepare_cached(&format!(
                     "{REPLAY} WHERE id IN (SELECT id FROM deliveries WHERE state = ?2
@@ -229,7 +246,7 @@ fn admin(tx: &Connection, write: &AdminWrite, now: i64) -> rusqlite::Result<Done
                 as u64;
             Ok(Done::Admin { count, replayed: count })
         }
-        AdminWrite::SetPaused { tenant, destination, paused } => {
+        Write::SetPaused { tenant, destination, paused } => {
             let sql = if *paused {
                 "INSERT OR IGNORE INTO paused (tenant, destination) VALUES (?1, ?2)"
             } else {
@@ -238,7 +255,29 @@ fn admin(tx: &Connection, write: &AdminWrite, now: i64) -> rusqlite::Result<Done
             let count = tx.prepare_cached(sql)?.execute(params![tenant, destination])? as u64;
             Ok(Done::Admin { count, replayed: 0 })
         }
-        AdminWrite::Purge { delivered_before, dead_before, batch } => {
+        Write::Exchange { event, tenant, destination, attempt, delivered } => {
+            let (state, last_error) = if *delivered { (1, None) } else { (2, Some(attempt.summary())) };
+            let id: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO deliveries (event_id, tenant, destination, state, attempts, created_at, due_at, finished_at, last_error)
+                     VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5, ?5, ?6) RETURNING id",
+                )?
+                .query_row(params![event.as_bytes(), tenant, destination, state, attempt.started_at, last_error], |r| r.get(0))?;
+            tx.prepare_cached(
+                "INSERT INTO attempts (delivery_id, n, started_at, latency_us, status, error, response_prefix)
+                 VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                id,
+                attempt.started_at,
+                attempt.latency.as_micros() as i64,
+                attempt.status,
+                attempt.error,
+                attempt.response_prefix
+            ])?;
+            Ok(Done::Admin { count: 1, replayed: 0 })
+        }
+        Write::Purge { delivered_before, dead_before, batch } => {
             let ids: Vec<i64> = tx
                 .prepare_cached(
                     "SELECT id FROM deliveries WHERE (state = 1 AND finished_at < ?1) OR (state = 2 AND finished_at < ?2) LIMIT ?3",

@@ -39,11 +39,17 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub delay: Duration,
+    pub body: Option<Bytes>,
 }
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Self { status, headers: Vec::new(), delay: Duration::ZERO }
+        Self { status, headers: Vec::new(), delay: Duration::ZERO, body: None }
+    }
+
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = Some(body.into());
+        self
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -165,7 +171,8 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<serve
         requests.push(captured);
         state.count.send_replace(requests.len());
     }
-    let mut response = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")));
+    let body = reply.body.unwrap_or_else(|| Bytes::from_static(b"{\"ok\":true}"));
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = StatusCode::from_u16(reply.status).unwrap();
     for (name, value) in reply.headers {
         response.headers_mut().insert(name, value.parse().unwrap());

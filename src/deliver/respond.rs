@@ -1,0 +1,98 @@
+//! Call control: a callback that is a question (Wavecell's handleURL wants a `commands`
+//! array, Twilio wants TwiML, Exotel branches on 200 versus 302) is forwarded to the
+//! tenant's responder at once, and the responder's answer becomes the provider's answer.
+//! The exchange bypasses the queue but not the destination's rate limit, SSRF guard,
+//! signing or timeout; its answer is read up to the destination's `max_response_bytes`.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use governor::DefaultDirectRateLimiter;
+use http::{HeaderMap, StatusCode};
+
+use super::attempt::{self, RESPONSE_PREFIX};
+use super::ssrf::Guard;
+use crate::config::Destination;
+use crate::store::{AttemptRecord, ClaimedDelivery, now_ms};
+
+/// What the responder said, to hand to the provider.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Headers that describe one connection, not the answer: never relayed.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Calls the responder; `None` when the provider must get the fallback instead. The record
+/// is the exchange as an attempt, for the event's history.
+pub async fn exchange(
+    client: &reqwest::Client,
+    guard: &Guard,
+    destination: &Destination,
+    delivery: &ClaimedDelivery,
+    timeout: Duration,
+    pacer: Option<&DefaultDirectRateLimiter>,
+) -> (Option<Answer>, AttemptRecord) {
+    let started_at = now_ms();
+    let start = Instant::now();
+    let failed = |error: String, status: Option<u16>, prefix: Vec<u8>| AttemptRecord {
+        started_at,
+        latency: start.elapsed(),
+        status,
+        error: Some(error),
+        response_prefix: prefix,
+    };
+    if pacer.is_some_and(|p| p.check().is_err()) {
+        return (None, failed("rate_limited: over the destination's rate_limit".into(), None, Vec::new()));
+    }
+    let request = match attempt::build(client, guard, destination, delivery, started_at) {
+        Ok(request) => request.timeout(timeout.min(destination.timeout)),
+        Err(reason) => return (None, failed(reason, None, Vec::new())),
+    };
+    let limit = destination.max_response_bytes;
+    let exchange = async {
+        let mut response = request.send().await.map_err(|e| (attempt::describe_error(&e), None))?;
+        let status = response.status();
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| (attempt::describe_error(&e), Some(status)))? {
+            if body.len() + chunk.len() > limit {
+                return Err((format!("response_too_large: over max_response_bytes ({limit})"), Some(status)));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let mut headers = response.headers().clone();
+        for name in HOP_BY_HOP {
+            headers.remove(name);
+        }
+        Ok(Answer { status, headers, body: body.freeze() })
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => (None, failed("timeout".into(), None, Vec::new())),
+        Ok(Err((error, status))) => (None, failed(error, status.map(|s| s.as_u16()), Vec::new())),
+        Ok(Ok(answer)) => {
+            let status = answer.status.as_u16();
+            let prefix = answer.body[..answer.body.len().min(RESPONSE_PREFIX)].to_vec();
+            let record = AttemptRecord {
+                started_at,
+                latency: start.elapsed(),
+                status: Some(status),
+                error: None,
+                response_prefix: prefix,
+            };
+            let relayed = destination.is_success(status) || destination.pass_through_codes.contains(&status);
+            (relayed.then_some(answer), record)
+        }
+    }
+}
