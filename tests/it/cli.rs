@@ -81,3 +81,23 @@ async fn sink_prints_each_request_and_answers_its_status() {
     assert!(printed.contains(&"content-type: application/json".to_string()), "{printed:?}");
     assert!(printed.contains(&r#"{"status":"ANSWER"}"#.to_string()), "{printed:?}");
 }
+
+#[test]
+fn check_places_template_errors_inside_the_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = concat!(
+        "id = \"acme\"\n",
+        "[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{ scheme = \"none\" }]\n",
+        "[[destination]]\nid = \"d\"\nurl = 'http://x.example/a?s=<<status | shout>>'\n",
+        "body = \'\'\'\n{\n  \"id\": \"<<id>>\",\n  \"token\": \"<<secret.nope>>\"\n}\n\'\'\'\n",
+    );
+    let config = write_config(dir.path(), "", "", &[tenant]);
+    let output = Command::new(BIN).args(["check", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let file = dir.path().join("tenants/t0.toml").display().to_string();
+    // Line 8 is the url; the filter name starts at column 40.
+    assert!(stderr.contains(&format!("{file}:8:40: unknown filter `shout`")), "{stderr}");
+    // The body's third line holds the undeclared secret, from column 15.
+    assert!(stderr.contains(&format!("{file}:12:15: secret `nope` is not declared")), "{stderr}");
+}

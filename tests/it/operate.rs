@@ -487,6 +487,19 @@ async fn the_command_line_over_the_admin_api() {
     receiver
         .wait_until(Duration::from_secs(10), "the replay", |r| r.iter().filter(|c| c.path() == "/down").count() == 2)
         .await;
+    // One delivery by id, once it is delivered again.
+    let delivered = setup
+        .until("/v1/deliveries?destination=down&state=delivered", "the replay delivered", |v| {
+            count(v, "deliveries") == 1
+        })
+        .await;
+    let id = delivered["deliveries"][0]["id"].as_i64().unwrap().to_string();
+    assert_eq!(cli(&["replay", &id]).trim(), format!("delivery {id} queued again"));
+    receiver
+        .wait_until(Duration::from_secs(10), "the second replay", |r| {
+            r.iter().filter(|c| c.path() == "/down").count() == 3
+        })
+        .await;
 
     // Without the token the command says why and fails.
     let output = std::process::Command::new(BIN)
