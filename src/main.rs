@@ -103,6 +103,9 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value_t = 200)]
         status: u16,
+        /// Print nothing per request (for load tests).
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -157,7 +160,7 @@ fn main() -> ExitCode {
             return render(&config, &tenant, &source, &destination, &payload, content_type);
         }
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(config))),
-        Command::Sink { listen, status } => runtime().and_then(|rt| rt.block_on(sink(listen, status))),
+        Command::Sink { listen, status, quiet } => runtime().and_then(|rt| rt.block_on(sink(listen, status, quiet))),
         command => runtime().and_then(|rt| rt.block_on(operate(command))),
     };
     match result {
@@ -298,7 +301,7 @@ async fn operate(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn sink(listen: SocketAddr, status: u16) -> anyhow::Result<()> {
+async fn sink(listen: SocketAddr, status: u16, quiet: bool) -> anyhow::Result<()> {
     let status = http::StatusCode::from_u16(status).context("--status must be an HTTP status code")?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, %status, "sink listening");
@@ -308,7 +311,7 @@ async fn sink(listen: SocketAddr, status: u16) -> anyhow::Result<()> {
         shutdown_signal().await;
         on_signal.cancel();
     });
-    switchboard::sink::run(listener, status, stop).await;
+    switchboard::sink::run(listener, status, quiet, stop).await;
     Ok(())
 }
 

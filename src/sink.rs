@@ -15,7 +15,8 @@ use crate::server::{self, Limits};
 
 const MAX_BODY: usize = 16 << 20;
 
-pub async fn run(listener: TcpListener, status: StatusCode, shutdown: CancellationToken) {
+/// With `quiet`, requests are read and answered but not printed (for load tests).
+pub async fn run(listener: TcpListener, status: StatusCode, quiet: bool, shutdown: CancellationToken) {
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let limits = Limits {
         max_connections: 1024,
@@ -28,6 +29,11 @@ pub async fn run(listener: TcpListener, status: StatusCode, shutdown: Cancellati
         async move {
             let (parts, body) = request.into_parts();
             let body = Limited::new(body, MAX_BODY).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            if quiet {
+                let mut response = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")));
+                *response.status_mut() = status;
+                return response;
+            }
             let mut text = format!("{} {} {:?}\n", parts.method, parts.uri, parts.version);
             for (name, value) in &parts.headers {
                 text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));

@@ -231,3 +231,55 @@ impl Store for SqliteStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Committed, NewEvent, now_ms};
+
+    fn event(id: Uuid) -> NewEvent {
+        NewEvent {
+            id,
+            tenant: "t".into(),
+            source: "s".into(),
+            received_at: now_ms(),
+            content_type: None,
+            query: None,
+            body: bytes::Bytes::from_static(b"{}"),
+            normalized: "{}".into(),
+            destinations: vec!["d".into()],
+            dedupe: None,
+            call_id: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_command_fails_alone_in_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config::Store {
+            backend: config::Backend::Sqlite { path: dir.path().join("t.db") },
+            synchronous: Synchronous::Normal,
+            max_size_bytes: None,
+            retention: std::time::Duration::from_secs(60),
+            dead_retention: std::time::Duration::from_secs(60),
+        };
+        let store = Arc::new(SqliteStore::open(&dir.path().join("t.db"), &config, "n").unwrap());
+        let taken = Uuid::now_v7();
+        assert_eq!(store.commit(event(taken)).await.unwrap(), Committed::New);
+        // Many commits at once, so they share batches; every other one reuses a taken id.
+        let commits: Vec<_> = (0..64)
+            .map(|i| {
+                let store = store.clone();
+                let id = if i % 2 == 0 { taken } else { Uuid::now_v7() };
+                tokio::spawn(async move { (i, store.commit(event(id)).await) })
+            })
+            .collect();
+        for commit in commits {
+            let (i, result) = commit.await.unwrap();
+            assert_eq!(result.is_ok(), i % 2 == 1, "commit {i}: {result:?}");
+        }
+        assert_eq!(store.pending_deliveries(), 33, "the failed commits left nothing behind");
+        assert_eq!(store.queue_stats().await.unwrap().pending, 33);
+        store.close().await;
+    }
+}

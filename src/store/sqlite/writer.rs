@@ -1,9 +1,9 @@
 //! The single writer: group commit. It blocks for one command, takes whatever else is
 //! already queued (up to `MAX_BATCH`), applies them all in one transaction, commits once
-//! (one fsync with `synchronous = FULL`), and only then answers each caller. Each command
-//! runs in its own savepoint, so one failing command does not fail its neighbours; a
-//! failure that aborts the whole transaction (disk full) fails the whole batch, and nobody
-//! is told "committed" for work that was not.
+//! (one fsync with `synchronous = FULL`), and only then answers each caller. One failing
+//! command does not fail its neighbours (the batch is then re-run with a savepoint around
+//! each command); a failure that aborts the whole transaction (disk full) fails the whole
+//! batch, and nobody is told "committed" for work that was not.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -144,11 +144,36 @@ impl Writer {
         }
     }
 
+    /// Applies the batch in one transaction. The fast path runs the commands one after the
+    /// other; only if one fails is the transaction rolled back and the batch run again with
+    /// a savepoint around each command, so the failure stays its own. (Savepoints on every
+    /// command cost the writer a quarter of its time in sub-journal writes.)
     fn apply_all(&mut self, batch: &[Command]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+        match self.transact(batch, false)? {
+            Some(results) => Ok(results),
+            None => self.transact(batch, true)?.ok_or_else(|| StoreError::Failed("batch failed twice".into())),
+        }
+    }
+
+    /// `Ok(None)`: a command failed on the fast path; nothing was committed.
+    fn transact(
+        &mut self,
+        batch: &[Command],
+        isolate: bool,
+    ) -> Result<Option<Vec<Result<Done, StoreError>>>, StoreError> {
         let now = now_ms();
         let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
         for command in batch {
+            if !isolate {
+                match apply(&tx, command, now, &self.node, &mut self.next_lease) {
+                    Ok(done) => results.push(Ok(done)),
+                    Err(e) if tx.is_autocommit() => return Err(e.into()),
+                    // Dropping the transaction rolls it back.
+                    Err(_) => return Ok(None),
+                }
+                continue;
+            }
             let savepoint = tx.savepoint()?;
             match apply(&savepoint, command, now, &self.node, &mut self.next_lease) {
                 Ok(done) => {
@@ -166,7 +191,7 @@ impl Writer {
             }
         }
         tx.commit()?;
-        Ok(results)
+        Ok(Some(results))
     }
 }
 
