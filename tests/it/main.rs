@@ -4,6 +4,7 @@
 mod cli;
 mod crash;
 mod delivery;
+mod deploy;
 mod errors;
 mod health;
 mod operate;

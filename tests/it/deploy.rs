@@ -1,0 +1,25 @@
+//! What of deploy/ can be checked on this machine: the systemd unit verifies.
+
+use std::process::Command;
+
+use crate::support::process::BIN;
+
+#[test]
+fn the_systemd_unit_verifies() {
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: systemd-analyze is not installed; the unit was not verified");
+        return;
+    }
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/systemd/switchboard.service")).unwrap();
+    // Verify against binaries that exist here; the unit itself names the installed paths.
+    let kill =
+        ["/usr/bin/kill", "/bin/kill"].into_iter().find(|p| std::path::Path::new(p).exists()).unwrap_or("/bin/kill");
+    let unit = unit.replace("/usr/local/bin/switchboard", BIN).replace("/bin/kill", kill);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.service");
+    std::fs::write(&path, unit).unwrap();
+    let output = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success() && !said.contains("switchboard.service:"), "{said}");
+}
