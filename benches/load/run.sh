@@ -6,8 +6,13 @@
 #     connections and duration), with synchronous = full and = normal;
 #   - ack latency p50/p99/p99.9 at 25%, 50% and 75% of the full-sync ingest rate, at a fixed
 #     rate (examples/loadgen.rs, open loop);
-#   - fan-out width: events/s ingested and deliveries/s drained with 1, 3, 10, 50 destinations.
-# Usage: benches/load/run.sh [--smoke]   (DURATION=seconds per run, default 10; --smoke: 2 s, fewer steps)
+#   - fan-out width: events/s ingested and deliveries/s drained with 1, 3, 10, 50 destinations;
+#   - sustained: the highest fixed event rate whose three-way fan-out keeps up for STEADY
+#     seconds (default 60; the backlog does not grow), and ack latency at 25/50/75% of it;
+#   - backlog: 1,000,000 pending deliveries behind paused destinations — peak RSS, store
+#     size, then the drain rate once they are resumed.
+# Usage: benches/load/run.sh [--smoke]   (DURATION=seconds per closed-loop run, default 10;
+#   --smoke: 2 s runs, a 5 s two-step ladder, a 30,000-delivery backlog)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -52,6 +57,8 @@ listen = "127.0.0.1:18092"
 admin_listen = "127.0.0.1:18093"
 allow_private_destinations = true
 max_connections = 10000
+[admin]
+token = { env = "BENCH_ADMIN_TOKEN" }
 [store]
 url = "sqlite://data/bench.db"
 synchronous = "$sync"
@@ -72,7 +79,8 @@ TOML
       echo 'max_in_flight = 64'
     done
   } > "$dir/tenants/bench.toml"
-  $BIN serve --config "$dir/switchboard.toml" 2>"$dir/log" & gw=$!
+  BENCH_ADMIN_TOKEN=bench $BIN serve --config "$dir/switchboard.toml" 2>"$dir/log" & gw=$!
+  gw_dir=$dir
   pids+=($gw)
   wait_port 18092
 }
@@ -111,13 +119,36 @@ for sync in full normal; do
   stop_gateway
 done
 
+admin() { python3 -c "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:18093$1', method='POST', headers={'Authorization': 'Bearer bench'})).read()"; }
+loadgen() { target/release/examples/loadgen http://127.0.0.1:18092/v1/hooks/bench/telecmi "$PAYLOAD" "$1" "$2"; }
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+# Sustained: climb fixed rates; a rate is kept up with when every callback is acknowledged
+# and the pending backlog at the end is under one second's worth of deliveries.
+STEADY=${STEADY:-60}; ladder="1000 2000 3000 4000 5000 6000 8000 10000"
+[ $SMOKE = 1 ] && STEADY=5 && ladder="500 1000"
+sustained=0
+for rate in $ladder; do
+  gateway 3 full
+  result=$(loadgen "$rate" "$STEADY")
+  backlog=$(pending)
+  failed=$(echo "$result" | field failed)
+  kept=$(calc "int($failed == 0 and $backlog < 3 * $rate)")
+  echo "| sustained ladder: $rate events/s for ${STEADY}s | $(echo "$result" | field ok) acknowledged, $failed failed, $backlog deliveries pending at the end$( [ "$kept" = 1 ] && echo ' — kept up' || echo ' — fell behind') |"
+  stop_gateway
+  [ "$kept" = 1 ] || break
+  sustained=$rate
+done
+echo "| highest sustained rate (3-way fan-out) | $sustained events/s = $((sustained * 3)) deliveries/s |"
+[ "$sustained" = 0 ] && sustained=$full_rate
+
 gateway 3 full
 for pct in 25 50 75; do
   [ $SMOKE = 1 ] && [ $pct != 50 ] && continue
-  rate=$(calc "int($full_rate * $pct / 100)")
+  rate=$(calc "int($sustained * $pct / 100)")
   result=$(target/release/examples/loadgen http://127.0.0.1:18092/v1/hooks/bench/telecmi "$PAYLOAD" "$rate" "$DURATION")
   p50=$(echo "$result" | python3 -c "import json,sys; r=json.load(sys.stdin); print('%.2f / %.2f / %.2f ms (%d ok, %d failed)' % (r['p50_ms'], r['p99_ms'], r['p999_ms'], r['ok'], r['failed']))")
-  echo "| ack latency p50 / p99 / p99.9 at $pct% ($rate events/s, fixed rate) | $p50 |"
+  echo "| ack latency p50 / p99 / p99.9 at $pct% of sustained ($rate events/s, fixed rate) | $p50 |"
 done
 drain_seconds >/dev/null
 stop_gateway
@@ -133,3 +164,27 @@ for n in $widths; do
   echo "| fan-out to $n destinations | $ingest events/s ingested; $deliveries deliveries/s over ingest + drain (${total}s) |"
   stop_gateway
 done
+
+# Backlog: pause the three destinations, ingest until a million deliveries are pending,
+# watch memory and disk, then resume and time the drain.
+TARGET=${BACKLOG:-1000000}; FILL=5; [ $SMOKE = 1 ] && TARGET=30000 && FILL=1
+gateway 3 full
+for d in d1 d2 d3; do admin "/v1/destinations/bench/$d/pause"; done
+rss_peak=0
+while [ "$(pending)" -lt "$TARGET" ]; do
+  wrk -t2 -c"$CONNECTIONS" -d"${FILL}s" -s "$work/post.lua" http://127.0.0.1:18092/v1/hooks/bench/telecmi >/dev/null
+  rss=$(awk '/VmRSS/ {print $2}' /proc/$gw/status); [ "$rss" -gt "$rss_peak" ] && rss_peak=$rss
+done
+backlog=$(pending)
+store_mb=$(du -sm "$gw_dir/data" | awk '{print $1}')
+echo "| backlog: $backlog deliveries pending (destinations paused) | RSS $((rss_peak / 1024)) MB at peak while filling; store $store_mb MB on disk |"
+started=$(date +%s.%N)
+for d in d1 d2 d3; do admin "/v1/destinations/bench/$d/resume"; done
+while [ "$(pending)" != "0" ]; do
+  sleep 1
+  rss=$(awk '/VmRSS/ {print $2}' /proc/$gw/status); [ "$rss" -gt "$rss_peak" ] && rss_peak=$rss
+done
+took=$(calc "round($(date +%s.%N) - $started, 1)")
+hwm=$(awk '/VmHWM/ {print $2}' /proc/$gw/status)
+echo "| backlog drain once resumed | $backlog deliveries in ${took}s = $(calc "int($backlog / $took)") deliveries/s; peak RSS (VmHWM) $((hwm / 1024)) MB |"
+stop_gateway
