@@ -11,13 +11,24 @@
 #     seconds (default 60; the backlog does not grow), and ack latency at 25/50/75% of it;
 #   - backlog: 1,000,000 pending deliveries behind paused destinations — peak RSS, store
 #     size, then the drain rate once they are resumed.
-# Usage: benches/load/run.sh [--smoke]   (DURATION=seconds per closed-loop run, default 10;
+# Usage: benches/load/run.sh [--smoke] [--record]   (DURATION=seconds per closed-loop run, default 10;
 #   --smoke: 2 s runs, a 5 s two-step ladder, a 30,000-delivery backlog)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-SMOKE=0
-[ "${1:-}" = "--smoke" ] && SMOKE=1
+SMOKE=0; RECORD=0
+for arg in "$@"; do
+  case $arg in
+    --smoke) SMOKE=1 ;;
+    --record) RECORD=1 ;;
+    *) echo "usage: $0 [--smoke] [--record]" >&2; exit 2 ;;
+  esac
+done
+# --record: the whole report is also appended to BENCHMARKS.md.
+if [ $RECORD = 1 ]; then
+  exec > >(tee -a BENCHMARKS.md)
+  echo; echo "### Load harness run (\`bash benches/load/run.sh\`)"; echo
+fi
 DURATION=${DURATION:-10}
 [ $SMOKE = 1 ] && DURATION=2
 CONNECTIONS=${CONNECTIONS:-32}
