@@ -7,6 +7,7 @@ mod delivery;
 mod deploy;
 mod errors;
 mod health;
+mod hostile;
 mod isolation;
 mod operate;
 mod respond;
