@@ -116,3 +116,26 @@ async fn a_get_callback_is_forwarded_with_its_query_fields_as_a_form_body() {
     assert_eq!(&got[0].body[..], query.as_bytes());
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn callbacks_over_h2c_are_accepted() {
+    let (crm, analytics) = (Receiver::start().await, Receiver::start().await);
+    let gateway = Gateway::start("", &[&tenant(&crm, &analytics)]).await;
+    let _ = crate::support::gateway::client(); // installs the TLS provider reqwest needs
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let response = h2
+        .post(gateway.hook("acme", "telecmi"))
+        .header("content-type", "application/json")
+        .body(seed("telecmi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["x-switchboard-event-id"].to_str().unwrap().to_string();
+    crm.wait_until(Duration::from_secs(10), "the h2c event", |r| {
+        r.iter().any(|c| c.header("webhook-id") == Some(id.as_str()))
+    })
+    .await;
+    gateway.stop().await;
+}
