@@ -782,7 +782,7 @@ fn request(
     {
         file.error(span, "a GET request carries no body; put the data in the url template");
     }
-    RequestTemplate { url, headers, body }
+    RequestTemplate::new(url, headers, body)
 }
 
 fn when(file: &mut File, raw: &raw::Destination) -> When {

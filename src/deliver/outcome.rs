@@ -81,12 +81,11 @@ mod tests {
         Destination {
             tenant: "t".into(),
             id: "d".into(),
-            request: crate::template::request::RequestTemplate {
-                url: crate::template::Template::compile("http://127.0.0.1/", crate::template::Kind::Url, &|_| None)
-                    .unwrap(),
-                headers: Vec::new(),
-                body: crate::template::request::BodyTemplate::Original,
-            },
+            request: crate::template::request::RequestTemplate::new(
+                crate::template::Template::compile("http://127.0.0.1/", crate::template::Kind::Url, &|_| None).unwrap(),
+                Vec::new(),
+                crate::template::request::BodyTemplate::Original,
+            ),
             method: http::Method::POST,
             when: crate::fanout::When::default(),
             rate_limit: None,

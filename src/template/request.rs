@@ -18,9 +18,12 @@ pub enum BodyTemplate {
 
 #[derive(Debug, Clone)]
 pub struct RequestTemplate {
-    pub url: Template,
-    pub headers: Vec<(HeaderName, Template)>,
-    pub body: BodyTemplate,
+    url: Template,
+    headers: Vec<(HeaderName, Template)>,
+    body: BodyTemplate,
+    /// Whether rendering reads the raw payload, decided once at load: only then does an
+    /// attempt parse the stored body again.
+    uses_payload: bool,
 }
 
 /// A rendered request; `body` is `None` for `Original` (the caller has the stored body).
@@ -32,6 +35,17 @@ pub struct Rendered {
 }
 
 impl RequestTemplate {
+    pub fn new(url: Template, headers: Vec<(HeaderName, Template)>, body: BodyTemplate) -> Self {
+        let uses_payload = url.uses_payload()
+            || headers.iter().any(|(_, t)| t.uses_payload())
+            || match &body {
+                BodyTemplate::Original => false,
+                BodyTemplate::Json { template, .. } => template.uses_payload(),
+                BodyTemplate::Form(fields) => fields.iter().any(|(_, t)| t.uses_payload()),
+            };
+        Self { url, headers, body, uses_payload }
+    }
+
     pub fn render(&self, data: &Data) -> Rendered {
         let url = self.url.render_to_string(data);
         let headers = self
@@ -62,12 +76,6 @@ impl RequestTemplate {
     }
 
     pub fn uses_payload(&self) -> bool {
-        self.url.uses_payload()
-            || self.headers.iter().any(|(_, t)| t.uses_payload())
-            || match &self.body {
-                BodyTemplate::Original => false,
-                BodyTemplate::Json { template, .. } => template.uses_payload(),
-                BodyTemplate::Form(fields) => fields.iter().any(|(_, t)| t.uses_payload()),
-            }
+        self.uses_payload
     }
 }
