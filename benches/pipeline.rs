@@ -61,7 +61,7 @@ fn group_commit(c: &mut Criterion) {
         retention: std::time::Duration::from_secs(3600),
         dead_retention: std::time::Duration::from_secs(3600),
     };
-    let switchboard::config::Backend::Sqlite { path } = &config.backend;
+    let switchboard::config::Backend::Sqlite { path } = &config.backend else { unreachable!() };
     let store: Arc<dyn Store> = Arc::new(switchboard::store::SqliteStore::open(path, &config, "bench").unwrap());
     let body = Bytes::from(seed("telecmi.json"));
     let mut group = c.benchmark_group("group commit (fsync on)");

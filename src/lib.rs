@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 
 use config::{Backend, Config};
 use deliver::Dispatcher;
-use store::{SqliteStore, Store, StoreError};
+use store::{PgStore, SqliteStore, Store, StoreError};
 
 /// Once the drain time is over, in-flight deliveries get this long to hand their leases back.
 const RELEASE_GRACE: Duration = Duration::from_secs(5);
@@ -54,9 +54,10 @@ pub struct Listeners {
 }
 
 /// Opens the store the config names. `node` identifies this process in leases.
-pub fn open_store(config: &Config, node: &str) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_store(config: &Config, node: &str) -> Result<Arc<dyn Store>, StoreError> {
     match &config.store.backend {
         Backend::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path, &config.store, node)?)),
+        Backend::Postgres { config, pool_size } => Ok(Arc::new(PgStore::open(config, *pool_size, node).await?)),
     }
 }
 

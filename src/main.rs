@@ -238,7 +238,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         Err(errors) => anyhow::bail!("invalid configuration:\n{errors}"),
     };
     let node = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
-    let store = switchboard::open_store(&config, &node).context("cannot open the store")?;
+    let store = switchboard::open_store(&config, &node).await.context("cannot open the store")?;
     let ingest = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

@@ -191,7 +191,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
 
     let mut file = File { path, text: &text, errors: &mut errors };
     let server = server(&mut file, &main.server);
-    let store = store(&mut file, &main.store, base);
+    let store = store(&mut file, &main.store, base, env);
     let admin_token = main.admin.token.as_ref().and_then(|t| resolve_secret(&mut file, "admin token", t, env));
     let tenants_dir = base.join(main.server.tenants_dir.as_ref().map_or("tenants", |d| d.get_ref()));
 
@@ -280,21 +280,37 @@ fn server(file: &mut File, raw: &raw::Server) -> Server {
     }
 }
 
-fn store(file: &mut File, raw: &raw::Store, base: &Path) -> Store {
+fn store(file: &mut File, raw: &raw::Store, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Store {
     let default_path = base.join("data/switchboard.db");
     let backend = match &raw.url {
         None => Backend::Sqlite { path: default_path },
-        Some(url) => match url.get_ref().strip_prefix("sqlite://") {
-            Some(p) if !p.is_empty() => Backend::Sqlite { path: base.join(p) },
-            _ => {
+        Some(url) => {
+            let text = url.get_ref();
+            if let Some(p) = text.strip_prefix("sqlite://").filter(|p| !p.is_empty()) {
+                Backend::Sqlite { path: base.join(p) }
+            } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+                postgres(file, raw, url, env)
+            } else {
                 file.error(
                     url.span(),
-                    format!("unsupported store url {:?}; write \"sqlite://path/to/file.db\"", url.get_ref()),
+                    format!(
+                        "unsupported store url {text:?}; write \"sqlite://path/to/file.db\" or \"postgres://user@host:5432/db\""
+                    ),
                 );
                 Backend::Sqlite { path: default_path }
             }
-        },
+        }
     };
+    if let Backend::Sqlite { .. } = backend {
+        for (key, span) in [
+            ("password", raw.password.as_ref().map(|p| p.span())),
+            ("pool_size", raw.pool_size.as_ref().map(|p| p.span())),
+        ] {
+            if let Some(span) = span {
+                file.error(span, format!("{key} applies to a postgres:// store only"));
+            }
+        }
+    }
     let synchronous = match raw.synchronous.as_ref().map(|s| (s, s.get_ref().as_str())) {
         None | Some((_, "full")) => Synchronous::Full,
         Some((_, "normal")) => Synchronous::Normal,
@@ -308,6 +324,31 @@ fn store(file: &mut File, raw: &raw::Store, base: &Path) -> Store {
     let retention = file.duration(&raw.retention, Duration::from_secs(7 * 24 * 3600));
     let dead_retention = file.duration(&raw.dead_retention, Duration::from_secs(30 * 24 * 3600));
     Store { backend, synchronous, max_size_bytes, retention, dead_retention }
+}
+
+fn postgres(file: &mut File, raw: &raw::Store, url: &S<String>, env: &dyn Fn(&str) -> Option<String>) -> Backend {
+    let mut config = match url.get_ref().parse::<tokio_postgres::Config>() {
+        Ok(config) => config,
+        Err(e) => {
+            file.error(url.span(), format!("invalid postgres url: {e}"));
+            tokio_postgres::Config::new()
+        }
+    };
+    if config.get_hosts().is_empty() {
+        file.error(url.span(), "the postgres url names no host");
+    }
+    if let Some(password) = &raw.password {
+        if config.get_password().is_some() {
+            file.error(password.span(), "the password is given twice: in the url and as password");
+        } else if let Some(value) = resolve_secret(file, "password", password, env) {
+            config.password(value.as_bytes());
+        }
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("switchboard");
+    }
+    let pool_size = file.ranged(&raw.pool_size, 16, 1..1025, "pool_size") as usize;
+    Backend::Postgres { config: Box::new(config), pool_size }
 }
 
 fn cidrs(file: &mut File, values: &Option<Vec<S<String>>>) -> Vec<ipnet::IpNet> {
@@ -915,7 +956,7 @@ mod tests {
         assert_eq!(crm.method, Method::POST);
         assert_eq!(acme.source("telecmi").unwrap().destinations, [0]);
         assert_eq!(config.server.max_body_bytes, 262_144);
-        let Backend::Sqlite { path } = &config.store.backend;
+        let Backend::Sqlite { path } = &config.store.backend else { panic!("sqlite by default") };
         assert_eq!(path, &dir.path().join("data/switchboard.db"));
     }
 

@@ -73,7 +73,14 @@ pub struct Store {
 
 #[derive(Debug, Clone)]
 pub enum Backend {
-    Sqlite { path: PathBuf },
+    Sqlite {
+        path: PathBuf,
+    },
+    /// Several nodes share one queue. The password, if any, is already in `config`.
+    Postgres {
+        config: Box<tokio_postgres::Config>,
+        pool_size: usize,
+    },
 }
 
 /// SQLite's `synchronous` pragma: `Full` fsyncs every group commit, `Normal` only at checkpoints

@@ -45,6 +45,10 @@ pub struct Server {
 #[serde(deny_unknown_fields)]
 pub struct Store {
     pub url: Option<S<String>>,
+    /// PostgreSQL only: the password, when it is not in the URL.
+    pub password: Option<S<Secret>>,
+    /// PostgreSQL only: connections per node.
+    pub pool_size: Option<S<u64>>,
     pub synchronous: Option<S<String>>,
     pub max_size_bytes: Option<S<u64>>,
     pub retention: Option<S<String>>,

@@ -6,6 +6,7 @@
 //! Times are Unix milliseconds throughout.
 
 pub mod admin;
+pub mod postgres;
 pub mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use uuid::Uuid;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use admin::{DeliveryQuery, DeliverySummary, EventDetail, EventQuery, EventSummary, QueueStats, Replay, ReplayFilter};
@@ -184,7 +186,7 @@ impl DeliveryState {
         })
     }
 
-    fn from_code(code: i64) -> Self {
+    pub fn from_code(code: i64) -> Self {
         match code {
             1 => Self::Delivered,
             2 => Self::Dead,

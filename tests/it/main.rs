@@ -12,6 +12,7 @@ mod isolation;
 mod operate;
 mod respond;
 mod seeds;
+mod store;
 mod support;
 mod templates;
 mod trust;

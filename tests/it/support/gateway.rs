@@ -29,10 +29,12 @@ pub fn write_config(dir: &Path, server_extra: &str, store_extra: &str, tenants: 
     // Every receiver in the tests is on loopback; the SSRF tests set this themselves.
     let allow =
         if server_extra.contains("allow_private_destinations") { "" } else { "allow_private_destinations = true" };
+    // A store_extra naming its own url (a PostgreSQL database) replaces the SQLite file.
+    let url = if store_extra.contains("url =") { "" } else { "url = \"sqlite://data/switchboard.db\"" };
     std::fs::write(
         &main,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{allow}\n{server_extra}\n\n[store]\nurl = \"sqlite://data/switchboard.db\"\n{store_extra}\n"
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{allow}\n{server_extra}\n\n[store]\n{url}\n{store_extra}\n"
         ),
     )
     .unwrap();
@@ -63,7 +65,7 @@ impl Gateway {
         let main = write_config(dir.path(), server_extra, store_extra, tenants);
         let lookup = |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
         let config = Arc::new(switchboard::config::load_with_env(&main, &lookup).unwrap_or_else(|e| panic!("{e}")));
-        let store = switchboard::open_store(&config, "test-node").unwrap();
+        let store = switchboard::open_store(&config, "test-node").await.unwrap();
         let ingest = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (ingest_addr, admin_addr) = (ingest.local_addr().unwrap(), admin.local_addr().unwrap());

@@ -1,5 +1,6 @@
 pub mod gateway;
 pub mod oracle;
+pub mod postgres;
 pub mod process;
 pub mod receiver;
 

@@ -1,0 +1,238 @@
+//! Group commit on PostgreSQL: callers queue their events; a batcher takes whatever is
+//! queued (up to `MAX_BATCH`) and writes it in one transaction of a few multi-row
+//! statements (`unnest` over arrays), so the round trips per batch do not grow with its
+//! size. A few batches run at once, so one batch's commit overlaps the next one's filling.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use deadpool_postgres::Pool;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::pg_error;
+use crate::store::{Committed, NewEvent, StoreError, now_ms};
+
+const MAX_BATCH: usize = 1024;
+/// Batches in flight at once, each on its own pooled connection.
+const CONCURRENT_BATCHES: usize = 4;
+
+pub struct Queued {
+    pub event: NewEvent,
+    pub reply: oneshot::Sender<Result<Committed, StoreError>>,
+}
+
+/// Runs until `stop`, then writes what was queued before it and waits for the batches in
+/// flight: nobody who was queued is left without an answer.
+pub async fn run(pool: Pool, mut rx: mpsc::Receiver<Queued>, pending: Arc<AtomicU64>, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
+    while let Ok(slot) = slots.clone().acquire_owned().await {
+        let first = tokio::select! {
+            first = rx.recv() => first,
+            () = stop.cancelled(), if !rx.is_closed() => {
+                // New commits are refused from here on; those queued still get written.
+                rx.close();
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
+        let mut batch = Vec::with_capacity(64);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(queued) => batch.push(queued),
+                Err(_) => break,
+            }
+        }
+        let (pool, pending) = (pool.clone(), pending.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let size = batch.len();
+            let results = match write(&pool, &batch).await {
+                Ok(results) => results,
+                Err(e) => {
+                    tracing::error!(error = %e, batch = size, "store commit failed");
+                    batch.iter().map(|_| Err(e.clone())).collect()
+                }
+            };
+            crate::metrics::group_commit(size, started.elapsed());
+            let added: usize = batch
+                .iter()
+                .zip(&results)
+                .filter(|(_, r)| matches!(r, Ok(Committed::New)))
+                .map(|(q, _)| q.event.destinations.len())
+                .sum();
+            pending.fetch_add(added as u64, Ordering::Relaxed);
+            for (queued, result) in batch.into_iter().zip(results) {
+                // A caller that gave up waiting dropped its receiver; the work stands.
+                let _ = queued.reply.send(result);
+            }
+            drop(slot);
+        });
+    }
+    // Every batch holds a slot until it has answered.
+    let _ = slots.acquire_many(CONCURRENT_BATCHES as u32).await;
+}
+
+/// What became of each event of the batch, before the database has said anything.
+#[derive(Clone, Copy)]
+enum Plan {
+    Insert,
+    /// Repeats an earlier event of the same batch (by index).
+    RepeatOf(usize),
+    Duplicate(Uuid),
+    Refused,
+}
+
+async fn write(pool: &Pool, batch: &[Queued]) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
+    let mut client = pool.get().await.map_err(super::pool_error)?;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let now = now_ms();
+    let events: Vec<&NewEvent> = batch.iter().map(|q| &q.event).collect();
+    let mut plan = vec![Plan::Insert; events.len()];
+
+    // Dedupe keys first: the unique key decides between nodes; a repeat inside the batch
+    // is settled here, as one statement may not touch the same key twice.
+    let mut first_with_key: HashMap<(&str, &str, &str), usize> = HashMap::new();
+    let mut keyed = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        if let Some(d) = &e.dedupe {
+            match first_with_key.get(&(&*e.tenant, &*e.source, &*d.key)) {
+                Some(&j) => plan[i] = Plan::RepeatOf(j),
+                None => {
+                    first_with_key.insert((&e.tenant, &e.source, &d.key), i);
+                    keyed.push(i);
+                }
+            }
+        }
+    }
+    if !keyed.is_empty() {
+        // Concurrent batches take key locks in one order, so they cannot deadlock.
+        keyed.sort_unstable_by_key(|&i| {
+            (&events[i].tenant, &events[i].source, events[i].dedupe.as_ref().map(|d| &d.key))
+        });
+        let tenants: Vec<&str> = keyed.iter().map(|&i| &*events[i].tenant).collect();
+        let sources: Vec<&str> = keyed.iter().map(|&i| &*events[i].source).collect();
+        let keys: Vec<&str> = keyed.iter().map(|&i| events[i].dedupe.as_ref().map_or("", |d| &*d.key)).collect();
+        let ids: Vec<Uuid> = keyed.iter().map(|&i| events[i].id).collect();
+        let until: Vec<i64> = keyed.iter().map(|&i| events[i].dedupe.as_ref().map_or(0, |d| d.until)).collect();
+        // Rows written are new keys, or keys whose window had closed; the rest are repeats.
+        let taken = tx
+            .query(
+                "INSERT INTO dedupe (tenant, source, key, event_id, expires_at)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::int8[])
+                 ON CONFLICT (tenant, source, key) DO UPDATE
+                   SET event_id = excluded.event_id, expires_at = excluded.expires_at
+                   WHERE dedupe.expires_at <= $6
+                 RETURNING event_id",
+                &[&tenants, &sources, &keys, &ids, &until, &now],
+            )
+            .await
+            .map_err(pg_error)?;
+        let taken: std::collections::HashSet<Uuid> = taken.iter().map(|r| r.get(0)).collect();
+        let repeats: Vec<usize> = keyed.iter().copied().filter(|&i| !taken.contains(&events[i].id)).collect();
+        if !repeats.is_empty() {
+            let column = |f: fn(&NewEvent) -> &str| repeats.iter().map(|&i| f(events[i])).collect::<Vec<_>>();
+            let rows = tx
+                .query(
+                    "SELECT d.tenant, d.source, d.key, d.event_id FROM dedupe d
+                     JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, source, key)
+                       ON d.tenant = k.tenant AND d.source = k.source AND d.key = k.key",
+                    &[
+                        &column(|e| &e.tenant),
+                        &column(|e| &e.source),
+                        &column(|e| e.dedupe.as_ref().map_or("", |d| &d.key)),
+                    ],
+                )
+                .await
+                .map_err(pg_error)?;
+            let stored: HashMap<(String, String, String), Uuid> =
+                rows.iter().map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3))).collect();
+            for i in repeats {
+                let e = events[i];
+                let key =
+                    (e.tenant.clone(), e.source.clone(), e.dedupe.as_ref().map(|d| d.key.clone()).unwrap_or_default());
+                plan[i] = stored.get(&key).map_or(Plan::Refused, |&id| Plan::Duplicate(id));
+            }
+        }
+    }
+
+    let new: Vec<usize> = (0..events.len()).filter(|&i| matches!(plan[i], Plan::Insert)).collect();
+    if !new.is_empty() {
+        let ids: Vec<Uuid> = new.iter().map(|&i| events[i].id).collect();
+        let text = |f: fn(&NewEvent) -> Option<&str>| new.iter().map(|&i| f(events[i])).collect::<Vec<_>>();
+        let received: Vec<i64> = new.iter().map(|&i| events[i].received_at).collect();
+        let bodies: Vec<&[u8]> = new.iter().map(|&i| &events[i].body[..]).collect();
+        // An id already stored fails that event alone, not the batch.
+        let inserted = tx
+            .query(
+                "INSERT INTO events (id, tenant, source, received_at, content_type, query, body, normalized, call_id)
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
+                                      $7::bytea[], $8::text[], $9::text[])
+                 ON CONFLICT (id) DO NOTHING
+                 RETURNING id",
+                &[
+                    &ids,
+                    &text(|e| Some(&e.tenant)),
+                    &text(|e| Some(&e.source)),
+                    &received,
+                    &text(|e| e.content_type.as_deref()),
+                    &text(|e| e.query.as_deref()),
+                    &bodies,
+                    &text(|e| Some(&e.normalized)),
+                    &text(|e| e.call_id.as_deref()),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        let inserted: std::collections::HashSet<Uuid> = inserted.iter().map(|r| r.get(0)).collect();
+        let mut refused = Vec::new();
+        for &i in &new {
+            if !inserted.contains(&events[i].id) {
+                plan[i] = Plan::Refused;
+                refused.push(events[i].id);
+            }
+        }
+        if !refused.is_empty() {
+            // Keys written above for events that were not stored would hide real repeats.
+            tx.execute("DELETE FROM dedupe WHERE event_id = ANY($1)", &[&refused]).await.map_err(pg_error)?;
+        }
+        let (mut event_ids, mut tenants, mut destinations, mut created) = (vec![], vec![], vec![], vec![]);
+        for &i in new.iter().filter(|&&i| matches!(plan[i], Plan::Insert)) {
+            for destination in &events[i].destinations {
+                event_ids.push(events[i].id);
+                tenants.push(&*events[i].tenant);
+                destinations.push(&**destination);
+                created.push(events[i].received_at);
+            }
+        }
+        if !event_ids.is_empty() {
+            tx.execute(
+                "INSERT INTO deliveries (event_id, tenant, destination, created_at, due_at)
+                 SELECT e, t, d, c, c FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[]) AS x(e, t, d, c)",
+                &[&event_ids, &tenants, &destinations, &created],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+    }
+    tx.commit().await.map_err(pg_error)?;
+
+    let answer = |p: Plan| match p {
+        Plan::Insert => Some(Ok(Committed::New)),
+        Plan::Duplicate(id) => Some(Ok(Committed::Duplicate(id))),
+        Plan::Refused => Some(Err(StoreError::Failed("an event with this id is already stored".into()))),
+        Plan::RepeatOf(_) => None,
+    };
+    Ok((0..events.len())
+        .map(|i| match plan[i] {
+            Plan::RepeatOf(j) => match plan[j] {
+                Plan::Insert => Ok(Committed::Duplicate(events[j].id)),
+                other => answer(other).unwrap_or_else(|| Err(StoreError::Failed("unresolved repeat".into()))),
+            },
+            p => answer(p).unwrap_or_else(|| Err(StoreError::Failed("unresolved repeat".into()))),
+        })
+        .collect())
+}

@@ -1,0 +1,585 @@
+//! The shared store: PostgreSQL, for several gateway nodes on one durable queue.
+//!
+//! Ingest group-commits through a batcher (see `commit`). Workers claim with
+//! `FOR UPDATE SKIP LOCKED`, so nodes never wait on each other's rows, and stamp each
+//! claim with a token from a global sequence: a result is recorded only while the token
+//! still matches (fencing), so a node that lost its lease — it stalled, or was presumed
+//! dead — cannot overwrite the new holder's outcome. Leases of a node that died simply
+//! expire (their `due_at` is the lease end) and the rows become claimable again.
+//!
+//! Times are each node's clock in Unix milliseconds, as for SQLite: nodes need
+//! synchronized clocks (NTP); leases are tens of seconds, far above usual skew.
+
+mod commit;
+mod schema;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_postgres::Row;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::admin::{
+    DeliveryQuery, DeliverySummary, EventDetail, EventQuery, EventSummary, QueueStats, Replay, ReplayFilter,
+};
+use super::{
+    AttemptRecord, Claim, ClaimRequest, ClaimedDelivery, Committed, Completion, DeliveryRecord, DeliveryState,
+    NewEvent, Next, Store, StoreError, now_ms,
+};
+
+/// How many events may wait for the batcher before ingest is told the store is busy.
+const QUEUE_CAPACITY: usize = 8192;
+/// How often the shared pending count is read back (other nodes change it too).
+const PENDING_REFRESH: Duration = Duration::from_secs(1);
+/// Connection attempts at start, for a database that comes up with the gateway.
+const CONNECT_ATTEMPTS: u32 = 6;
+
+pub struct PgStore {
+    pool: Pool,
+    node: String,
+    sender: mpsc::Sender<commit::Queued>,
+    closed: AtomicBool,
+    pending: Arc<AtomicU64>,
+    stop: CancellationToken,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) if *db.code() == tokio_postgres::error::SqlState::DISK_FULL => StoreError::Full,
+        Some(db) => StoreError::Failed(format!("postgres: {}: {}", db.code().code(), db.message())),
+        None => StoreError::Failed(format!("postgres: {e}")),
+    }
+}
+
+pub(super) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg_error(e),
+        e => StoreError::Failed(format!("postgres connection pool: {e}")),
+    }
+}
+
+fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = rustls::ClientConfig::builder()
+        .with_platform_verifier()
+        .map_err(|e| StoreError::Failed(format!("cannot set up TLS for postgres: {e}")))?
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+impl PgStore {
+    /// Connects (retrying for a while: the database may be starting too), applies
+    /// migrations under an advisory lock, and starts the batcher.
+    pub async fn open(config: &tokio_postgres::Config, pool_size: usize, node: &str) -> Result<Self, StoreError> {
+        let manager =
+            Manager::from_config(config.clone(), tls()?, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Failed(format!("postgres connection pool: {e}")))?;
+        let mut client = None;
+        for attempt in 1..=CONNECT_ATTEMPTS {
+            match pool.get().await {
+                Ok(c) => {
+                    client = Some(c);
+                    break;
+                }
+                Err(e) if attempt == CONNECT_ATTEMPTS => {
+                    return Err(StoreError::Failed(format!(
+                        "cannot connect to postgres after {CONNECT_ATTEMPTS} attempts: {}",
+                        pool_error(e)
+                    )));
+                }
+                Err(e) => {
+                    let wait = Duration::from_millis(250 << attempt);
+                    tracing::warn!(error = %pool_error(e), retry_in = ?wait, "cannot connect to postgres yet");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        let mut client = client.ok_or(StoreError::Closed)?;
+        let applied = schema::migrate(&mut client).await.map_err(pg_error)?;
+        if applied > 0 {
+            tracing::info!(applied, "store migrations applied");
+        }
+        drop(client);
+
+        let pending = Arc::new(AtomicU64::new(0));
+        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let stop = CancellationToken::new();
+        let batcher = tokio::spawn(commit::run(pool.clone(), receiver, pending.clone(), stop.clone()));
+        let refresher = tokio::spawn(refresh_pending(pool.clone(), pending.clone()));
+        let store = Self {
+            pool,
+            node: node.to_string(),
+            sender,
+            closed: AtomicBool::new(false),
+            pending,
+            stop,
+            tasks: Mutex::new(vec![batcher, refresher]),
+        };
+        store.pending.store(store.count_pending().await?, Ordering::Relaxed);
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
+        }
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+        client.query(&statement, params).await.map_err(pg_error)
+    }
+
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+        client.execute(&statement, params).await.map_err(pg_error)
+    }
+
+    async fn count_pending(&self) -> Result<u64, StoreError> {
+        let rows = self.query("SELECT count(*) FROM deliveries WHERE state = 0", &[]).await?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
+    }
+}
+
+/// Every node's ingest and workers change the pending count; read it back regularly.
+async fn refresh_pending(pool: Pool, pending: Arc<AtomicU64>) {
+    let mut tick = tokio::time::interval(PENDING_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Ok(client) = pool.get().await else { continue };
+        if let Ok(row) = client.query_one("SELECT count(*) FROM deliveries WHERE state = 0", &[]).await {
+            pending.store(row.get::<_, i64>(0) as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+fn delivery_record(r: &Row) -> DeliveryRecord {
+    DeliveryRecord {
+        id: r.get(0),
+        tenant: r.get(1),
+        destination: r.get(2),
+        state: DeliveryState::from_code(r.get::<_, i16>(3).into()),
+        last_error: r.get(4),
+        attempts: Vec::new(),
+    }
+}
+
+fn attempt_record(r: &Row, from: usize) -> AttemptRecord {
+    AttemptRecord {
+        started_at: r.get(from),
+        latency: Duration::from_micros(r.get::<_, i64>(from + 1).max(0) as u64),
+        status: r.get::<_, Option<i32>>(from + 2).and_then(|s| u16::try_from(s).ok()),
+        error: r.get(from + 3),
+        response_prefix: r.get(from + 4),
+    }
+}
+
+fn event_summary(r: &Row) -> EventSummary {
+    EventSummary { event_id: r.get(0), tenant: r.get(1), source: r.get(2), call_id: r.get(3), received_at: r.get(4) }
+}
+
+/// A replay is a new attempt series: attempts restart (their rows keep their numbers), as
+/// does the retry deadline.
+const REPLAY: &str = "UPDATE deliveries SET state = 0, due_at = $1, created_at = $1, series_start = attempts,
+    finished_at = NULL, last_error = NULL, claimed_by = NULL, lease_token = NULL";
+
+#[async_trait]
+impl Store for PgStore {
+    async fn commit(&self, event: NewEvent) -> Result<Committed, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        // As for SQLite: a full queue is answered 503 now rather than left waiting.
+        self.sender.try_send(commit::Queued { event, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> Result<Claim, StoreError> {
+        let now = now_ms();
+        let lease_until = now + request.lease.as_millis() as i64;
+        let limit = request.limit as i64;
+        let rows = self
+            .query(
+                "WITH token AS (SELECT nextval('lease_tokens') AS value),
+                 picked AS (
+                    SELECT id FROM deliveries
+                    WHERE tenant = $1 AND destination = $2 AND state = 0 AND due_at <= $3
+                      AND NOT EXISTS (SELECT 1 FROM paused p WHERE p.tenant = $1 AND p.destination = $2)
+                    ORDER BY due_at LIMIT $4
+                    FOR UPDATE SKIP LOCKED),
+                 claimed AS (
+                    UPDATE deliveries d SET due_at = $5, claimed_by = $6, lease_token = (SELECT value FROM token)
+                    FROM picked WHERE d.id = picked.id
+                    RETURNING d.id, d.lease_token, d.event_id, d.attempts - d.series_start AS attempts, d.created_at)
+                 SELECT c.id, c.lease_token, c.event_id, c.attempts, c.created_at,
+                        e.content_type, e.query, e.body, e.normalized
+                 FROM claimed c JOIN events e ON e.id = c.event_id
+                 ORDER BY c.id",
+                &[&request.tenant, &request.destination, &now, &limit, &lease_until, &self.node],
+            )
+            .await?;
+        let deliveries = rows
+            .iter()
+            .map(|r| ClaimedDelivery {
+                id: r.get(0),
+                lease: r.get(1),
+                event_id: r.get(2),
+                attempt: r.get::<_, i32>(3).max(0) as u32 + 1,
+                created_at: r.get(4),
+                content_type: r.get(5),
+                query: r.get(6),
+                body: Bytes::from(r.get::<_, Vec<u8>>(7)),
+                normalized: r.get(8),
+            })
+            .collect();
+        let next_due = self
+            .query(
+                // Paused (perhaps by another node): nothing is due, the worker polls.
+                "SELECT min(due_at) FROM deliveries WHERE tenant = $1 AND destination = $2 AND state = 0
+                   AND NOT EXISTS (SELECT 1 FROM paused p WHERE p.tenant = $1 AND p.destination = $2)",
+                &[&request.tenant, &request.destination],
+            )
+            .await?
+            .first()
+            .and_then(|r| r.get(0));
+        Ok(Claim { deliveries, next_due })
+    }
+
+    async fn complete(&self, c: Completion) -> Result<bool, StoreError> {
+        let a = &c.attempt;
+        let (state, due_at, last_error) = match &c.next {
+            Next::Delivered => (1i16, a.started_at, None),
+            Next::Retry { at } => (0, *at, Some(a.summary())),
+            Next::Dead { reason } => (2, a.started_at, Some(reason.clone())),
+        };
+        let finished_at = (state != 0).then_some(due_at);
+        let latency = a.latency.as_micros() as i64;
+        let status = a.status.map(i32::from);
+        // One statement: the fenced update and the attempt row stand or fall together.
+        let recorded = self
+            .execute(
+                "WITH done AS (
+                    UPDATE deliveries SET state = $3, attempts = attempts + 1, due_at = $4, finished_at = $5,
+                        claimed_by = NULL, lease_token = NULL, last_error = $6
+                    WHERE id = $1 AND lease_token = $2 AND state = 0
+                    RETURNING id, attempts)
+                 INSERT INTO attempts (delivery_id, n, started_at, latency_us, status, error, response_prefix)
+                 SELECT id, attempts, $7, $8, $9, $10, $11 FROM done",
+                &[
+                    &c.delivery,
+                    &c.lease,
+                    &state,
+                    &due_at,
+                    &finished_at,
+                    &last_error,
+                    &a.started_at,
+                    &latency,
+                    &status,
+                    &a.error,
+                    &a.response_prefix,
+                ],
+            )
+            .await?
+            == 1;
+        if recorded && state != 0 {
+            let _ = self.pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(1)));
+        }
+        Ok(recorded)
+    }
+
+    async fn release(&self, delivery: i64, lease: i64) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE deliveries SET due_at = $3, claimed_by = NULL, lease_token = NULL
+             WHERE id = $1 AND lease_token = $2 AND state = 0",
+            &[&delivery, &lease, &now_ms()],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    fn pending_deliveries(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.query("SELECT 1", &[]).await.map(|_| ())
+    }
+
+    async fn deliveries_of(&self, event: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let mut deliveries: Vec<DeliveryRecord> = self
+            .query(
+                "SELECT id, tenant, destination, state, last_error FROM deliveries WHERE event_id = $1 ORDER BY id",
+                &[&event],
+            )
+            .await?
+            .iter()
+            .map(delivery_record)
+            .collect();
+        let ids: Vec<i64> = deliveries.iter().map(|d| d.id).collect();
+        let attempts = self
+            .query(
+                "SELECT delivery_id, started_at, latency_us, status, error, response_prefix FROM attempts
+                 WHERE delivery_id = ANY($1) ORDER BY delivery_id, n",
+                &[&ids],
+            )
+            .await?;
+        for row in &attempts {
+            let id: i64 = row.get(0);
+            if let Some(d) = deliveries.iter_mut().find(|d| d.id == id) {
+                d.attempts.push(attempt_record(row, 1));
+            }
+        }
+        Ok(deliveries)
+    }
+
+    async fn events(&self, q: EventQuery) -> Result<Vec<EventSummary>, StoreError> {
+        let limit = q.limit as i64;
+        Ok(self
+            .query(
+                "SELECT id, tenant, source, call_id, received_at FROM events
+                 WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR source = $2)
+                   AND ($3::text IS NULL OR call_id = $3) AND ($4::int8 IS NULL OR received_at >= $4)
+                   AND ($5::int8 IS NULL OR received_at < $5) AND ($6::uuid IS NULL OR id < $6)
+                 ORDER BY id DESC LIMIT $7",
+                &[&q.tenant, &q.source, &q.call_id, &q.since, &q.until, &q.before, &limit],
+            )
+            .await?
+            .iter()
+            .map(event_summary)
+            .collect())
+    }
+
+    async fn event(&self, id: Uuid) -> Result<Option<EventDetail>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT id, tenant, source, call_id, received_at, content_type, query, body, normalized
+                 FROM events WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        let Some(r) = rows.first() else { return Ok(None) };
+        Ok(Some(EventDetail {
+            summary: event_summary(r),
+            content_type: r.get(5),
+            query: r.get(6),
+            body: r.get(7),
+            normalized: r.get(8),
+            deliveries: self.deliveries_of(id).await?,
+        }))
+    }
+
+    async fn deliveries(&self, q: DeliveryQuery) -> Result<Vec<DeliverySummary>, StoreError> {
+        let state = q.state.map(|s| s.code() as i16);
+        let limit = q.limit as i64;
+        Ok(self
+            .query(
+                "SELECT id, event_id, tenant, destination, state, attempts - series_start, created_at, due_at, last_error
+                 FROM deliveries
+                 WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR destination = $2)
+                   AND ($3::int2 IS NULL OR state = $3) AND ($4::int8 IS NULL OR created_at >= $4)
+                   AND ($5::int8 IS NULL OR created_at < $5) AND ($6::int8 IS NULL OR id < $6)
+                 ORDER BY id DESC LIMIT $7",
+                &[&q.tenant, &q.destination, &state, &q.since, &q.until, &q.before, &limit],
+            )
+            .await?
+            .iter()
+            .map(|r| DeliverySummary {
+                id: r.get(0),
+                event_id: r.get(1),
+                tenant: r.get(2),
+                destination: r.get(3),
+                state: DeliveryState::from_code(r.get::<_, i16>(4).into()),
+                attempts: r.get::<_, i32>(5).max(0) as u32,
+                created_at: r.get(6),
+                due_at: r.get(7),
+                last_error: r.get(8),
+            })
+            .collect())
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        let mut stats = QueueStats::default();
+        for row in self.query("SELECT state, count(*) FROM deliveries GROUP BY state", &[]).await? {
+            let count = row.get::<_, i64>(1) as u64;
+            match DeliveryState::from_code(row.get::<_, i16>(0).into()) {
+                DeliveryState::Pending => stats.pending = count,
+                DeliveryState::Delivered => stats.delivered = count,
+                DeliveryState::Dead => stats.dead = count,
+            }
+        }
+        stats.per_destination = self
+            .query(
+                "SELECT tenant, destination, count(*), min(created_at) FROM deliveries WHERE state = 0
+                 GROUP BY tenant, destination",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get::<_, i64>(2) as u64, r.get(3)))
+            .collect();
+        Ok(stats)
+    }
+
+    async fn replay(&self, delivery: i64) -> Result<Replay, StoreError> {
+        let queued = self.execute(&format!("{REPLAY} WHERE id = $2 AND state <> 0"), &[&now_ms(), &delivery]).await?;
+        if queued == 1 {
+            self.pending.fetch_add(1, Ordering::Relaxed);
+            return Ok(Replay::Queued);
+        }
+        let exists = !self.query("SELECT 1 FROM deliveries WHERE id = $1", &[&delivery]).await?.is_empty();
+        Ok(if exists { Replay::AlreadyPending } else { Replay::NotFound })
+    }
+
+    async fn replay_matching(&self, f: ReplayFilter) -> Result<u64, StoreError> {
+        let state = f.state.code() as i16;
+        let limit = f.limit as i64;
+        let count = self
+            .execute(
+                &format!(
+                    "{REPLAY} WHERE id IN (SELECT id FROM deliveries WHERE state = $2
+                       AND ($3::text IS NULL OR tenant = $3) AND ($4::text IS NULL OR destination = $4)
+                       AND ($5::int8 IS NULL OR created_at >= $5) AND ($6::int8 IS NULL OR created_at < $6)
+                     ORDER BY id LIMIT $7 FOR UPDATE SKIP LOCKED)"
+                ),
+                &[&now_ms(), &state, &f.tenant, &f.destination, &f.since, &f.until, &limit],
+            )
+            .await?;
+        self.pending.fetch_add(count, Ordering::Relaxed);
+        Ok(count)
+    }
+
+    async fn set_paused(&self, tenant: &str, destination: &str, paused: bool) -> Result<(), StoreError> {
+        let sql = if paused {
+            "INSERT INTO paused (tenant, destination) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM paused WHERE tenant = $1 AND destination = $2"
+        };
+        self.execute(sql, &[&tenant, &destination]).await.map(|_| ())
+    }
+
+    async fn paused(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .query("SELECT tenant, destination FROM paused", &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    async fn purge(&self, delivered_before: i64, dead_before: i64, batch: usize) -> Result<u64, StoreError> {
+        let batch = batch as i64;
+        // Nodes purge concurrently; SKIP LOCKED keeps them off each other's rows.
+        let rows = self
+            .query(
+                "WITH doomed AS (
+                    SELECT id FROM deliveries
+                    WHERE (state = 1 AND finished_at < $1) OR (state = 2 AND finished_at < $2)
+                    LIMIT $3 FOR UPDATE SKIP LOCKED),
+                 a AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM doomed) RETURNING 1),
+                 d AS (DELETE FROM deliveries WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+                 SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM d)",
+                &[&delivered_before, &dead_before, &batch],
+            )
+            .await?;
+        let mut count = rows.first().map_or(0, |r| r.get::<_, i64>(0));
+        // Event ids are UUIDv7, which PostgreSQL orders bytewise: the id bound by arrival time.
+        let mut boundary = [0u8; 16];
+        boundary[..6].copy_from_slice(&delivered_before.max(0).to_be_bytes()[2..]);
+        let boundary = Uuid::from_bytes(boundary);
+        count += self
+            .execute(
+                "DELETE FROM events WHERE id IN (
+                    SELECT e.id FROM events e WHERE e.id < $1
+                      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
+                    LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                &[&boundary, &batch],
+            )
+            .await? as i64;
+        count += self
+            .execute(
+                "DELETE FROM dedupe WHERE (tenant, source, key) IN (
+                    SELECT tenant, source, key FROM dedupe WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                &[&now_ms(), &batch],
+            )
+            .await? as i64;
+        Ok(count as u64)
+    }
+
+    async fn record_exchange(
+        &self,
+        event: Uuid,
+        tenant: &str,
+        destination: &str,
+        attempt: AttemptRecord,
+        delivered: bool,
+    ) -> Result<(), StoreError> {
+        let (state, last_error) = if delivered { (1i16, None) } else { (2, Some(attempt.summary())) };
+        let latency = attempt.latency.as_micros() as i64;
+        let status = attempt.status.map(i32::from);
+        self.execute(
+            "WITH d AS (
+                INSERT INTO deliveries (event_id, tenant, destination, state, attempts, created_at, due_at, finished_at, last_error)
+                VALUES ($1, $2, $3, $4, 1, $5, $5, $5, $6) RETURNING id)
+             INSERT INTO attempts (delivery_id, n, started_at, latency_us, status, error, response_prefix)
+             SELECT id, 1, $5, $7, $8, $9, $10 FROM d",
+            &[
+                &event,
+                &tenant,
+                &destination,
+                &state,
+                &attempt.started_at,
+                &last_error,
+                &latency,
+                &status,
+                &attempt.error,
+                &attempt.response_prefix,
+            ],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn close(&self) {
+        self.stop.cancel();
+        let mut tasks = self.tasks.lock().await;
+        // The batcher writes what is queued, then ends; the refresher has nothing to finish.
+        let mut tasks = std::mem::take(&mut *tasks).into_iter();
+        let batcher = tasks.next();
+        for task in tasks {
+            task.abort();
+        }
+        if let Some(batcher) = batcher {
+            // Commits still queued are written before the batcher stops.
+            let _ = tokio::time::timeout(Duration::from_secs(30), batcher).await;
+        }
+        self.closed.store(true, Ordering::Relaxed);
+        self.pool.close();
+    }
+}

@@ -1,0 +1,512 @@
+//! One store conformance suite, two backends: every behaviour the gateway relies on —
+//! ingest, claim, lease expiry and fencing, retry scheduling, dead-lettering, replay,
+//! dedupe, retention, pause, history — runs against a real SQLite file and a real
+//! PostgreSQL database. PostgreSQL adds what only a shared store can show: several nodes
+//! claiming from one queue at once.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard::config::{self, Backend, Synchronous};
+use switchboard::store::admin::{DeliveryQuery, EventQuery, Replay, ReplayFilter};
+use switchboard::store::{
+    AttemptRecord, ClaimRequest, Committed, Completion, Dedupe, DeliveryState, NewEvent, Next, PgStore, SqliteStore,
+    Store, now_ms,
+};
+use uuid::Uuid;
+
+use crate::support::postgres::database;
+
+type Shared = Arc<dyn Store>;
+
+async fn sqlite(dir: &std::path::Path) -> Shared {
+    let path = dir.join("store.db");
+    let config = config::Store {
+        backend: Backend::Sqlite { path: path.clone() },
+        synchronous: Synchronous::Normal,
+        max_size_bytes: None,
+        retention: Duration::from_secs(60),
+        dead_retention: Duration::from_secs(60),
+    };
+    Arc::new(SqliteStore::open(&path, &config, "node-a").unwrap())
+}
+
+async fn pg(url: &str, node: &str) -> Shared {
+    Arc::new(PgStore::open(&url.parse().unwrap(), 8, node).await.unwrap())
+}
+
+/// One suite, two backends: each named test runs once per store.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = super::sqlite(dir.path()).await;
+                    super::$name(store.clone()).await;
+                    store.close().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(url) = crate::support::postgres::database().await else { return };
+                    let store = super::pg(&url, "node-a").await;
+                    super::$name(store.clone()).await;
+                    store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    commits_an_event_with_one_delivery_per_destination,
+    claims_lease_due_deliveries_once,
+    an_expired_lease_is_claimed_again_and_fences_the_old_holder,
+    retries_wait_until_their_due_time,
+    dead_deliveries_are_kept_apart_and_replayed_as_a_new_series,
+    bulk_replay_queues_each_finished_delivery_once,
+    release_gives_a_delivery_back_without_an_attempt,
+    dedupe_keys_hold_within_their_window_only,
+    concurrent_repeats_store_one_event,
+    retention_purges_finished_work_and_keeps_pending,
+    pause_is_persisted,
+    listings_page_and_filter,
+    responder_exchanges_are_recorded_as_finished_deliveries,
+);
+
+fn event(tenant: &str, destinations: &[&str]) -> NewEvent {
+    NewEvent {
+        id: Uuid::now_v7(),
+        tenant: tenant.into(),
+        source: "telecmi".into(),
+        received_at: now_ms(),
+        content_type: Some("application/json".into()),
+        query: Some("a=1".into()),
+        body: bytes::Bytes::from_static(b"{\"cmiuid\":\"c1\"}"),
+        normalized: "{\"status\":\"completed\"}".into(),
+        destinations: destinations.iter().map(|d| d.to_string()).collect(),
+        dedupe: None,
+        call_id: Some("c1".into()),
+    }
+}
+
+fn request(destination: &str, lease: Duration) -> ClaimRequest {
+    ClaimRequest { tenant: "acme".into(), destination: destination.into(), limit: 100, lease }
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+fn attempt(status: u16) -> AttemptRecord {
+    AttemptRecord {
+        started_at: now_ms(),
+        latency: Duration::from_micros(1500),
+        status: Some(status),
+        error: None,
+        response_prefix: b"ok".to_vec(),
+    }
+}
+
+async fn state_of(store: &Shared, delivery: i64) -> DeliveryState {
+    let all = store.deliveries(DeliveryQuery { limit: 1000, ..Default::default() }).await.unwrap();
+    all.iter().find(|d| d.id == delivery).map(|d| d.state).expect("delivery listed")
+}
+
+async fn commits_an_event_with_one_delivery_per_destination(store: Shared) {
+    let e = event("acme", &["crm", "analytics", "ticketing"]);
+    assert_eq!(store.commit(e.clone()).await.unwrap(), Committed::New);
+    assert_eq!(store.pending_deliveries(), 3);
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.delivered, stats.dead), (3, 0, 0));
+    let detail = store.event(e.id).await.unwrap().expect("stored");
+    assert_eq!(detail.body, e.body.to_vec());
+    assert_eq!(detail.normalized.as_deref(), Some(e.normalized.as_str()));
+    assert_eq!(detail.content_type.as_deref(), Some("application/json"));
+    assert_eq!(detail.query.as_deref(), Some("a=1"));
+    assert_eq!(detail.summary.call_id.as_deref(), Some("c1"));
+    let destinations: Vec<_> = detail.deliveries.iter().map(|d| d.destination.as_str()).collect();
+    assert_eq!(destinations, ["crm", "analytics", "ticketing"]);
+    assert!(detail.deliveries.iter().all(|d| d.state == DeliveryState::Pending && d.attempts.is_empty()));
+    assert!(store.event(Uuid::now_v7()).await.unwrap().is_none());
+}
+
+async fn claims_lease_due_deliveries_once(store: Shared) {
+    let events: Vec<_> = (0..5).map(|_| event("acme", &["crm", "analytics"])).collect();
+    for e in &events {
+        store.commit(e.clone()).await.unwrap();
+    }
+    let claim = store.claim(ClaimRequest { limit: 3, ..request("crm", LEASE) }).await.unwrap();
+    assert_eq!(claim.deliveries.len(), 3, "limit honoured");
+    let first = &claim.deliveries[0];
+    assert_eq!(first.event_id, events[0].id, "oldest first");
+    assert_eq!(first.attempt, 1);
+    assert_eq!(&first.body[..], &events[0].body[..]);
+    assert_eq!(first.normalized.as_deref(), Some(events[0].normalized.as_str()));
+    let rest = store.claim(request("crm", LEASE)).await.unwrap();
+    assert_eq!(rest.deliveries.len(), 2, "leased deliveries are not handed out twice");
+    let ids: HashSet<i64> = claim.deliveries.iter().chain(&rest.deliveries).map(|d| d.id).collect();
+    assert_eq!(ids.len(), 5);
+    let none = store.claim(request("crm", LEASE)).await.unwrap();
+    assert!(none.deliveries.is_empty());
+    let next_due = none.next_due.expect("leased deliveries come due at their lease's end");
+    assert!(next_due >= now_ms() + LEASE.as_millis() as i64 - 5_000, "next due at the lease end, not now");
+    assert_eq!(store.claim(request("analytics", LEASE)).await.unwrap().deliveries.len(), 5, "destinations apart");
+    let other_tenant = ClaimRequest { tenant: "other".into(), ..request("crm", LEASE) };
+    assert!(store.claim(other_tenant).await.unwrap().deliveries.is_empty());
+}
+
+async fn an_expired_lease_is_claimed_again_and_fences_the_old_holder(store: Shared) {
+    store.commit(event("acme", &["crm"])).await.unwrap();
+    let old = store.claim(request("crm", Duration::from_millis(1))).await.unwrap().deliveries.remove(0);
+    // The holder "died": once its lease has run out, anyone may claim the delivery.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let new = loop {
+        let mut claim = store.claim(request("crm", LEASE)).await.unwrap();
+        if let Some(d) = claim.deliveries.pop() {
+            break d;
+        }
+        assert!(std::time::Instant::now() < deadline, "the expired lease was never taken over");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(new.id, old.id);
+    assert_ne!(new.lease, old.lease, "a new lease token");
+    assert_eq!(new.attempt, 1, "an expired lease is not an attempt");
+    // The old holder's late result is refused; the new holder's is recorded.
+    let late = Completion { delivery: old.id, lease: old.lease, attempt: attempt(200), next: Next::Delivered };
+    assert!(!store.complete(late).await.unwrap(), "a lost lease records nothing");
+    assert_eq!(state_of(&store, new.id).await, DeliveryState::Pending);
+    let done = Completion {
+        delivery: new.id,
+        lease: new.lease,
+        attempt: attempt(500),
+        next: Next::Dead { reason: "r".into() },
+    };
+    assert!(store.complete(done).await.unwrap());
+    let records = store.deliveries_of(new.event_id).await.unwrap();
+    assert_eq!(records[0].attempts.len(), 1, "only the holder's attempt is in the history");
+    assert_eq!(records[0].attempts[0].status, Some(500));
+    // And once finished, no lease at all can record over it.
+    let again = Completion { delivery: new.id, lease: new.lease, attempt: attempt(200), next: Next::Delivered };
+    assert!(!store.complete(again).await.unwrap());
+}
+
+async fn retries_wait_until_their_due_time(store: Shared) {
+    store.commit(event("acme", &["crm"])).await.unwrap();
+    let d = store.claim(request("crm", LEASE)).await.unwrap().deliveries.remove(0);
+    let at = now_ms() + 3_600_000;
+    let retry = Completion { delivery: d.id, lease: d.lease, attempt: attempt(503), next: Next::Retry { at } };
+    assert!(store.complete(retry).await.unwrap());
+    let claim = store.claim(request("crm", LEASE)).await.unwrap();
+    assert!(claim.deliveries.is_empty(), "not before its due time");
+    assert_eq!(claim.next_due, Some(at));
+    assert_eq!(store.pending_deliveries(), 1, "a retry is still pending");
+    let listed = store.deliveries(DeliveryQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!((listed[0].attempts, listed[0].due_at), (1, at));
+    assert_eq!(listed[0].last_error.as_deref(), Some("HTTP 503"));
+
+    // A retry already due is claimable at once, as the next attempt.
+    store.commit(event("acme", &["ivr"])).await.unwrap();
+    let d = store.claim(request("ivr", LEASE)).await.unwrap().deliveries.remove(0);
+    let now =
+        Completion { delivery: d.id, lease: d.lease, attempt: attempt(500), next: Next::Retry { at: now_ms() - 1 } };
+    assert!(store.complete(now).await.unwrap());
+    let d = store.claim(request("ivr", LEASE)).await.unwrap().deliveries.remove(0);
+    assert_eq!(d.attempt, 2);
+}
+
+async fn dead_deliveries_are_kept_apart_and_replayed_as_a_new_series(store: Shared) {
+    let e = event("acme", &["crm"]);
+    store.commit(e.clone()).await.unwrap();
+    for n in 1..=3 {
+        let d = store.claim(request("crm", LEASE)).await.unwrap().deliveries.remove(0);
+        assert_eq!(d.attempt, n);
+        let next = if n < 3 {
+            Next::Retry { at: now_ms() - 1 }
+        } else {
+            Next::Dead { reason: "gave up after 3 attempts".into() }
+        };
+        assert!(
+            store.complete(Completion { delivery: d.id, lease: d.lease, attempt: attempt(500), next }).await.unwrap()
+        );
+    }
+    assert_eq!(store.pending_deliveries(), 0);
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.dead), (0, 1));
+    let dead = store
+        .deliveries(DeliveryQuery { state: Some(DeliveryState::Dead), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("gave up after 3 attempts"));
+    assert!(store.claim(request("crm", LEASE)).await.unwrap().deliveries.is_empty(), "dead is not claimable");
+
+    assert_eq!(store.replay(dead[0].id).await.unwrap(), Replay::Queued);
+    assert_eq!(store.replay(dead[0].id).await.unwrap(), Replay::AlreadyPending, "idempotent");
+    assert_eq!(store.replay(i64::MAX).await.unwrap(), Replay::NotFound);
+    assert_eq!(store.pending_deliveries(), 1);
+    let d = store.claim(request("crm", LEASE)).await.unwrap().deliveries.remove(0);
+    assert_eq!((d.event_id, d.attempt), (e.id, 1), "same event, attempts start over");
+    assert!(
+        store
+            .complete(Completion { delivery: d.id, lease: d.lease, attempt: attempt(200), next: Next::Delivered })
+            .await
+            .unwrap()
+    );
+    let history = store.deliveries_of(e.id).await.unwrap();
+    assert_eq!(history[0].state, DeliveryState::Delivered);
+    let statuses: Vec<_> = history[0].attempts.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [Some(500), Some(500), Some(500), Some(200)], "history kept across the replay");
+}
+
+async fn bulk_replay_queues_each_finished_delivery_once(store: Shared) {
+    for _ in 0..4 {
+        store.commit(event("acme", &["crm"])).await.unwrap();
+    }
+    store.commit(event("acme", &["analytics"])).await.unwrap();
+    for destination in ["crm", "analytics"] {
+        for d in store.claim(request(destination, LEASE)).await.unwrap().deliveries {
+            let next = Next::Dead { reason: "x".into() };
+            store.complete(Completion { delivery: d.id, lease: d.lease, attempt: attempt(500), next }).await.unwrap();
+        }
+    }
+    let filter = |limit| ReplayFilter {
+        tenant: Some("acme".into()),
+        destination: Some("crm".into()),
+        state: DeliveryState::Dead,
+        since: None,
+        until: None,
+        limit,
+    };
+    assert_eq!(store.replay_matching(filter(3)).await.unwrap(), 3, "at most the limit");
+    assert_eq!(store.replay_matching(filter(100)).await.unwrap(), 1, "the rest, not those already queued");
+    assert_eq!(store.replay_matching(filter(100)).await.unwrap(), 0);
+    assert_eq!(store.claim(request("crm", LEASE)).await.unwrap().deliveries.len(), 4);
+    assert!(store.claim(request("analytics", LEASE)).await.unwrap().deliveries.is_empty(), "filter honoured");
+}
+
+async fn release_gives_a_delivery_back_without_an_attempt(store: Shared) {
+    store.commit(event("acme", &["crm"])).await.unwrap();
+    let d = store.claim(request("crm", LEASE)).await.unwrap().deliveries.remove(0);
+    store.release(d.id, d.lease).await.unwrap();
+    let again = store.claim(request("crm", LEASE)).await.unwrap().deliveries.remove(0);
+    assert_eq!((again.id, again.attempt), (d.id, 1));
+    // A stale release (old token) does not free the new holder's lease.
+    store.release(d.id, d.lease).await.unwrap();
+    assert!(store.claim(request("crm", LEASE)).await.unwrap().deliveries.is_empty());
+}
+
+async fn dedupe_keys_hold_within_their_window_only(store: Shared) {
+    let keyed =
+        |key: &str, until: i64| NewEvent { dedupe: Some(Dedupe { key: key.into(), until }), ..event("acme", &["crm"]) };
+    let first = keyed("call-1/completed", now_ms() + 60_000);
+    assert_eq!(store.commit(first.clone()).await.unwrap(), Committed::New);
+    let repeat = keyed("call-1/completed", now_ms() + 60_000);
+    assert_eq!(store.commit(repeat.clone()).await.unwrap(), Committed::Duplicate(first.id));
+    assert!(store.event(repeat.id).await.unwrap().is_none(), "a repeat stores nothing");
+    assert_eq!(store.pending_deliveries(), 1);
+    // Keys are per tenant and source.
+    let other = NewEvent { tenant: "globex".into(), ..keyed("call-1/completed", now_ms() + 60_000) };
+    assert_eq!(store.commit(other).await.unwrap(), Committed::New);
+    // A window that has closed lets the key through again.
+    let short = keyed("call-2/completed", now_ms() - 1);
+    assert_eq!(store.commit(short).await.unwrap(), Committed::New);
+    let later = keyed("call-2/completed", now_ms() + 60_000);
+    assert_eq!(store.commit(later).await.unwrap(), Committed::New);
+}
+
+async fn concurrent_repeats_store_one_event(store: Shared) {
+    // Forty copies of one callback at once share group-commit batches (and, on a shared
+    // store, compete across connections): exactly one is new, the rest name it.
+    let commits: Vec<_> = (0..40)
+        .map(|_| {
+            let store = store.clone();
+            let e = NewEvent {
+                dedupe: Some(Dedupe { key: "call-9/answered".into(), until: now_ms() + 60_000 }),
+                ..event("acme", &["crm"])
+            };
+            tokio::spawn(async move { store.commit(e).await.unwrap() })
+        })
+        .collect();
+    let mut new = Vec::new();
+    let mut named = HashSet::new();
+    for commit in commits {
+        match commit.await.unwrap() {
+            Committed::New => new.push(()),
+            Committed::Duplicate(id) => {
+                named.insert(id);
+            }
+        }
+    }
+    assert_eq!(new.len(), 1, "one new event");
+    assert_eq!(named.len(), 1, "every repeat names the same stored event");
+    let stored = store.events(EventQuery { limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(named.contains(&stored[0].event_id));
+}
+
+async fn retention_purges_finished_work_and_keeps_pending(store: Shared) {
+    let delivered = event("acme", &["crm"]);
+    let dead = event("acme", &["analytics"]);
+    let pending = event("acme", &["ivr"]);
+    for e in [&delivered, &dead, &pending] {
+        store.commit(e.clone()).await.unwrap();
+    }
+    let d = store.claim(request("crm", LEASE)).await.unwrap().deliveries.remove(0);
+    store
+        .complete(Completion { delivery: d.id, lease: d.lease, attempt: attempt(200), next: Next::Delivered })
+        .await
+        .unwrap();
+    let d = store.claim(request("analytics", LEASE)).await.unwrap().deliveries.remove(0);
+    let next = Next::Dead { reason: "x".into() };
+    store.complete(Completion { delivery: d.id, lease: d.lease, attempt: attempt(500), next }).await.unwrap();
+
+    // Dead work is kept longer: a cut-off that only reaches delivered work leaves it.
+    let future = now_ms() + 1_000;
+    let mut purged = 0;
+    loop {
+        let n = store.purge(future, 0, 1).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        purged += n;
+    }
+    assert!(purged >= 3, "delivery, attempt and event went: {purged}");
+    assert!(store.event(delivered.id).await.unwrap().is_none(), "the delivered event went");
+    assert!(store.event(dead.id).await.unwrap().is_some(), "dead work kept for its own retention");
+    assert!(store.event(pending.id).await.unwrap().is_some(), "pending work is never purged");
+    store.purge(future, future, 100).await.unwrap();
+    assert!(store.event(dead.id).await.unwrap().is_none());
+    let kept = store.event(pending.id).await.unwrap().expect("pending kept");
+    assert_eq!(kept.deliveries.len(), 1);
+    assert_eq!(store.claim(request("ivr", LEASE)).await.unwrap().deliveries.len(), 1);
+}
+
+async fn pause_is_persisted(store: Shared) {
+    store.set_paused("acme", "crm", true).await.unwrap();
+    store.set_paused("acme", "crm", true).await.unwrap();
+    store.set_paused("acme", "analytics", true).await.unwrap();
+    store.set_paused("acme", "analytics", false).await.unwrap();
+    assert_eq!(store.paused().await.unwrap(), [("acme".to_string(), "crm".to_string())]);
+}
+
+async fn listings_page_and_filter(store: Shared) {
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let e = NewEvent {
+            call_id: Some(format!("call-{n}")),
+            ..event(if n % 2 == 0 { "acme" } else { "globex" }, &["crm"])
+        };
+        ids.push(e.id);
+        store.commit(e).await.unwrap();
+    }
+    let page = store.events(EventQuery { limit: 2, ..Default::default() }).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.event_id).collect::<Vec<_>>(), [ids[4], ids[3]], "newest first");
+    let next = store.events(EventQuery { limit: 2, before: Some(ids[3]), ..Default::default() }).await.unwrap();
+    assert_eq!(next.iter().map(|e| e.event_id).collect::<Vec<_>>(), [ids[2], ids[1]]);
+    let acme = store.events(EventQuery { tenant: Some("acme".into()), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(acme.len(), 3);
+    let call =
+        store.events(EventQuery { call_id: Some("call-3".into()), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(call.iter().map(|e| e.event_id).collect::<Vec<_>>(), [ids[3]]);
+    let deliveries = store
+        .deliveries(DeliveryQuery { tenant: Some("globex".into()), limit: 1, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), 1);
+    let older = store
+        .deliveries(DeliveryQuery {
+            tenant: Some("globex".into()),
+            before: Some(deliveries[0].id),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 1);
+    assert_eq!(older[0].event_id, ids[1]);
+}
+
+async fn responder_exchanges_are_recorded_as_finished_deliveries(store: Shared) {
+    let e = event("acme", &[]);
+    store.commit(e.clone()).await.unwrap();
+    store.record_exchange(e.id, "acme", "ivr", attempt(200), true).await.unwrap();
+    store.record_exchange(e.id, "acme", "ivr", attempt(500), false).await.unwrap();
+    let records = store.deliveries_of(e.id).await.unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].state, DeliveryState::Delivered);
+    assert_eq!((records[1].state, records[1].last_error.as_deref()), (DeliveryState::Dead, Some("HTTP 500")));
+    assert_eq!(records[0].attempts[0].response_prefix, b"ok");
+    assert_eq!(store.pending_deliveries(), 0);
+}
+
+/// Three nodes claim one queue at once: each delivery goes to exactly one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_nodes_never_claim_the_same_delivery() {
+    let Some(url) = database().await else { return };
+    let nodes = [pg(&url, "node-a").await, pg(&url, "node-b").await, pg(&url, "node-c").await];
+    for _ in 0..300 {
+        nodes[0].commit(event("acme", &["crm"])).await.unwrap();
+    }
+    let claimers: Vec<_> = nodes
+        .iter()
+        .map(|node| {
+            let node = node.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let claim = node.claim(ClaimRequest { limit: 7, ..request("crm", LEASE) }).await.unwrap();
+                    if claim.deliveries.is_empty() {
+                        break mine;
+                    }
+                    for d in claim.deliveries {
+                        let done =
+                            Completion { delivery: d.id, lease: d.lease, attempt: attempt(200), next: Next::Delivered };
+                        assert!(node.complete(done).await.unwrap());
+                        mine.push(d.id);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut per_node = Vec::new();
+    for claimer in claimers {
+        let mine = claimer.await.unwrap();
+        per_node.push(mine.len());
+        all.extend(mine);
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!((all.len(), unique.len()), (300, 300), "each delivery claimed once: {per_node:?}");
+    assert_eq!(nodes[1].queue_stats().await.unwrap().delivered, 300);
+    for node in nodes {
+        node.close().await;
+    }
+}
+
+/// Several nodes starting at once on an empty database: one migrates, none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_nodes_starting_together_migrate_once() {
+    let Some(url) = database().await else { return };
+    let opening: Vec<_> = (0..4)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move { pg(&url, &format!("n{i}")).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for open in opening {
+        stores.push(open.await.unwrap());
+    }
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let versions: i64 = client.query_one("SELECT count(*) FROM switchboard_migrations", &[]).await.unwrap().get(0);
+    assert_eq!(versions, 1);
+    for store in stores {
+        store.close().await;
+    }
+}

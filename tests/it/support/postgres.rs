@@ -1,0 +1,40 @@
+//! A real PostgreSQL for the tests: `$SWITCHBOARD_TEST_POSTGRES` when set (CI starts one),
+//! else a private server started from the machine's binaries by tests/postgres.sh. Each
+//! test gets a database of its own. Without any PostgreSQL binaries the tests say so
+//! loudly and skip — except under CI, where that is a failure.
+
+use std::sync::OnceLock;
+
+fn server() -> Option<&'static str> {
+    static URL: OnceLock<Option<String>> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("SWITCHBOARD_TEST_POSTGRES") {
+            return Some(url);
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/postgres.sh");
+        let output = std::process::Command::new("bash").arg(script).arg("start").output().expect("bash");
+        match output.status.code() {
+            Some(0) => Some(String::from_utf8(output.stdout).unwrap().trim().to_string()),
+            Some(3) if std::env::var("CI").is_err() => {
+                eprintln!("\n*** SKIPPED: no PostgreSQL server binaries on this machine; the PostgreSQL tests did not run ***\n");
+                None
+            }
+            _ => panic!("cannot start the test PostgreSQL: {}", String::from_utf8_lossy(&output.stderr)),
+        }
+    })
+    .as_deref()
+}
+
+/// A fresh, empty database on the test server, as a `postgres://` URL; `None` when this
+/// machine has no PostgreSQL at all (the caller returns: the test is skipped).
+pub async fn database() -> Option<String> {
+    let server = server()?;
+    let (client, connection) = tokio_postgres::connect(server, tokio_postgres::NoTls).await.unwrap();
+    let task = tokio::spawn(connection);
+    let name = format!("t_{}", uuid::Uuid::now_v7().simple());
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    drop(client);
+    let _ = task.await;
+    let (base, _) = server.rsplit_once('/').unwrap();
+    Some(format!("{base}/{name}"))
+}
