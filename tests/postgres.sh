@@ -21,6 +21,9 @@ find_bin() {
 }
 
 # initdb refuses to run as root; run the server as the package's postgres user then.
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin postgres
+fi
 as_owner() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
@@ -38,7 +41,7 @@ fi
 
 case "$cmd" in
   start)
-    exec 9>"/tmp/switchboard-test-pg.lock"
+    exec 9>"$dir.lock"
     flock 9
     if running; then cat "$dir/url"; exit 0; fi
     [ -d "$data" ] && as_owner "$bin/pg_ctl" -D "$data" stop -m immediate >/dev/null 2>&1 || true
@@ -48,10 +51,14 @@ case "$cmd" in
     as_owner "$bin/initdb" -D "$data" -U switchboard --auth=trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; exit 1; }
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    # Test settings: no fsync (the tests kill gateways, not the database), room for many
+    # pools. SWITCHBOARD_PG_DURABLE=1 keeps PostgreSQL's durable defaults (for benchmarks).
+    settings="-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=400"
+    if [ "${SWITCHBOARD_PG_DURABLE:-0}" != 1 ]; then
+      settings="$settings -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    fi
     # The server must not inherit the lock (fd 9) or the caller's pipes.
-    # Test settings: no fsync (the tests kill gateways, not the database), room for many pools.
-    as_owner "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start -o \
-      "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    as_owner "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start -o "$settings" \
       </dev/null >/dev/null 9>&- || { cat "$dir/server.log" >&2; exit 1; }
     echo "postgres://switchboard@127.0.0.1:$port/postgres" >"$dir/url"
     cat "$dir/url"
@@ -61,7 +68,7 @@ case "$cmd" in
     ;;
   stop)
     if [ -d "$data" ]; then as_owner "$bin/pg_ctl" -D "$data" stop -m fast >/dev/null 2>&1 || true; fi
-    rm -rf "$dir"
+    rm -rf "$dir" "$dir.lock"
     ;;
   *)
     echo "usage: $0 start|url|stop" >&2

@@ -301,14 +301,26 @@ fn store(file: &mut File, raw: &raw::Store, base: &Path, env: &dyn Fn(&str) -> O
             }
         }
     };
-    if let Backend::Sqlite { .. } = backend {
-        for (key, span) in [
-            ("password", raw.password.as_ref().map(|p| p.span())),
-            ("pool_size", raw.pool_size.as_ref().map(|p| p.span())),
-        ] {
-            if let Some(span) = span {
-                file.error(span, format!("{key} applies to a postgres:// store only"));
-            }
+    // Keys of the other backend are mistakes, not silently ignored settings.
+    let (kind, foreign) = match backend {
+        Backend::Sqlite { .. } => (
+            "postgres://",
+            [
+                ("password", raw.password.as_ref().map(|p| p.span())),
+                ("pool_size", raw.pool_size.as_ref().map(|p| p.span())),
+            ],
+        ),
+        Backend::Postgres { .. } => (
+            "sqlite://",
+            [
+                ("synchronous", raw.synchronous.as_ref().map(|p| p.span())),
+                ("max_size_bytes", raw.max_size_bytes.as_ref().map(|p| p.span())),
+            ],
+        ),
+    };
+    for (key, span) in foreign {
+        if let Some(span) = span {
+            file.error(span, format!("{key} applies to a {kind} store only"));
         }
     }
     let synchronous = match raw.synchronous.as_ref().map(|s| (s, s.get_ref().as_str())) {
@@ -958,6 +970,31 @@ mod tests {
         assert_eq!(config.server.max_body_bytes, 262_144);
         let Backend::Sqlite { path } = &config.store.backend else { panic!("sqlite by default") };
         assert_eq!(path, &dir.path().join("data/switchboard.db"));
+    }
+
+    #[test]
+    fn a_postgres_store_takes_its_password_from_a_secret_and_refuses_sqlite_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = "[store]\nurl = \"postgres://gw@db.internal:6432/queue?sslmode=require\"\npassword = { env = \"DB_PASSWORD\" }\npool_size = 4\n";
+        let main = write(dir.path(), "switchboard.toml", &format!("{MAIN}{store}"));
+        std::fs::create_dir_all(dir.path().join("tenants")).unwrap();
+        let env = |name: &str| (name == "DB_PASSWORD").then(|| "s3cret".to_string());
+        let config = load_with_env(&main, &env).unwrap();
+        let Backend::Postgres { config: pg, pool_size } = &config.store.backend else { panic!("postgres") };
+        assert_eq!((pg.get_user(), pg.get_dbname(), pg.get_ports()), (Some("gw"), Some("queue"), &[6432][..]));
+        assert_eq!(pg.get_password(), Some(&b"s3cret"[..]));
+        assert_eq!(*pool_size, 4);
+        assert!(!format!("{pg:?}").contains("s3cret"), "the password never reaches a log line");
+
+        let bad = "[store]\nurl = \"postgres://gw:inline@db/queue\"\npassword = { env = \"DB_PASSWORD\" }\nsynchronous = \"normal\"\n";
+        write(dir.path(), "switchboard.toml", &format!("{MAIN}{bad}"));
+        let errors = load_with_env(&main, &env).unwrap_err().to_string();
+        assert!(errors.contains(":5:12: the password is given twice"), "{errors}");
+        assert!(errors.contains(":6:15: synchronous applies to a sqlite:// store only"), "{errors}");
+        write(dir.path(), "switchboard.toml", &format!("{MAIN}[store]\nurl = \"mysql://db/q\"\npool_size = 3\n"));
+        let errors = load_with_env(&main, &env).unwrap_err().to_string();
+        assert!(errors.contains(":4:7: unsupported store url"), "{errors}");
+        assert!(errors.contains(":5:13: pool_size applies to a postgres:// store only"), "{errors}");
     }
 
     #[test]

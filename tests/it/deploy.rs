@@ -23,3 +23,18 @@ fn the_systemd_unit_verifies() {
     let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success() && !said.contains("switchboard.service:"), "{said}");
 }
+
+/// The compose file, the Kubernetes manifests and the Dockerfile parse, agree with each
+/// other (ports, probes, selectors, grace period over the drain time, non-root), and the
+/// configs they ship pass `switchboard check` with this very binary.
+#[test]
+fn the_container_and_kubernetes_files_validate() {
+    let output = Command::new(crate::support::oracle::python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/validate.py"))
+        .args(["--binary", BIN])
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("checks passed"), "{said}");
+}

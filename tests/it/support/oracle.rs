@@ -10,7 +10,7 @@ static PYTHON: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 const ORACLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oracles");
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     let mut cached = PYTHON.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(path) = cached.as_ref() {
         return path.clone();

@@ -1,0 +1,128 @@
+//! Several `switchboard serve` processes on one PostgreSQL queue, one of them killed with
+//! SIGKILL mid-load: every acknowledged event still reaches every destination, and the
+//! only duplicates are attempts that were in flight on the killed node.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::support::gateway::{client, write_config};
+use crate::support::postgres::database;
+use crate::support::process::Serve;
+use crate::support::{Receiver, Reply, seed};
+
+const DESTINATIONS: [&str; 2] = ["/crm", "/analytics"];
+const MAX_IN_FLIGHT: usize = 4;
+
+fn tenant(receiver: &Receiver) -> String {
+    let destination = |id: &str, path: &str| {
+        format!(
+            "[[destination]]\nid = \"{id}\"\nurl = \"{}\"\nmax_in_flight = {MAX_IN_FLIGHT}\ntimeout = \"1s\"\n\
+             retry = {{ initial_backoff = \"50ms\", max_backoff = \"200ms\" }}\n",
+            receiver.url(path)
+        )
+    };
+    format!(
+        "id = \"acme\"\n[[source]]\nid = \"telecmi\"\nprovider = \"telecmi\"\nauth = [{{ scheme = \"none\" }}]\n{}{}",
+        destination("crm", "/crm"),
+        destination("analytics", "/analytics")
+    )
+}
+
+fn callback(n: usize) -> String {
+    String::from_utf8(seed("telecmi.json"))
+        .unwrap()
+        .replace("703ee423-e5f8-4120-9c17-5216c679afdd", &format!("call-{n}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_one_killed_lose_nothing() {
+    let Some(url) = database().await else { return };
+    let receiver = Receiver::start().await;
+    // Slow enough that every node holds leased, in-flight deliveries when one dies.
+    receiver.reply_with(|_, _| Reply::status(200).after(Duration::from_millis(25)));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "", &format!("url = \"{url}\"\npool_size = 8"), &[&tenant(&receiver)]);
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(Serve::start(&config).await);
+    }
+    let hooks: Vec<String> = nodes.iter().map(|n| n.hook("acme", "telecmi")).collect();
+
+    let acknowledged = Arc::new(Mutex::new(HashSet::new()));
+    let senders: Vec<_> = (0..6)
+        .map(|sender| {
+            let (hooks, acknowledged) = (hooks.clone(), acknowledged.clone());
+            tokio::spawn(async move {
+                let client = client();
+                for n in 0..60 {
+                    // Round-robin over the nodes; a node that is gone refuses, the next one takes it.
+                    let url = &hooks[(sender + n) % hooks.len()];
+                    let sent = client
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .body(callback(sender * 1000 + n))
+                        .send()
+                        .await;
+                    if let Ok(response) = sent
+                        && response.status() == 200
+                    {
+                        let id = response.headers()["x-switchboard-event-id"].to_str().unwrap().to_string();
+                        acknowledged.lock().unwrap().insert(id);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while acknowledged.lock().unwrap().len() < 120 {
+        assert!(tokio::time::Instant::now() < deadline, "ingest too slow: {}", nodes[0].log());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    nodes[1].kill9().await;
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let seen_at_kill = receiver.requests().len();
+    assert!(
+        seen_at_kill < acknowledged.len() * DESTINATIONS.len(),
+        "the kill came too late to test anything: everything was already delivered"
+    );
+
+    // The killed node's leases expire (timeout × 2 + 30 s) and the survivors take them over.
+    let what = format!("{} events at both destinations", acknowledged.len());
+    let requests = receiver
+        .wait_until(Duration::from_secs(120), &what, |requests| {
+            DESTINATIONS.iter().all(|path| {
+                let seen: HashSet<&str> =
+                    requests.iter().filter(|r| r.path() == *path).filter_map(|r| r.header("webhook-id")).collect();
+                acknowledged.iter().all(|id| seen.contains(id.as_str()))
+            })
+        })
+        .await;
+
+    let mut copies: HashMap<(String, String), usize> = HashMap::new();
+    for r in &requests {
+        *copies.entry((r.path().to_string(), r.header("webhook-id").unwrap().to_string())).or_default() += 1;
+    }
+    // Delivered but never acknowledged (the kill cut the answer): it must at least be stored.
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    for (_, id) in copies.keys().filter(|(_, id)| !acknowledged.contains(id)) {
+        let id: uuid::Uuid = id.parse().unwrap();
+        let stored: i64 = db.query_one("SELECT count(*) FROM events WHERE id = $1", &[&id]).await.unwrap().get(0);
+        assert_eq!(stored, 1, "{id} was delivered but never stored");
+    }
+    let duplicates: usize = copies.values().map(|n| n - 1).sum();
+    // At most every slot of every destination on the killed node had an attempt in flight.
+    let in_flight_bound = MAX_IN_FLIGHT * DESTINATIONS.len();
+    eprintln!(
+        "cluster: {} acknowledged across 3 nodes, {} requests seen at the kill, {} delivered after, {duplicates} duplicates (bound {in_flight_bound})",
+        acknowledged.len(),
+        seen_at_kill,
+        requests.len()
+    );
+    assert!(duplicates <= in_flight_bound, "{duplicates} duplicates, more than the killed node had in flight");
+}
