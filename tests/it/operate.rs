@@ -210,11 +210,10 @@ async fn events_and_deliveries_page_newest_first_with_their_history() {
     assert_eq!(ids.len(), 7);
 }
 
-#[tokio::test]
-async fn a_replayed_dead_delivery_succeeds_with_the_same_webhook_id() {
+async fn a_replayed_dead_delivery_succeeds_with_the_same_webhook_id(store: &str) {
     let receiver = Receiver::start().await;
     let healthy = flaky(&receiver);
-    let setup = start(&receiver, "", "").await;
+    let setup = start(&receiver, store, "").await;
     let event = setup.callback(1).await;
     let dead = setup.until("/v1/deliveries?state=dead", "the dead delivery", |v| count(v, "deliveries") == 1).await;
     let id = dead["deliveries"][0]["id"].as_i64().unwrap();
@@ -240,11 +239,10 @@ async fn a_replayed_dead_delivery_succeeds_with_the_same_webhook_id() {
     assert_eq!(setup.post("/v1/deliveries/999999/replay", None).await.0, 404);
 }
 
-#[tokio::test]
-async fn pause_holds_deliveries_and_bulk_replay_queues_each_once() {
+async fn pause_holds_deliveries_and_bulk_replay_queues_each_once(store: &str) {
     let receiver = Receiver::start().await;
     let healthy = flaky(&receiver);
-    let setup = start(&receiver, "", "").await;
+    let setup = start(&receiver, store, "").await;
     for n in 0..3 {
         setup.callback(n).await;
     }
@@ -377,11 +375,10 @@ async fn reload_under_load_fails_no_request_and_keeps_the_old_config_when_invali
     assert_eq!(failed, 0);
 }
 
-#[tokio::test]
-async fn retention_purges_finished_events() {
+async fn retention_purges_finished_events(store: &str) {
     let receiver = Receiver::start().await;
     let _healthy = flaky(&receiver);
-    let setup = start(&receiver, "retention = \"1s\"\ndead_retention = \"2s\"", "").await;
+    let setup = start(&receiver, &format!("{store}\nretention = \"1s\"\ndead_retention = \"2s\""), "").await;
     let event = setup.callback(1).await;
     assert_eq!(setup.get(&format!("/v1/events/{event}")).await["event_id"], event.as_str());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -395,6 +392,32 @@ async fn retention_purges_finished_events() {
     }
     assert_eq!(count(&setup.get("/v1/deliveries").await, "deliveries"), 0, "both its deliveries went with it");
 }
+
+/// The operator's view is the same whichever store is behind it.
+macro_rules! on_both_stores {
+    ($($name:ident),*) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name("").await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    let Some(url) = crate::support::postgres::database().await else { return };
+                    super::$name(&format!("url = \"{url}\"")).await;
+                }
+            }
+        )*
+    };
+}
+
+on_both_stores!(
+    a_replayed_dead_delivery_succeeds_with_the_same_webhook_id,
+    pause_holds_deliveries_and_bulk_replay_queues_each_once,
+    retention_purges_finished_events
+);
 
 fn sample(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
     samples

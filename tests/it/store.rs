@@ -510,3 +510,31 @@ async fn postgres_nodes_starting_together_migrate_once() {
         store.close().await;
     }
 }
+
+/// The same callback reaching two nodes at once is one event: the unique key decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_dedupe_holds_across_nodes() {
+    let Some(url) = database().await else { return };
+    let nodes = [pg(&url, "node-a").await, pg(&url, "node-b").await];
+    let commits: Vec<_> = (0..40)
+        .map(|i| {
+            let node = nodes[i % 2].clone();
+            let e = NewEvent {
+                dedupe: Some(Dedupe { key: format!("call-{}/completed", i / 4), until: now_ms() + 60_000 }),
+                ..event("acme", &["crm"])
+            };
+            tokio::spawn(async move { node.commit(e).await.unwrap() })
+        })
+        .collect();
+    let mut new = 0;
+    for commit in commits {
+        if commit.await.unwrap() == Committed::New {
+            new += 1;
+        }
+    }
+    assert_eq!(new, 10, "one event per distinct callback, whichever node took it");
+    assert_eq!(nodes[1].queue_stats().await.unwrap().pending, 10);
+    for node in nodes {
+        node.close().await;
+    }
+}
