@@ -126,3 +126,24 @@ async fn three_nodes_one_killed_lose_nothing() {
     );
     assert!(duplicates <= in_flight_bound, "{duplicates} duplicates, more than the killed node had in flight");
 }
+
+/// A shared store that cannot be reached at start: a few connection attempts with backoff
+/// (the database may be starting beside the gateway), then a clear error and a non-zero exit.
+#[tokio::test]
+async fn an_unreachable_postgres_at_start_is_a_clear_error_and_a_failed_exit() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "", &format!("url = \"postgres://gw@{closed}/queue\""), &[]);
+    let started = std::time::Instant::now();
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(crate::support::process::BIN).arg("serve").arg("--config").arg(&config).output(),
+    )
+    .await
+    .expect("gave up in time")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot connect to postgres after 6 attempts"), "{stderr}");
+    assert!(started.elapsed() >= Duration::from_secs(10), "it retried with backoff before giving up");
+}

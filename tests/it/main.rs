@@ -6,6 +6,7 @@ mod cluster;
 mod crash;
 mod delivery;
 mod deploy;
+mod downstream;
 mod errors;
 mod health;
 mod hostile;
