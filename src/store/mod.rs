@@ -43,6 +43,17 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// Ingest never waits for room in a store's queue: a full queue means the store is behind,
+/// and the provider is better told 503 now than left hanging.
+impl<T> From<tokio::sync::mpsc::error::TrySendError<T>> for StoreError {
+    fn from(e: tokio::sync::mpsc::error::TrySendError<T>) -> Self {
+        match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        }
+    }
+}
+
 impl StoreError {
     /// Whether the same operation may succeed later without anyone changing anything.
     pub fn is_retriable(&self) -> bool {

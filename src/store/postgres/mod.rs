@@ -213,11 +213,7 @@ const REPLAY: &str = "UPDATE deliveries SET state = 0, due_at = $1, created_at =
 impl Store for PgStore {
     async fn commit(&self, event: NewEvent) -> Result<Committed, StoreError> {
         let (reply, rx) = oneshot::channel();
-        // As for SQLite: a full queue is answered 503 now rather than left waiting.
-        self.sender.try_send(commit::Queued { event, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::Busy,
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })?;
+        self.sender.try_send(commit::Queued { event, reply })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

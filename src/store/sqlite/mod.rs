@@ -123,12 +123,7 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn commit(&self, event: NewEvent) -> Result<Committed, StoreError> {
         let (reply, rx) = oneshot::channel();
-        // Never wait for room: a full queue means the store is behind, and the provider is
-        // better told 503 now than left hanging.
-        self.sender.try_send(Command::Commit { event, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::Busy,
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })?;
+        self.sender.try_send(Command::Commit { event, reply })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
