@@ -71,6 +71,15 @@ pub fn delivered(tenant: &str, destination: &str, since_created: Duration) {
         .record(since_created.as_secs_f64());
 }
 
+/// A destination's circuit opened (`true`) or closed again.
+pub fn circuit(tenant: &str, destination: &str, open: bool) {
+    let labels = [("tenant", tenant.to_string()), ("destination", destination.to_string())];
+    gauge!("switchboard_destination_circuit_open", &labels).set(if open { 1.0 } else { 0.0 });
+    if open {
+        counter!("switchboard_destination_circuit_opened_total", &labels).increment(1);
+    }
+}
+
 pub fn group_commit(batch: usize, latency: Duration) {
     histogram!("switchboard_store_commit_batch_size").record(batch as f64);
     histogram!("switchboard_store_commit_seconds").record(latency.as_secs_f64());

@@ -1,5 +1,5 @@
 //! The admin API's endpoints: events and their delivery history, deliveries, replay (one
-//! or in bulk), pausing a destination, and reloading the configuration.
+//! or in bulk), destinations' pause and circuit state, pausing a destination, and reloading the configuration.
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -28,6 +28,9 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>) -> Result<Res
         (Method::GET, ["deliveries"]) => deliveries(gateway, &query).await,
         (Method::POST, ["deliveries", id, "replay"]) => replay_one(gateway, id).await,
         (Method::POST, ["replay"]) => replay_bulk(gateway, request).await,
+        (Method::GET, ["destinations"]) => {
+            Ok(json_response(StatusCode::OK, &json!({ "destinations": gateway.dispatcher().status() })))
+        }
         (Method::POST, ["destinations", tenant, id, action @ ("pause" | "resume")]) => {
             pause(gateway, tenant, id, *action == "pause").await
         }
@@ -37,9 +40,16 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>) -> Result<Res
                 Err(ApiError::InvalidConfig(format!("configuration not reloaded; the running one stays:\n{errors}")))
             }
         },
-        (_, ["events"] | ["events", _] | ["deliveries"] | ["replay"] | ["reload"] | ["deliveries", _, "replay"]) => {
-            Err(ApiError::MethodNotAllowed)
-        }
+        (
+            _,
+            ["events"]
+            | ["events", _]
+            | ["deliveries"]
+            | ["destinations"]
+            | ["replay"]
+            | ["reload"]
+            | ["deliveries", _, "replay"],
+        ) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound("no such endpoint".into())),
     }
 }

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,8 +18,8 @@ use serde::de::DeserializeOwned;
 
 use super::raw::{self, S};
 use super::{
-    Backend, Config, Destination, FixedResponse, Provider, RateLimit, Responder, RetryPolicy, Server, Source, Store,
-    Synchronous, Tenant,
+    Backend, CircuitBreaker, Config, Destination, FixedResponse, Provider, RateLimit, Responder, RetryPolicy, Server,
+    Source, Store, Synchronous, Tenant,
 };
 use crate::auth::{Algorithm, Encoding, Scheme, TokenAt};
 use crate::fanout::When;
@@ -914,6 +915,7 @@ fn destination(
             policy
         }
     };
+    let circuit_breaker = circuit_breaker(file, raw);
     Destination {
         tenant: tenant.to_string(),
         id: raw.id.get_ref().clone(),
@@ -929,7 +931,24 @@ fn destination(
         timeout: file.duration(&raw.timeout, Duration::from_secs(10)),
         max_in_flight: file.ranged(&raw.max_in_flight, 64, 1..10_001, "max_in_flight") as usize,
         retry,
+        circuit_breaker,
     }
+}
+
+fn circuit_breaker(file: &mut File, raw: &raw::Destination) -> Option<CircuitBreaker> {
+    let defaults = CircuitBreaker::default();
+    let Some(r) = &raw.circuit_breaker else { return Some(defaults) };
+    let failures = file.ranged(&r.failures, defaults.failures.get().into(), 0..1001, "circuit_breaker.failures");
+    let settings = CircuitBreaker {
+        failures: NonZeroU32::new(failures as u32)?,
+        cooldown: file.duration(&r.cooldown, defaults.cooldown),
+        max_cooldown: file.duration(&r.max_cooldown, defaults.max_cooldown),
+    };
+    if settings.cooldown > settings.max_cooldown {
+        let span = r.cooldown.as_ref().or(r.max_cooldown.as_ref()).map_or(raw.id.span(), |s| s.span());
+        file.error(span, "circuit_breaker.cooldown must not exceed max_cooldown");
+    }
+    Some(settings)
 }
 
 #[cfg(test)]
@@ -1026,6 +1045,43 @@ mod tests {
         at(10, 11, "invalid duration");
         at(11, 29, "initial_backoff must not exceed max_backoff");
         assert_eq!(errors.len(), 5, "{shown:#?}");
+    }
+
+    #[test]
+    fn circuit_breaker_defaults_off_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(dir.path(), "switchboard.toml", MAIN);
+        let tenant = |breakers: &[&str]| {
+            let mut text = String::from(
+                "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{ scheme = \"none\" }]\n",
+            );
+            for (i, breaker) in breakers.iter().enumerate() {
+                text += &format!("[[destination]]\nid = \"d{i}\"\nurl = \"https://x/\"\n{breaker}\n");
+            }
+            write(dir.path(), "tenants/acme.toml", &text)
+        };
+        tenant(&["", "circuit_breaker = { failures = 0 }", "circuit_breaker = { failures = 2, cooldown = \"1s\" }"]);
+        let config = load(&main).unwrap();
+        let d = &config.tenants["acme"].destinations;
+        assert_eq!(d[0].circuit_breaker, Some(CircuitBreaker::default()));
+        assert_eq!(d[1].circuit_breaker, None);
+        let custom = d[2].circuit_breaker.unwrap();
+        assert_eq!(
+            (custom.failures.get(), custom.cooldown, custom.max_cooldown),
+            (2, Duration::from_secs(1), Duration::from_secs(60))
+        );
+
+        let path = tenant(&[
+            "circuit_breaker = { cooldown = \"2m\", max_cooldown = \"1m\" }",
+            "circuit_breaker = { failures = 5000 }",
+        ]);
+        let errors = load(&main).unwrap_err().to_string();
+        let at = |line_col: &str, text: &str| {
+            let expected = format!("{}:{line_col}: {text}", path.display());
+            assert!(errors.contains(&expected), "no {expected:?} in {errors}");
+        };
+        at("9:32", "circuit_breaker.cooldown must not exceed max_cooldown");
+        at("13:32", "circuit_breaker.failures must be between 0 and 1000");
     }
 
     #[test]

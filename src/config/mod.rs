@@ -197,6 +197,8 @@ pub struct Destination {
     pub timeout: Duration,
     pub max_in_flight: usize,
     pub retry: RetryPolicy,
+    /// `None`: every pending delivery keeps its own retry schedule however many fail.
+    pub circuit_breaker: Option<CircuitBreaker>,
 }
 
 impl Destination {
@@ -212,6 +214,26 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
     /// Measured from the event's arrival; no attempt is scheduled past it.
     pub deadline: Duration,
+}
+
+/// When a destination counts as down and how it is probed (see `deliver::breaker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    /// Failed attempts in a row that open the circuit.
+    pub failures: std::num::NonZeroU32,
+    /// How long the first opening lasts; each failed probe doubles it.
+    pub cooldown: Duration,
+    pub max_cooldown: Duration,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self {
+            failures: std::num::NonZeroU32::new(5).expect("non-zero"),
+            cooldown: Duration::from_secs(5),
+            max_cooldown: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for RetryPolicy {

@@ -153,6 +153,7 @@ pub struct Destination {
     pub timeout: Option<S<String>>,
     pub max_in_flight: Option<S<u64>>,
     pub retry: Option<Retry>,
+    pub circuit_breaker: Option<CircuitBreaker>,
     pub headers: Option<IndexMap<String, S<String>>>,
     pub body: Option<S<String>>,
     pub form: Option<S<IndexMap<String, S<String>>>>,
@@ -171,4 +172,13 @@ pub struct Retry {
     pub initial_backoff: Option<S<String>>,
     pub max_backoff: Option<S<String>>,
     pub deadline: Option<S<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreaker {
+    /// 0 turns the breaker off.
+    pub failures: Option<S<u64>>,
+    pub cooldown: Option<S<String>>,
+    pub max_cooldown: Option<S<String>>,
 }

@@ -11,6 +11,7 @@
 //! removed destinations — their pending deliveries stay in the store.
 
 mod attempt;
+pub mod breaker;
 pub mod outcome;
 pub mod preview;
 pub mod respond;
@@ -48,6 +49,7 @@ struct Handle {
     destination: ArcSwap<Destination>,
     wake: Notify,
     paused: AtomicBool,
+    breaker: breaker::Breaker,
     /// Stops this worker alone (its destination was removed or reshaped).
     stop: CancellationToken,
 }
@@ -62,6 +64,14 @@ pub struct Dispatcher {
     shared: Arc<Shared>,
     stop: CancellationToken,
     workers: RwLock<Workers>,
+}
+
+/// A destination as this node's worker sees it.
+#[derive(Debug, serde::Serialize)]
+pub struct DestinationStatus {
+    pub destination: String,
+    pub paused: bool,
+    pub circuit: breaker::Circuit,
 }
 
 /// What a reload changed.
@@ -93,6 +103,7 @@ impl Dispatcher {
             destination: ArcSwap::new(destination.clone()),
             wake: Notify::new(),
             paused: AtomicBool::new(paused),
+            breaker: breaker::Breaker::default(),
             stop: self.stop.child_token(),
         });
         self.shared.tracker.spawn(worker::run(self.shared.clone(), handle.clone()));
@@ -167,6 +178,23 @@ impl Dispatcher {
         for running in workers.values().flat_map(|t| t.values()) {
             running.handle.wake.notify_one();
         }
+    }
+
+    /// Every running destination worker's state on this node, sorted by name.
+    pub fn status(&self) -> Vec<DestinationStatus> {
+        let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<DestinationStatus> = workers
+            .iter()
+            .flat_map(|(tenant, of_tenant)| {
+                of_tenant.iter().map(move |(id, running)| DestinationStatus {
+                    destination: format!("{tenant}/{id}"),
+                    paused: running.handle.paused.load(Ordering::Relaxed),
+                    circuit: running.handle.breaker.circuit(),
+                })
+            })
+            .collect();
+        all.sort_by(|a, b| a.destination.cmp(&b.destination));
+        all
     }
 
     /// Pauses or resumes a destination's worker; `false` if there is no such destination.

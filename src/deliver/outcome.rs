@@ -101,6 +101,7 @@ mod tests {
                 max_backoff: Duration::from_secs(60),
                 deadline: Duration::from_secs(3600),
             },
+            circuit_breaker: None,
         }
     }
 

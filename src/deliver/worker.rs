@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
+use super::breaker::{Permit, Signal, Transition};
 use super::outcome::{self, Outcome};
 use super::{Handle, Shared, attempt};
 use crate::config::Destination;
@@ -41,7 +42,33 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
             _ = handle.stop.cancelled() => break,
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
         };
-        let mut allowance = (slots.available_permits() + 1).min(CLAIM_BATCH);
+        // Asked with a slot in hand: the circuit may have opened while every slot was busy.
+        let mut probe = false;
+        if destination.circuit_breaker.is_some() {
+            match handle.breaker.permit(Instant::now()) {
+                Permit::Send => {}
+                Permit::Probe => probe = true,
+                // A wake only re-checks (a pause or a reload may have come); nothing is claimed.
+                Permit::WaitUntil(until) => {
+                    drop(first);
+                    tokio::select! {
+                        _ = handle.stop.cancelled() => break,
+                        _ = handle.wake.notified() => {}
+                        _ = tokio::time::sleep_until(until.into()) => {}
+                    }
+                    continue;
+                }
+                Permit::AwaitProbe => {
+                    drop(first);
+                    tokio::select! {
+                        _ = handle.stop.cancelled() => break,
+                        _ = handle.wake.notified() => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        let mut allowance = if probe { 1 } else { (slots.available_permits() + 1).min(CLAIM_BATCH) };
         if let Some(pacer) = &pacer {
             tokio::select! {
                 biased;
@@ -67,6 +94,9 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
             }
             Err(e) => {
                 drop(first);
+                if probe {
+                    handle.breaker.probe_unused(Instant::now());
+                }
                 failures += 1;
                 tracing::warn!(tenant = %destination.tenant, destination = %destination.id, error = %e, "claim failed");
                 let pause = Duration::from_millis(100 << failures.min(6));
@@ -75,6 +105,9 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
         };
         if claim.deliveries.is_empty() {
             drop(first);
+            if probe {
+                handle.breaker.probe_unused(Instant::now());
+            }
             let until_due = claim
                 .next_due
                 .map_or(IDLE_POLL, |due| Duration::from_millis(due.saturating_sub(now_ms()).max(1) as u64));
@@ -92,7 +125,7 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
                 // Only this loop takes slots, and it claimed no more than were free.
                 None => slots.clone().acquire_owned().await.expect("the semaphore is never closed"),
             };
-            shared.tracker.spawn(deliver(shared.clone(), destination.clone(), delivery, slot, handle.clone()));
+            shared.tracker.spawn(deliver(shared.clone(), destination.clone(), delivery, slot, handle.clone(), probe));
         }
     }
 }
@@ -103,6 +136,7 @@ async fn deliver(
     delivery: ClaimedDelivery,
     _slot: OwnedSemaphorePermit,
     handle: Arc<Handle>,
+    probe: bool,
 ) {
     let span = tracing::info_span!(
         "attempt",
@@ -110,6 +144,7 @@ async fn deliver(
         destination = %destination.id,
         event_id = %delivery.event_id,
         attempt = delivery.attempt,
+        probe,
     );
     async move {
         let sent = tokio::select! {
@@ -118,6 +153,7 @@ async fn deliver(
                 if let Err(e) = shared.store.release(delivery.id, delivery.lease).await {
                     tracing::warn!(error = %e, "could not release the delivery; it resumes when its lease expires");
                 }
+                circuit(&handle, &destination, Signal::Neutral, probe);
                 return;
             }
         };
@@ -132,6 +168,11 @@ async fn deliver(
             sent.record.error.as_deref(),
         );
         metrics::attempt(tenant, id, label, sent.record.latency);
+        let signal = match outcome {
+            Outcome::Delivered => Signal::Success,
+            _ if sent.permanent => Signal::Neutral,
+            _ => Signal::Failure,
+        };
         let next = match outcome {
             Outcome::Delivered => {
                 let since = Duration::from_millis(now.saturating_sub(delivery.created_at).max(0) as u64);
@@ -157,11 +198,36 @@ async fn deliver(
             Ok(false) => tracing::warn!("lease lost before the result was recorded; the new holder decides"),
             Err(e) => tracing::error!(error = %e, "could not record the attempt; the delivery resumes when its lease expires"),
         }
-        if retry {
-            // The worker may be asleep until a later time; let it see the new due time.
+        // Recorded after the completion, so a probe that closes the circuit lets the worker
+        // claim a queue that already holds the probe's outcome.
+        let reopened_or_closed = circuit(&handle, &destination, signal, probe);
+        if retry || probe || reopened_or_closed {
+            // The worker may be asleep until a later time or waiting for this probe.
             handle.wake.notify_one();
         }
     }
     .instrument(span)
     .await
+}
+
+/// Feeds an attempt's result to the destination's breaker; logs and counts a transition.
+fn circuit(handle: &Handle, destination: &Destination, signal: Signal, probe: bool) -> bool {
+    let Some(settings) = &destination.circuit_breaker else { return false };
+    let (tenant, id) = (destination.tenant.as_str(), destination.id.as_str());
+    match handle.breaker.record(settings, signal, probe, Instant::now()) {
+        Some(Transition::Opened { cooldown }) => {
+            metrics::circuit(tenant, id, true);
+            tracing::warn!(
+                cooldown_ms = cooldown.as_millis() as u64,
+                "destination is failing; circuit open, pending deliveries wait for a probe"
+            );
+            true
+        }
+        Some(Transition::Closed) => {
+            metrics::circuit(tenant, id, false);
+            tracing::info!("destination answered; circuit closed, pending deliveries resume");
+            true
+        }
+        None => false,
+    }
 }

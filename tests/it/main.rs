@@ -12,6 +12,7 @@ mod health;
 mod hostile;
 mod isolation;
 mod operate;
+mod outage;
 mod respond;
 mod seeds;
 mod store;
