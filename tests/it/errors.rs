@@ -1,5 +1,7 @@
 //! Every refusal ingest can give, each produced for real, with its status and JSON code.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -162,6 +164,65 @@ async fn a_store_that_cannot_commit_is_503_and_nothing_is_acknowledged() {
     for id in acknowledged {
         assert_eq!(gateway.store.deliveries_of(id).await.unwrap().len(), 1);
     }
+    gateway.stop().await;
+}
+
+/// The store fills while a destination is down; when it is back, its backlog is delivered
+/// (the store keeps room for recording that), retention purges it, and ingest accepts again
+/// by itself: no restart, nothing acknowledged lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_recovers_by_itself_once_space_returns() {
+    let receiver = Receiver::start().await;
+    let down = Arc::new(AtomicBool::new(true));
+    receiver.reply_with({
+        let down = down.clone();
+        // Back up, it answers with a page (1 KiB kept per attempt): recording that needs room.
+        move |_, _| match down.load(Ordering::SeqCst) {
+            true => Reply::status(500).body(""),
+            false => Reply::status(200).body("x".repeat(4096)),
+        }
+    });
+    let tenant = format!(
+        "{TENANT}[[destination]]\nid = \"crm\"\nurl = \"{}\"\ncircuit_breaker = {{ failures = 0 }}\n\
+         retry = {{ max_attempts = 1000, initial_backoff = \"200ms\", max_backoff = \"200ms\" }}\n",
+        receiver.url("/")
+    );
+    let gateway = Gateway::start_with("", "max_size_bytes = 1048576\nretention = \"1s\"", &[&tenant]).await;
+    let body = |n: usize| format!("{{\"callId\":\"c{n}\",\"pad\":\"{}\"}}", "x".repeat(200));
+    let mut acknowledged = Vec::new();
+    loop {
+        let response = gateway.post("acme", "s", "application/json", body(acknowledged.len())).await;
+        if response.status() != 200 {
+            expect_error(response, 503, "store_unavailable").await;
+            break;
+        }
+        acknowledged.push(response.headers()["x-switchboard-event-id"].to_str().unwrap().to_string());
+        assert!(acknowledged.len() < 20_000, "the store never filled up");
+    }
+    // Full stays full while nothing drains: refused, not acknowledged.
+    for _ in 0..3 {
+        expect_error(gateway.post("acme", "s", "application/json", body(0)).await, 503, "store_unavailable").await;
+    }
+
+    down.store(false, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let recovered_after = loop {
+        let response = gateway.post("acme", "s", "application/json", body(acknowledged.len())).await;
+        if response.status() == 200 {
+            break acknowledged.len();
+        }
+        expect_error(response, 503, "store_unavailable").await;
+        assert!(tokio::time::Instant::now() < deadline, "ingest still refused 30 s after the destination came back");
+        // Each turn is a real callback, as a provider retrying would send.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let got = receiver
+        .wait_until(Duration::from_secs(30), "every acknowledged event delivered", |requests| {
+            let seen: std::collections::HashSet<_> = requests.iter().filter_map(|r| r.header("webhook-id")).collect();
+            acknowledged.iter().all(|id| seen.contains(id.as_str()))
+        })
+        .await;
+    assert!(got.len() >= recovered_after);
     gateway.stop().await;
 }
 

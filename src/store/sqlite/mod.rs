@@ -78,10 +78,17 @@ impl SqliteStore {
         let next_lease: i64 =
             conn.query_row("SELECT coalesce(max(lease_token), 0) + 1 FROM deliveries", [], |r| r.get(0))?;
         let reader = open_connection(path, config)?;
+        let ingest_ceiling = match config.max_size_bytes {
+            Some(_) => {
+                let max: i64 = conn.query_row("PRAGMA max_page_count", [], |r| r.get(0))?;
+                Some(max - max / 10)
+            }
+            None => None,
+        };
 
         let pending = Arc::new(AtomicU64::new(pending));
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = writer::Writer::new(conn, node.to_string(), next_lease, pending.clone());
+        let writer = writer::Writer::new(conn, node.to_string(), next_lease, pending.clone(), ingest_ceiling);
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer.run(receiver))

@@ -83,11 +83,19 @@ pub struct Writer {
     node: String,
     next_lease: i64,
     pending: Arc<AtomicU64>,
+    /// Pages in use past which new events are refused (`max_size_bytes` less a reserve).
+    ingest_ceiling: Option<i64>,
 }
 
 impl Writer {
-    pub fn new(conn: Connection, node: String, next_lease: i64, pending: Arc<AtomicU64>) -> Self {
-        Self { conn, node, next_lease, pending }
+    pub fn new(
+        conn: Connection,
+        node: String,
+        next_lease: i64,
+        pending: Arc<AtomicU64>,
+        ingest_ceiling: Option<i64>,
+    ) -> Self {
+        Self { conn, node, next_lease, pending, ingest_ceiling }
     }
 
     pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -162,11 +170,18 @@ impl Writer {
         isolate: bool,
     ) -> Result<Option<Vec<Result<Done, StoreError>>>, StoreError> {
         let now = now_ms();
+        let ceiling = self.ingest_ceiling;
         let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let writes = batch.iter().any(|c| matches!(c, Command::Commit { .. } | Command::Complete { .. }));
+        let full = writes && past_ceiling(&tx, ceiling)?;
         let mut results = Vec::with_capacity(batch.len());
         for command in batch {
+            if full && matches!(command, Command::Commit { .. }) {
+                results.push(Err(StoreError::Full));
+                continue;
+            }
             if !isolate {
-                match apply(&tx, command, now, &self.node, &mut self.next_lease) {
+                match apply(&tx, command, now, &self.node, &mut self.next_lease, full) {
                     Ok(done) => results.push(Ok(done)),
                     Err(e) if tx.is_autocommit() => return Err(e.into()),
                     // Dropping the transaction rolls it back.
@@ -175,7 +190,7 @@ impl Writer {
                 continue;
             }
             let savepoint = tx.savepoint()?;
-            match apply(&savepoint, command, now, &self.node, &mut self.next_lease) {
+            match apply(&savepoint, command, now, &self.node, &mut self.next_lease, full) {
                 Ok(done) => {
                     savepoint.commit()?;
                     results.push(Ok(done));
@@ -193,6 +208,17 @@ impl Writer {
         tx.commit()?;
         Ok(Some(results))
     }
+}
+
+/// Whether the store is too full for new events. The last tenth of `max_size_bytes` is
+/// kept for the work that frees space: finishing deliveries (with a smaller history, see
+/// `complete`) and purging. A store that let ingest or retry history take every page could
+/// not record the deliveries that would drain it, and would stay full.
+fn past_ceiling(tx: &Connection, ceiling: Option<i64>) -> rusqlite::Result<bool> {
+    let Some(ceiling) = ceiling else { return Ok(false) };
+    let pages: i64 = tx.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = tx.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    Ok(pages - free >= ceiling)
 }
 
 fn reply(command: Command, result: Result<Done, StoreError>) {
@@ -226,7 +252,14 @@ fn reply(command: Command, result: Result<Done, StoreError>) {
     }
 }
 
-fn apply(tx: &Connection, command: &Command, now: i64, node: &str, next_lease: &mut i64) -> rusqlite::Result<Done> {
+fn apply(
+    tx: &Connection,
+    command: &Command,
+    now: i64,
+    node: &str,
+    next_lease: &mut i64,
+    pressure: bool,
+) -> rusqlite::Result<Done> {
     match command {
         Command::Commit { event, .. } => commit(tx, event),
         Command::Claim { request, .. } => {
@@ -234,7 +267,7 @@ fn apply(tx: &Connection, command: &Command, now: i64, node: &str, next_lease: &
             *next_lease += 1;
             claim(tx, request, now, node, lease).map(Done::Claimed)
         }
-        Command::Complete { completion, .. } => complete(tx, completion),
+        Command::Complete { completion, .. } => complete(tx, completion, pressure),
         Command::Release { delivery, lease, .. } => {
             tx.prepare_cached(
                 "UPDATE deliveries SET due_at = ?3, claimed_by = NULL, lease_token = NULL
@@ -422,7 +455,11 @@ fn claim(tx: &Connection, request: &ClaimRequest, now: i64, node: &str, lease: i
     Ok(Claim { deliveries, next_due })
 }
 
-fn complete(tx: &Connection, c: &Completion) -> rusqlite::Result<Done> {
+/// Under `pressure` (the store is past its ingest ceiling) the history shrinks so that
+/// finishing deliveries always fits in the reserve: a failed attempt that will be retried
+/// leaves no attempt row (the delivery keeps its count and last error), and no response
+/// prefix is kept.
+fn complete(tx: &Connection, c: &Completion, pressure: bool) -> rusqlite::Result<Done> {
     let a = &c.attempt;
     let (state, due_at, last_error) = match &c.next {
         Next::Delivered => (1, a.started_at, None),
@@ -443,18 +480,14 @@ fn complete(tx: &Connection, c: &Completion) -> rusqlite::Result<Done> {
     let Some(n) = n else {
         return Ok(Done::Completed { recorded: false, terminal: false });
     };
+    if pressure && state == 0 {
+        return Ok(Done::Completed { recorded: true, terminal: false });
+    }
+    let prefix: &[u8] = if pressure { &[] } else { &a.response_prefix };
     tx.prepare_cached(
         "INSERT INTO attempts (delivery_id, n, started_at, latency_us, status, error, response_prefix)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![
-        c.delivery,
-        n,
-        a.started_at,
-        a.latency.as_micros() as i64,
-        a.status,
-        a.error,
-        a.response_prefix,
-    ])?;
+    .execute(params![c.delivery, n, a.started_at, a.latency.as_micros() as i64, a.status, a.error, prefix,])?;
     Ok(Done::Completed { recorded: true, terminal: state != 0 })
 }
