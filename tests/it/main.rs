@@ -15,6 +15,7 @@ mod operate;
 mod outage;
 mod respond;
 mod seeds;
+mod soak;
 mod store;
 mod support;
 mod templates;
