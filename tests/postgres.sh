@@ -5,6 +5,8 @@
 #   bash tests/postgres.sh start   # prints the server's URL (idempotent)
 #   bash tests/postgres.sh url     # prints the URL of the running server, if any
 #   bash tests/postgres.sh stop    # stops it and removes its files
+#   bash tests/postgres.sh down    # stops the server, keeping its files (a database outage)
+#   bash tests/postgres.sh up      # starts it again, on the same port
 #
 # The tests use $SWITCHBOARD_TEST_POSTGRES when set, else run `start` themselves (the
 # server then stays up for later runs; `stop` when done). Each test makes its own database.
@@ -57,11 +59,19 @@ case "$cmd" in
     if [ "${SWITCHBOARD_PG_DURABLE:-0}" != 1 ]; then
       settings="$settings -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     fi
+    echo "$settings" >"$dir/settings"
     # The server must not inherit the lock (fd 9) or the caller's pipes.
     as_owner "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start -o "$settings" \
       </dev/null >/dev/null 9>&- || { cat "$dir/server.log" >&2; exit 1; }
     echo "postgres://switchboard@127.0.0.1:$port/postgres" >"$dir/url"
     cat "$dir/url"
+    ;;
+  down)
+    as_owner "$bin/pg_ctl" -D "$data" stop -m fast >/dev/null
+    ;;
+  up)
+    as_owner "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start -o "$(cat "$dir/settings")" \
+      </dev/null >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
     ;;
   url)
     running && cat "$dir/url"
@@ -71,7 +81,7 @@ case "$cmd" in
     rm -rf "$dir" "$dir.lock"
     ;;
   *)
-    echo "usage: $0 start|url|stop" >&2
+    echo "usage: $0 start|url|stop|down|up" >&2
     exit 2
     ;;
 esac

@@ -21,9 +21,11 @@ const IDLE_POLL: Duration = Duration::from_secs(5);
 pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
     let built_with = handle.destination.load_full();
     let slots = Arc::new(Semaphore::new(built_with.max_in_flight));
-    // Pacing happens before the claim: a delivery waiting for its turn stays in the queue,
-    // unleased, rather than in memory.
+    // A paced destination claims at most its burst at once and each send waits for its
+    // token: a paced drain costs one claim per burst rather than one per delivery, no token
+    // is spent on a claim that found nothing, and few deliveries wait leased in memory.
     let pacer = built_with.rate_limit.map(|r| r.limiter());
+    let burst = built_with.rate_limit.map_or(CLAIM_BATCH, |r| r.burst.get() as usize);
     let mut failures = 0u32;
     loop {
         if handle.paused.load(Ordering::Relaxed) {
@@ -68,19 +70,7 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
                 }
             }
         }
-        let mut allowance = if probe { 1 } else { (slots.available_permits() + 1).min(CLAIM_BATCH) };
-        if let Some(pacer) = &pacer {
-            tokio::select! {
-                biased;
-                _ = handle.stop.cancelled() => break,
-                _ = pacer.until_ready() => {}
-            }
-            let mut granted = 1;
-            while granted < allowance && pacer.check().is_ok() {
-                granted += 1;
-            }
-            allowance = granted;
-        }
+        let allowance = if probe { 1 } else { (slots.available_permits() + 1).min(CLAIM_BATCH).min(burst) };
         let request = ClaimRequest {
             tenant: destination.tenant.clone(),
             destination: destination.id.clone(),
@@ -119,7 +109,24 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
             continue;
         }
         let mut first = Some(first);
-        for delivery in claim.deliveries {
+        let mut claimed = claim.deliveries.into_iter();
+        while let Some(delivery) = claimed.next() {
+            if let Some(pacer) = &pacer {
+                let stopping = tokio::select! {
+                    biased;
+                    _ = handle.stop.cancelled() => true,
+                    _ = pacer.until_ready() => false,
+                };
+                if stopping {
+                    // Back to the queue at once, for a restart or another node.
+                    for unsent in std::iter::once(delivery).chain(claimed) {
+                        if let Err(e) = shared.store.release(unsent.id, unsent.lease).await {
+                            tracing::warn!(error = %e, "could not release a paced delivery; it resumes when its lease expires");
+                        }
+                    }
+                    return;
+                }
+            }
             let slot = match first.take() {
                 Some(slot) => slot,
                 // Only this loop takes slots, and it claimed no more than were free.

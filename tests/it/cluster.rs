@@ -147,3 +147,64 @@ async fn an_unreachable_postgres_at_start_is_a_clear_error_and_a_failed_exit() {
     assert!(stderr.contains("cannot connect to postgres after 6 attempts"), "{stderr}");
     assert!(started.elapsed() >= Duration::from_secs(10), "it retried with backoff before giving up");
 }
+
+/// PostgreSQL lost while running: ingest answers 503 and acknowledges nothing while it is
+/// down, and when it is back the gateway resumes by itself — ingest and deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_lost_while_running_is_503_then_resumes_by_itself() {
+    let Some(postgres) = crate::support::postgres::Private::start() else { return };
+    let receiver = Receiver::start().await;
+    let gateway =
+        crate::support::Gateway::start_with("", &format!("url = \"{}\"", postgres.url), &[&tenant(&receiver)]).await;
+    let sent = std::sync::atomic::AtomicUsize::new(0);
+    let post = || {
+        let n = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        gateway.post("acme", "telecmi", "application/json", callback(n))
+    };
+    let mut acknowledged = HashSet::new();
+    for _ in 0..5 {
+        let response = post().await;
+        assert_eq!(response.status(), 200);
+        acknowledged.insert(response.headers()["x-switchboard-event-id"].to_str().unwrap().to_string());
+    }
+
+    postgres.down();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut refused = 0;
+    while refused < 3 {
+        let response = post().await;
+        match response.status().as_u16() {
+            503 => {
+                let body: serde_json::Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+                refused += 1;
+            }
+            status => panic!("ingest answered {status} with its database down"),
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+    }
+
+    postgres.up();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = post().await;
+        if response.status() == 200 {
+            acknowledged.insert(response.headers()["x-switchboard-event-id"].to_str().unwrap().to_string());
+            break;
+        }
+        assert_eq!(response.status(), 503);
+        assert!(tokio::time::Instant::now() < deadline, "ingest still refused 30 s after the database came back");
+        // Each turn is a real callback, as a provider retrying would send.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    receiver
+        .wait_until(Duration::from_secs(30), "every acknowledged event at both destinations", |requests| {
+            DESTINATIONS.iter().all(|path| {
+                let seen: HashSet<&str> =
+                    requests.iter().filter(|r| r.path() == *path).filter_map(|r| r.header("webhook-id")).collect();
+                acknowledged.iter().all(|id| seen.contains(id.as_str()))
+            })
+        })
+        .await;
+    gateway.stop().await;
+}

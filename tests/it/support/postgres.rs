@@ -38,3 +38,48 @@ pub async fn database() -> Option<String> {
     let (base, _) = server.rsplit_once('/').unwrap();
     Some(format!("{base}/{name}"))
 }
+
+/// A PostgreSQL server of one test's own, for tests that take the database down and bring
+/// it back (the shared one serves every other test). Removed on drop.
+pub struct Private {
+    dir: std::path::PathBuf,
+    pub url: String,
+}
+
+impl Private {
+    /// `None` when this machine has no PostgreSQL binaries (and this is not CI).
+    pub fn start() -> Option<Self> {
+        let dir = std::env::temp_dir().join(format!("switchboard-pg-{}", uuid::Uuid::now_v7().simple()));
+        let output = Self::script(&dir, "start");
+        match output.status.code() {
+            Some(0) => Some(Self { url: String::from_utf8(output.stdout).unwrap().trim().to_string(), dir }),
+            Some(3) if std::env::var("CI").is_err() => {
+                eprintln!("\n*** SKIPPED: no PostgreSQL server binaries on this machine ***\n");
+                None
+            }
+            _ => panic!("cannot start a private PostgreSQL: {}", String::from_utf8_lossy(&output.stderr)),
+        }
+    }
+
+    fn script(dir: &std::path::Path, command: &str) -> std::process::Output {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/postgres.sh");
+        std::process::Command::new("bash").arg(script).arg(command).env("SWITCHBOARD_PG_DIR", dir).output().unwrap()
+    }
+
+    /// Stops the server (fast shutdown: connections are cut), keeping its data.
+    pub fn down(&self) {
+        let output = Self::script(&self.dir, "down");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    pub fn up(&self) {
+        let output = Self::script(&self.dir, "up");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        Self::script(&self.dir, "stop");
+    }
+}
