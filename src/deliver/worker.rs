@@ -13,7 +13,7 @@ use super::outcome::{self, Outcome};
 use super::{Handle, Shared, attempt};
 use crate::config::Destination;
 use crate::metrics;
-use crate::store::{ClaimRequest, ClaimedDelivery, Completion, Next, now_ms};
+use crate::store::{AttemptRecord, ClaimRequest, ClaimedDelivery, Completion, Next, now_ms};
 
 const CLAIM_BATCH: usize = 128;
 const IDLE_POLL: Duration = Duration::from_secs(5);
@@ -154,6 +154,13 @@ async fn deliver(
         probe,
     );
     async move {
+        if expired(&shared, &destination, &delivery).await {
+            circuit(&handle, &destination, Signal::Neutral, probe);
+            if probe {
+                handle.wake.notify_one();
+            }
+            return;
+        }
         let sent = tokio::select! {
             sent = attempt::send(&shared.client, &shared.guard, &destination, &delivery) => sent,
             _ = shared.abort.cancelled() => {
@@ -215,6 +222,37 @@ async fn deliver(
     }
     .instrument(span)
     .await
+}
+
+/// A delivery that waited well past its retry deadline (its destination paused, its circuit
+/// open, a long paced backlog) is dead without a request: the deadline promises no attempt
+/// after it. The grace (a tenth of the deadline, at most a minute) spares a retry that was
+/// scheduled just before the deadline and claimed just after. The record says it was not
+/// sent; a replay starts a new deadline.
+async fn expired(shared: &Shared, destination: &Destination, delivery: &ClaimedDelivery) -> bool {
+    let now = now_ms();
+    let allowed = destination.retry.deadline + (destination.retry.deadline / 10).min(Duration::from_secs(60));
+    if now <= delivery.created_at.saturating_add(allowed.as_millis() as i64) {
+        return false;
+    }
+    let reason = format!(
+        "not sent: the deadline of {} passed while it waited",
+        humantime::format_duration(destination.retry.deadline)
+    );
+    metrics::dead(&destination.tenant, &destination.id);
+    tracing::warn!(%reason, "delivery is dead");
+    let attempt = AttemptRecord {
+        started_at: now,
+        latency: Duration::ZERO,
+        status: None,
+        error: Some(reason.clone()),
+        response_prefix: Vec::new(),
+    };
+    let completion = Completion { delivery: delivery.id, lease: delivery.lease, attempt, next: Next::Dead { reason } };
+    if let Err(e) = shared.store.complete(completion).await {
+        tracing::error!(error = %e, "could not record the expiry; the delivery resumes when its lease expires");
+    }
+    true
 }
 
 /// Feeds an attempt's result to the destination's breaker; logs and counts a transition.

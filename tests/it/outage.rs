@@ -170,3 +170,39 @@ async fn a_destination_that_is_down_gets_probes_then_drains_at_its_rate_limit() 
     );
     gateway.stop().await;
 }
+
+/// A delivery that waited past its retry deadline — here behind a pause — is dead without a
+/// request when it is next claimed, and its record says it was never sent.
+#[tokio::test]
+async fn a_delivery_that_waited_past_its_deadline_is_dead_without_a_request() {
+    let crm = Receiver::start().await;
+    let tenant = format!(
+        "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{{ scheme = \"none\" }}]\n\
+         [[destination]]\nid = \"crm\"\nurl = \"{}\"\n\
+         retry = {{ initial_backoff = \"100ms\", max_backoff = \"100ms\", deadline = \"1s\" }}\n",
+        crm.url("/crm")
+    );
+    let admin = "[admin]\ntoken = { env = \"SB_ADMIN\" }\n";
+    let gateway = Gateway::start_env("", admin, &[&tenant], &[("SB_ADMIN", TOKEN)]).await;
+    let control = |action: &str| {
+        gateway
+            .client
+            .post(format!("http://{}/v1/destinations/acme/crm/{action}", gateway.admin))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    assert_eq!(control("pause").await.unwrap().status(), 200);
+    let accepted = tokio::time::Instant::now();
+    let id = gateway.accept("acme", "s", "application/json", "{\"callId\":\"late\"}").await;
+    // The deadline (1 s) and its grace (a tenth) pass while the destination is paused.
+    tokio::time::sleep_until(accepted + Duration::from_millis(1300)).await;
+    assert_eq!(control("resume").await.unwrap().status(), 200);
+
+    let deliveries = gateway.settled(id, Duration::from_secs(10)).await;
+    assert_eq!(deliveries[0].state, switchboard::store::DeliveryState::Dead);
+    let error = deliveries[0].attempts[0].error.as_deref().unwrap_or_default();
+    assert!(error.starts_with("not sent: the deadline of 1s passed"), "{error}");
+    assert_eq!(deliveries[0].attempts[0].status, None);
+    assert!(crm.requests().is_empty(), "a request went out past the deadline");
+    gateway.stop().await;
+}
