@@ -153,7 +153,7 @@ async fn sigterm_drains_in_flight_attempts_and_exits_0() {
 async fn crash_loop_loses_no_acknowledged_event() {
     const PATHS: [&str; 3] = ["/crm", "/analytics", "/ticketing"];
     const IN_FLIGHT: usize = 4;
-    let kills: usize = std::env::var("SWITCHBOARD_CRASH_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(3);
+    let kills = crate::support::long_form("SWITCHBOARD_CRASH_KILLS", 3) as usize;
     let receiver = Receiver::start().await;
     receiver.reply_with(|_, _| Reply::status(200).after(Duration::from_millis(10)));
     let destinations: String = PATHS

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Gateway, Receiver, Reply};
+use crate::support::{Gateway, Receiver, Reply, long_form};
 use serde_json::Value;
 
 const TOKEN: &str = "outage-admin-token";
@@ -21,10 +21,6 @@ const FAILURES: usize = 5;
 const MAX_IN_FLIGHT: usize = 16;
 const COOLDOWN: Duration = Duration::from_millis(200);
 const MAX_COOLDOWN: Duration = Duration::from_secs(1);
-
-fn from_env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// The most probes a circuit opened at the start of `down` can send during it: one per
 /// cooldown, the cooldown doubling from `COOLDOWN` up to `MAX_COOLDOWN`.
@@ -54,9 +50,9 @@ async fn circuit(gateway: &Gateway) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_that_is_down_gets_probes_then_drains_at_its_rate_limit() {
-    let down_for = Duration::from_secs(from_env("SWITCHBOARD_OUTAGE_SECS", 5));
-    let events = from_env("SWITCHBOARD_OUTAGE_EVENTS", 1000) as usize;
-    let rate = from_env("SWITCHBOARD_OUTAGE_RATE", RATE.into()) as u32;
+    let down_for = Duration::from_secs(long_form("SWITCHBOARD_OUTAGE_SECS", 5));
+    let events = long_form("SWITCHBOARD_OUTAGE_EVENTS", 1000) as usize;
+    let rate = long_form("SWITCHBOARD_OUTAGE_RATE", RATE.into()) as u32;
 
     let crm = Receiver::start().await;
     let down = Arc::new(AtomicBool::new(true));
@@ -131,8 +127,9 @@ async fn a_destination_that_is_down_gets_probes_then_drains_at_its_rate_limit() 
     let received: HashSet<&str> = delivered.iter().filter_map(|r| r.header("webhook-id")).collect();
     assert!(ids.iter().all(|id| received.contains(id.as_str())), "an acknowledged event never arrived");
 
-    // No one-second window holds more than the rate plus its burst (and a little for the
-    // jitter between the gateway's send and the receiver's clock).
+    // No one-second window holds more than the rate plus its burst, with room for arrivals
+    // bunched by a busy machine (the receiver stamps them when it gets to run). Unpaced, the
+    // same backlog arrives at thousands a second.
     let mut times: Vec<Instant> = delivered.iter().map(|r| r.at).collect();
     times.sort();
     let mut busiest = 0;
@@ -143,7 +140,7 @@ async fn a_destination_that_is_down_gets_probes_then_drains_at_its_rate_limit() 
         }
         busiest = busiest.max(end - start + 1);
     }
-    let ceiling = (rate + BURST + rate / 10) as usize;
+    let ceiling = (rate + BURST + rate / 2) as usize;
     assert!(busiest <= ceiling, "{busiest} deliveries in one second, over the rate limit ({rate}/s, burst {BURST})");
 
     // The last completions are recorded just after their answers arrived.

@@ -21,13 +21,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::gateway::write_config;
+use crate::support::long_form;
 use crate::support::process::Serve;
 
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
-
-fn from_env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 #[derive(Default)]
 struct Counts {
@@ -95,9 +92,9 @@ fn mean(samples: &[Sample], f: impl Fn(&Sample) -> u64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_steady_run_leaks_nothing() {
-    let secs = from_env("SWITCHBOARD_SOAK_SECS", 60);
-    let rate = from_env("SWITCHBOARD_SOAK_RATE", 50);
-    let retention = from_env("SWITCHBOARD_SOAK_RETENTION", 10);
+    let secs = long_form("SWITCHBOARD_SOAK_SECS", 60);
+    let rate = long_form("SWITCHBOARD_SOAK_RATE", 50);
+    let retention = long_form("SWITCHBOARD_SOAK_RETENTION", 10);
 
     let counts = Arc::new(Counts::default());
     let stop = CancellationToken::new();
