@@ -48,6 +48,23 @@ async fn circuit(gateway: &Gateway) -> String {
     status["destinations"][0]["circuit"].as_str().unwrap_or_default().to_string()
 }
 
+/// The circuit gauge and the opened counter of `outage/crm`, parsed by the Prometheus client.
+async fn circuit_metrics(gateway: &Gateway) -> (f64, f64) {
+    let text =
+        gateway.client.get(format!("http://{}/metrics", gateway.admin)).send().await.unwrap().text().await.unwrap();
+    let parsed = crate::support::oracle::call(serde_json::json!({"op": "prometheus-parse", "text": text}));
+    let value = |name: &str| {
+        parsed["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["name"] == name && s["labels"]["tenant"] == "outage" && s["labels"]["destination"] == "crm")
+            .map(|s| s["value"].as_f64().unwrap())
+            .sum()
+    };
+    (value("switchboard_destination_circuit_open"), value("switchboard_destination_circuit_opened_total"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_that_is_down_gets_probes_then_drains_at_its_rate_limit() {
     let down_for = Duration::from_secs(long_form("SWITCHBOARD_OUTAGE_SECS", 5));
@@ -69,7 +86,7 @@ async fn a_destination_that_is_down_gets_probes_then_drains_at_its_rate_limit() 
         }
     });
     let tenant = format!(
-        "id = \"acme\"\n\
+        "id = \"outage\"\n\
          [[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{{ scheme = \"none\" }}]\n\
          [[destination]]\nid = \"crm\"\nurl = \"{}\"\nmax_in_flight = {MAX_IN_FLIGHT}\n\
          rate_limit = {{ per_second = {rate}, burst = {BURST} }}\n\
@@ -91,7 +108,7 @@ async fn a_destination_that_is_down_gets_probes_then_drains_at_its_rate_limit() 
     for n in 0..events {
         tick.tick().await;
         ids.insert(
-            gateway.accept("acme", "s", "application/json", format!("{{\"callId\":\"c{n}\"}}")).await.to_string(),
+            gateway.accept("outage", "s", "application/json", format!("{{\"callId\":\"c{n}\"}}")).await.to_string(),
         );
         if n % 100 == 99 && !saw_open {
             saw_open = circuit(&gateway).await != "closed";
@@ -104,6 +121,11 @@ async fn a_destination_that_is_down_gets_probes_then_drains_at_its_rate_limit() 
     let attempts = attempts_while_down.load(Ordering::SeqCst);
     let outage = started.elapsed();
     assert!(saw_open, "the admin API never showed the circuit open during the outage");
+    // The metrics say so too (the tenant's name is this test's own: the recorder is shared
+    // by every in-process gateway of the test binary).
+    let open = circuit_metrics(&gateway).await;
+    assert_eq!(open.0, 1.0, "switchboard_destination_circuit_open while down");
+    assert!(open.1 >= 1.0, "switchboard_destination_circuit_opened_total while down");
     let bound = FAILURES + MAX_IN_FLIGHT + probes_within(outage);
     assert!(
         attempts <= bound,
@@ -154,6 +176,7 @@ async fn a_destination_that_is_down_gets_probes_then_drains_at_its_rate_limit() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(circuit(&gateway).await, "closed");
+    assert_eq!(circuit_metrics(&gateway).await.0, 0.0, "switchboard_destination_circuit_open once back");
     let pace = events as f64 / drained.as_secs_f64();
     println!(
         "outage: {events} events over {:.1} s down; {attempts} attempts reached it while down (bound {bound}, \
