@@ -161,6 +161,7 @@ pub async fn run(
         admin::handle(admin.clone(), request)
     }));
     tracker.spawn(retention(gateway.clone(), stop.clone()));
+    tracker.spawn(metrics::upkeep(stop.clone()));
     tracker.spawn(reload_on_hangup(gateway.clone(), stop.clone()));
 
     shutdown.await;

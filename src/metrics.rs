@@ -40,6 +40,22 @@ pub fn install() -> &'static PrometheusHandle {
     })
 }
 
+/// Histogram samples wait in the recorder until they are folded into their buckets, which
+/// a scrape does — and nothing else, with a recorder built by hand. A gateway nobody scrapes
+/// would keep every sample of every request: the soak suite saw RSS grow ~220 bytes per
+/// event. Folding them every few seconds bounds that whether Prometheus comes or not.
+pub async fn upkeep(stop: tokio_util::sync::CancellationToken) {
+    let handle = install();
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
 pub fn ingest(tenant: &str, source: &str, outcome: &'static str, latency: Duration) {
     let labels = [("tenant", tenant.to_string()), ("source", source.to_string()), ("outcome", outcome.to_string())];
     counter!("switchboard_ingest_requests_total", &labels).increment(1);
