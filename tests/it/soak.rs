@@ -194,10 +194,13 @@ async fn a_long_steady_run_leaks_nothing() {
     let fds = (mean(early, |s| s.fds), mean(late, |s| s.fds));
     let store = (mean(early, |s| s.store_bytes) / 1e6, mean(late, |s| s.store_bytes) / 1e6);
     let peak_rss = samples.iter().map(|s| s.rss_kb).max().unwrap() as f64 / 1024.0;
+    // The leak rate, if any: RSS gained per event accepted between the two thirds.
+    let events_between = (mean(late, |s| s.accepted) - mean(early, |s| s.accepted)).max(1.0);
+    let bytes_per_event = (rss.1 - rss.0) * 1024.0 * 1024.0 / events_between;
     let flat = |(a, b): (f64, f64), slack: f64| b <= a * 1.2 + slack;
     let verdict = flat(rss, 8.0) && flat(fds, 16.0) && flat(store, 4.0) && refused.load(Ordering::Relaxed) == 0;
     println!(
-        "verdict: {}; settled early→late: RSS {:.1}→{:.1} MB (peak {peak_rss:.1}), fds {:.0}→{:.0}, store {:.1}→{:.1} MB; \
+        "verdict: {}; settled early→late: RSS {:.1}→{:.1} MB ({bytes_per_event:+.0} B per event, peak {peak_rss:.1}), fds {:.0}→{:.0}, store {:.1}→{:.1} MB; \
          {total} accepted, {} refused; crm {} delivered, analytics {} delivered + {} failing attempts",
         if verdict { "FLAT" } else { "GROWING" },
         rss.0,

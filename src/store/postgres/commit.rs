@@ -1,14 +1,14 @@
 //! Group commit on PostgreSQL: callers queue their events; a batcher takes whatever is
 //! queued (up to `MAX_BATCH`) and writes it in one transaction of a few multi-row
 //! statements (`unnest` over arrays), so the round trips per batch do not grow with its
-//! size. A few batches run at once, so one batch's commit overlaps the next one's filling.
+//! size.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::Pool;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -16,64 +16,39 @@ use super::pg_error;
 use crate::store::{Committed, NewEvent, StoreError, now_ms};
 
 const MAX_BATCH: usize = 1024;
-/// Batches in flight at once, each on its own pooled connection.
-const CONCURRENT_BATCHES: usize = 4;
 
 pub struct Queued {
     pub event: NewEvent,
     pub reply: oneshot::Sender<Result<Committed, StoreError>>,
 }
 
-/// Runs until `stop`, then writes what was queued before it and waits for the batches in
-/// flight: nobody who was queued is left without an answer.
-pub async fn run(pool: Pool, mut rx: mpsc::Receiver<Queued>, pending: Arc<AtomicU64>, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
-    while let Ok(slot) = slots.clone().acquire_owned().await {
-        let first = tokio::select! {
-            first = rx.recv() => first,
-            () = stop.cancelled(), if !rx.is_closed() => {
-                // New commits are refused from here on; those queued still get written.
-                rx.close();
-                continue;
-            }
-        };
-        let Some(first) = first else { break };
-        let mut batch = Vec::with_capacity(64);
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(queued) => batch.push(queued),
-                Err(_) => break,
-            }
+/// Runs until `stop`, then writes what was queued before it (see `batch::run`).
+pub async fn run(pool: Pool, rx: mpsc::Receiver<Queued>, pending: Arc<AtomicU64>, stop: CancellationToken) {
+    super::batch::run(rx, MAX_BATCH, stop, move |batch| answer(pool.clone(), pending.clone(), batch)).await;
+}
+
+async fn answer(pool: Pool, pending: Arc<AtomicU64>, batch: Vec<Queued>) {
+    let started = std::time::Instant::now();
+    let size = batch.len();
+    let results = match write(&pool, &batch).await {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::error!(error = %e, batch = size, "store commit failed");
+            batch.iter().map(|_| Err(e.clone())).collect()
         }
-        let (pool, pending) = (pool.clone(), pending.clone());
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let size = batch.len();
-            let results = match write(&pool, &batch).await {
-                Ok(results) => results,
-                Err(e) => {
-                    tracing::error!(error = %e, batch = size, "store commit failed");
-                    batch.iter().map(|_| Err(e.clone())).collect()
-                }
-            };
-            crate::metrics::group_commit(size, started.elapsed());
-            let added: usize = batch
-                .iter()
-                .zip(&results)
-                .filter(|(_, r)| matches!(r, Ok(Committed::New)))
-                .map(|(q, _)| q.event.destinations.len())
-                .sum();
-            pending.fetch_add(added as u64, Ordering::Relaxed);
-            for (queued, result) in batch.into_iter().zip(results) {
-                // A caller that gave up waiting dropped its receiver; the work stands.
-                let _ = queued.reply.send(result);
-            }
-            drop(slot);
-        });
+    };
+    crate::metrics::group_commit(size, started.elapsed());
+    let added: usize = batch
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| matches!(r, Ok(Committed::New)))
+        .map(|(q, _)| q.event.destinations.len())
+        .sum();
+    pending.fetch_add(added as u64, Ordering::Relaxed);
+    for (queued, result) in batch.into_iter().zip(results) {
+        // A caller that gave up waiting dropped its receiver; the work stands.
+        let _ = queued.reply.send(result);
     }
-    // Every batch holds a slot until it has answered.
-    let _ = slots.acquire_many(CONCURRENT_BATCHES as u32).await;
 }
 
 /// What became of each event of the batch, before the database has said anything.

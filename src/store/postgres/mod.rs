@@ -10,7 +10,9 @@
 //! Times are each node's clock in Unix milliseconds, as for SQLite: nodes need
 //! synchronized clocks (NTP); leases are tens of seconds, far above usual skew.
 
+mod batch;
 mod commit;
+mod complete;
 mod schema;
 
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use super::admin::{
 };
 use super::{
     AttemptRecord, Claim, ClaimRequest, ClaimedDelivery, Committed, Completion, DeliveryRecord, DeliveryState,
-    NewEvent, Next, Store, StoreError, now_ms,
+    NewEvent, Store, StoreError, now_ms,
 };
 
 /// How many events may wait for the batcher before ingest is told the store is busy.
@@ -44,6 +46,7 @@ pub struct PgStore {
     pool: Pool,
     node: String,
     sender: mpsc::Sender<commit::Queued>,
+    completions: mpsc::Sender<complete::Queued>,
     closed: AtomicBool,
     pending: Arc<AtomicU64>,
     stop: CancellationToken,
@@ -119,15 +122,20 @@ impl PgStore {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let stop = CancellationToken::new();
         let batcher = tokio::spawn(commit::run(pool.clone(), receiver, pending.clone(), stop.clone()));
+        // Completions wait for nothing but the database: in-flight attempts are bounded by
+        // the workers' slots, so the queue is too.
+        let (completions, completed) = mpsc::channel(QUEUE_CAPACITY);
+        let recorder = tokio::spawn(complete::run(pool.clone(), completed, pending.clone(), stop.clone()));
         let refresher = tokio::spawn(refresh_pending(pool.clone(), pending.clone()));
         let store = Self {
             pool,
             node: node.to_string(),
             sender,
+            completions,
             closed: AtomicBool::new(false),
             pending,
             stop,
-            tasks: Mutex::new(vec![batcher, refresher]),
+            tasks: Mutex::new(vec![refresher, batcher, recorder]),
         };
         store.pending.store(store.count_pending().await?, Ordering::Relaxed);
         Ok(store)
@@ -268,46 +276,13 @@ impl Store for PgStore {
         Ok(Claim { deliveries, next_due })
     }
 
-    async fn complete(&self, c: Completion) -> Result<bool, StoreError> {
-        let a = &c.attempt;
-        let (state, due_at, last_error) = match &c.next {
-            Next::Delivered => (1i16, a.started_at, None),
-            Next::Retry { at } => (0, *at, Some(a.summary())),
-            Next::Dead { reason } => (2, a.started_at, Some(reason.clone())),
-        };
-        let finished_at = (state != 0).then_some(due_at);
-        let latency = a.latency.as_micros() as i64;
-        let status = a.status.map(i32::from);
-        // One statement: the fenced update and the attempt row stand or fall together.
-        let recorded = self
-            .execute(
-                "WITH done AS (
-                    UPDATE deliveries SET state = $3, attempts = attempts + 1, due_at = $4, finished_at = $5,
-                        claimed_by = NULL, lease_token = NULL, last_error = $6
-                    WHERE id = $1 AND lease_token = $2 AND state = 0
-                    RETURNING id, attempts)
-                 INSERT INTO attempts (delivery_id, n, started_at, latency_us, status, error, response_prefix)
-                 SELECT id, attempts, $7, $8, $9, $10, $11 FROM done",
-                &[
-                    &c.delivery,
-                    &c.lease,
-                    &state,
-                    &due_at,
-                    &finished_at,
-                    &last_error,
-                    &a.started_at,
-                    &latency,
-                    &status,
-                    &a.error,
-                    &a.response_prefix,
-                ],
-            )
-            .await?
-            == 1;
-        if recorded && state != 0 {
-            let _ = self.pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(1)));
+    async fn complete(&self, completion: Completion) -> Result<bool, StoreError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
         }
-        Ok(recorded)
+        let (reply, rx) = oneshot::channel();
+        self.completions.send(complete::Queued { completion, reply }).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn release(&self, delivery: i64, lease: i64) -> Result<(), StoreError> {
@@ -565,14 +540,13 @@ impl Store for PgStore {
     async fn close(&self) {
         self.stop.cancel();
         let mut tasks = self.tasks.lock().await;
-        // The batcher writes what is queued, then ends; the refresher has nothing to finish.
+        // The batchers write what is queued, then end; the refresher has nothing to finish.
         let mut tasks = std::mem::take(&mut *tasks).into_iter();
-        let batcher = tasks.next();
-        for task in tasks {
-            task.abort();
+        if let Some(refresher) = tasks.next() {
+            refresher.abort();
         }
-        if let Some(batcher) = batcher {
-            // Commits still queued are written before the batcher stops.
+        for batcher in tasks {
+            // Commits and completions still queued are written before the batchers stop.
             let _ = tokio::time::timeout(Duration::from_secs(30), batcher).await;
         }
         self.closed.store(true, Ordering::Relaxed);

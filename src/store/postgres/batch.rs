@@ -1,0 +1,49 @@
+//! The batching loop both PostgreSQL writers share: callers queue work; the loop takes
+//! whatever is queued (up to a maximum) and hands it to `write` as one batch. A few
+//! batches run at once, so one batch's round trip overlaps the next one's filling.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// Batches in flight at once, each on its own pooled connection.
+const CONCURRENT_BATCHES: usize = 4;
+
+/// Runs until `stop`, then hands over what was queued before it and waits for the batches
+/// in flight: `write` answers everyone in its batch, so nobody queued is left waiting.
+pub async fn run<T, F, Fut>(mut rx: mpsc::Receiver<T>, max: usize, stop: CancellationToken, write: F)
+where
+    T: Send + 'static,
+    F: Fn(Vec<T>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
+    while let Ok(slot) = slots.clone().acquire_owned().await {
+        let first = tokio::select! {
+            first = rx.recv() => first,
+            () = stop.cancelled(), if !rx.is_closed() => {
+                // New work is refused from here on; what is queued still gets written.
+                rx.close();
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
+        let mut batch = Vec::with_capacity(64);
+        batch.push(first);
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(queued) => batch.push(queued),
+                Err(_) => break,
+            }
+        }
+        let written = write(batch);
+        tokio::spawn(async move {
+            written.await;
+            drop(slot);
+        });
+    }
+    // Every batch holds a slot until it has answered.
+    let _ = slots.acquire_many(CONCURRENT_BATCHES as u32).await;
+}
