@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
-use super::breaker::{Permit, Signal, Transition};
+use super::breaker::{Circuit, Permit, Signal, Transition};
 use super::outcome::{self, Outcome};
 use super::{Handle, Shared, attempt};
 use crate::config::Destination;
@@ -20,7 +20,12 @@ const IDLE_POLL: Duration = Duration::from_secs(5);
 
 pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
     let built_with = handle.destination.load_full();
-    let slots = Arc::new(Semaphore::new(built_with.max_in_flight));
+    // A slot is held from the claim until the result is recorded; a sending permit only for
+    // the request itself. Recording is batched with other completions and takes a while, so
+    // the next requests go out meanwhile: up to `max_in_flight` requests at once, and as many
+    // more deliveries claimed while their results are being recorded.
+    let slots = Arc::new(Semaphore::new(built_with.max_in_flight * 2));
+    let sending = Arc::new(Semaphore::new(built_with.max_in_flight));
     // A paced destination claims at most its burst at once and each send waits for its
     // token: a paced drain costs one claim per burst rather than one per delivery, no token
     // is spent on a claim that found nothing, and few deliveries wait leased in memory.
@@ -132,16 +137,31 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
                 // Only this loop takes slots, and it claimed no more than were free.
                 None => slots.clone().acquire_owned().await.expect("the semaphore is never closed"),
             };
-            shared.tracker.spawn(deliver(shared.clone(), destination.clone(), delivery, slot, handle.clone(), probe));
+            let permits = Permits { _slot: slot, sending: sending.clone() };
+            shared.tracker.spawn(deliver(
+                shared.clone(),
+                destination.clone(),
+                delivery,
+                permits,
+                handle.clone(),
+                probe,
+            ));
         }
     }
+}
+
+/// What a delivery task holds: its slot until the result is recorded, and the semaphore
+/// its request waits on.
+struct Permits {
+    _slot: OwnedSemaphorePermit,
+    sending: Arc<Semaphore>,
 }
 
 async fn deliver(
     shared: Arc<Shared>,
     destination: Arc<Destination>,
     delivery: ClaimedDelivery,
-    _slot: OwnedSemaphorePermit,
+    permits: Permits,
     handle: Arc<Handle>,
     probe: bool,
 ) {
@@ -162,14 +182,26 @@ async fn deliver(
             return;
         }
         let sent = tokio::select! {
-            sent = attempt::send(&shared.client, &shared.guard, &destination, &delivery) => sent,
-            _ = shared.abort.cancelled() => {
-                if let Err(e) = shared.store.release(delivery.id, delivery.lease).await {
-                    tracing::warn!(error = %e, "could not release the delivery; it resumes when its lease expires");
+            sent = async {
+                let sending = permits.sending.acquire().await.expect("the semaphore is never closed");
+                // The circuit may have opened while this delivery waited for its turn.
+                let opened = !probe && destination.circuit_breaker.is_some() && handle.breaker.circuit() != Circuit::Closed;
+                if opened {
+                    return None;
                 }
-                circuit(&handle, &destination, Signal::Neutral, probe);
-                return;
+                let sent = attempt::send(&shared.client, &shared.guard, &destination, &delivery).await;
+                drop(sending);
+                Some(sent)
+            } => sent,
+            _ = shared.abort.cancelled() => None,
+        };
+        let Some(sent) = sent else {
+            // Back to the queue, unattempted: for the next claim, a restart or another node.
+            if let Err(e) = shared.store.release(delivery.id, delivery.lease).await {
+                tracing::warn!(error = %e, "could not release the delivery; it resumes when its lease expires");
             }
+            circuit(&handle, &destination, Signal::Neutral, probe);
+            return;
         };
         let now = now_ms();
         let outcome = outcome::decide(&destination, &sent.record, sent.retry_after, sent.permanent, delivery.attempt, now, delivery.created_at);
