@@ -171,6 +171,19 @@ pub struct Completion {
     pub next: Next,
 }
 
+impl Completion {
+    /// The delivery's new state, due time and last error, as both stores write them: a
+    /// finished delivery's due time is when its last attempt started.
+    pub fn row(&self) -> (DeliveryState, i64, Option<String>) {
+        let a = &self.attempt;
+        match &self.next {
+            Next::Delivered => (DeliveryState::Delivered, a.started_at, None),
+            Next::Retry { at } => (DeliveryState::Pending, *at, Some(a.summary())),
+            Next::Dead { reason } => (DeliveryState::Dead, a.started_at, Some(reason.clone())),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {

@@ -62,11 +62,8 @@ async fn write(pool: &Pool, batch: &[Queued]) -> Result<HashSet<i64>, StoreError
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     for q in batch {
         let (c, a) = (&q.completion, &q.completion.attempt);
-        let (state, due_at, last_error) = match &c.next {
-            Next::Delivered => (1i16, a.started_at, None),
-            Next::Retry { at } => (0, *at, Some(a.summary())),
-            Next::Dead { reason } => (2, a.started_at, Some(reason.clone())),
-        };
+        let (state, due_at, last_error) = c.row();
+        let state = state.code() as i16;
         ids.push(c.delivery);
         leases.push(c.lease);
         states.push(state);

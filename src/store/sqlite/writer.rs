@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::store::AttemptRecord;
 use crate::store::admin::ReplayFilter;
-use crate::store::{Claim, ClaimRequest, ClaimedDelivery, Committed, Completion, NewEvent, Next, StoreError, now_ms};
+use crate::store::{Claim, ClaimRequest, ClaimedDelivery, Committed, Completion, NewEvent, StoreError, now_ms};
 
 const MAX_BATCH: usize = 1024;
 
@@ -461,11 +461,8 @@ fn claim(tx: &Connection, request: &ClaimRequest, now: i64, node: &str, lease: i
 /// prefix is kept.
 fn complete(tx: &Connection, c: &Completion, pressure: bool) -> rusqlite::Result<Done> {
     let a = &c.attempt;
-    let (state, due_at, last_error) = match &c.next {
-        Next::Delivered => (1, a.started_at, None),
-        Next::Retry { at } => (0, *at, Some(a.summary())),
-        Next::Dead { reason } => (2, a.started_at, Some(reason.clone())),
-    };
+    let (state, due_at, last_error) = c.row();
+    let state = state.code();
     let n: Option<i64> = tx
         .prepare_cached(
             "UPDATE deliveries SET state = ?3, attempts = attempts + 1, due_at = ?4,
