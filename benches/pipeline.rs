@@ -82,7 +82,7 @@ fn group_commit(c: &mut Criterion) {
                             body: body.clone(),
                             normalized: "{}".into(),
                             destinations: vec!["a".into(), "b".into(), "c".into()],
-                            dedupe: None,
+                            dedupe: Vec::new(),
                             call_id: None,
                         };
                         tokio::spawn(async move { store.commit(event).await.unwrap() })

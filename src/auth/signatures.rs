@@ -10,7 +10,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use http::HeaderMap;
 use subtle::ConstantTimeEq;
 
-use super::{AuthError, Inbound, fail, fresh, header};
+use super::{AuthError, Inbound, NONCE_MEMORY, Replay, fail, fresh, header, until};
 
 /// Standard Webhooks allows five minutes either way.
 pub const STANDARD_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(300);
@@ -98,17 +98,22 @@ pub fn sign_standard(keys: &[Vec<u8>], id: &str, timestamp: i64, body: &[u8]) ->
         .join(" ")
 }
 
-pub fn verify_standard(headers: &HeaderMap, body: &[u8], now: i64, keys: &[Vec<u8>]) -> Result<(), AuthError> {
+/// Passes with the message's `webhook-id`: the spec's identity of a message, the same on
+/// the sender's retries.
+pub fn verify_standard(headers: &HeaderMap, body: &[u8], now: i64, keys: &[Vec<u8>]) -> Result<Option<Replay>, AuthError> {
     let id = header(headers, &http::HeaderName::from_static("webhook-id"))?;
     let ts = header(headers, &http::HeaderName::from_static("webhook-timestamp"))?;
     let signatures = parse_signature_header(header(headers, &http::HeaderName::from_static("webhook-signature"))?);
-    fresh(ts, now, STANDARD_TOLERANCE)?;
+    let at = fresh(ts, now, STANDARD_TOLERANCE)?;
     let signed: [&[u8]; 5] = [id.as_bytes(), b".", ts.as_bytes(), b".", body];
     let ok = keys.iter().fold(false, |ok, key| {
         let expected = Algorithm::Sha256.mac(key, &signed);
         signatures.iter().fold(false, |hit, s| equal(&expected, s) | hit) | ok
     });
-    if ok { Ok(()) } else { fail("no webhook-signature matches") }
+    if !ok {
+        return fail("no webhook-signature matches");
+    }
+    Ok(Some(Replay { id: format!("webhook-id:{id}"), until: until(at, STANDARD_TOLERANCE) }))
 }
 
 /// Form parameters of the body (POST) — what Twilio and Plivo sign besides the URL.
@@ -197,7 +202,8 @@ pub fn verify_twilio(request: &Inbound, public_url: &str, secrets: &[Arc<str>]) 
 
 /// Plivo V3: base64 HMAC-SHA256 over `{url with sorted query}{sorted params}.{nonce}`;
 /// the header may hold several comma-separated signatures.
-pub fn verify_plivo_v3(request: &Inbound, public_url: &str, secrets: &[Arc<str>]) -> Result<(), AuthError> {
+/// Passes with the signed nonce as the message's identity.
+pub fn verify_plivo_v3(request: &Inbound, public_url: &str, secrets: &[Arc<str>]) -> Result<Option<Replay>, AuthError> {
     let presented = header(request.headers, &http::HeaderName::from_static("x-plivo-signature-v3"))?;
     let nonce = header(request.headers, &http::HeaderName::from_static("x-plivo-signature-v3-nonce"))?;
     let presented: Vec<Vec<u8>> = presented.split(',').filter_map(|s| base64_decode(s.trim())).collect();
@@ -207,7 +213,11 @@ pub fn verify_plivo_v3(request: &Inbound, public_url: &str, secrets: &[Arc<str>]
         let mac = Algorithm::Sha256.mac(secret.as_bytes(), &[signed.as_bytes()]);
         presented.iter().fold(false, |hit, p| equal(&mac, p) | hit) | ok
     });
-    if ok { Ok(()) } else { fail("X-Plivo-Signature-V3 does not match") }
+    if !ok {
+        return fail("X-Plivo-Signature-V3 does not match");
+    }
+    let until = (request.now.saturating_add(NONCE_MEMORY.as_secs() as i64)).saturating_mul(1000);
+    Ok(Some(Replay { id: format!("plivo-nonce:{nonce}"), until }))
 }
 
 /// `key=value&…` with keys sorted and each key's values sorted.

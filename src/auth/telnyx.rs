@@ -5,19 +5,23 @@ use std::time::Duration;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
-use super::{AuthError, Inbound, fresh, header, signatures::base64_decode};
+use super::{AuthError, Inbound, Replay, fresh, header, signatures::base64_decode, until};
 
-pub fn verify(request: &Inbound, key: &VerifyingKey, tolerance: Duration) -> Result<(), AuthError> {
+/// Passes with the signature as the message's identity: `verify_strict` accepts one
+/// encoding of a signature only, so its bytes name this (timestamp, body).
+pub fn verify(request: &Inbound, key: &VerifyingKey, tolerance: Duration) -> Result<Option<Replay>, AuthError> {
     let ts = header(request.headers, &http::HeaderName::from_static("telnyx-timestamp"))?;
     let signature = header(request.headers, &http::HeaderName::from_static("telnyx-signature-ed25519"))?;
-    fresh(ts, request.now, tolerance)?;
+    let at = fresh(ts, request.now, tolerance)?;
     let bytes = base64_decode(signature.trim()).ok_or_else(|| AuthError("signature is not base64".into()))?;
     let signature = Signature::from_slice(&bytes).map_err(|_| AuthError("signature is not 64 bytes".into()))?;
     let mut message = Vec::with_capacity(ts.len() + 1 + request.body.len());
     message.extend_from_slice(ts.as_bytes());
     message.push(b'|');
     message.extend_from_slice(request.body);
-    key.verify_strict(&message, &signature).map_err(|_| AuthError("telnyx-signature-ed25519 does not match".into()))
+    key.verify_strict(&message, &signature)
+        .map_err(|_| AuthError("telnyx-signature-ed25519 does not match".into()))?;
+    Ok(Some(Replay { id: format!("telnyx:{}", hex::encode(signature.to_bytes())), until: until(at, tolerance) }))
 }
 
 /// A base64 (or hex) Ed25519 public key, as Telnyx's portal shows it.

@@ -260,10 +260,22 @@ fn server(file: &mut File, raw: &raw::Server) -> Server {
         Some(a) => socket_addr(file, a).unwrap_or(unspecified),
         None => ([127, 0, 0, 1], 8081).into(),
     };
+    let max_body_bytes = file.ranged(&raw.max_body_bytes, 256 * 1024, 1..(64 << 20) + 1, "max_body_bytes");
+    let max_body_memory_bytes =
+        file.ranged(&raw.max_body_memory_bytes, 64 << 20, 1..(16 << 30) + 1, "max_body_memory_bytes");
+    if let Some(memory) = &raw.max_body_memory_bytes
+        && max_body_memory_bytes < max_body_bytes
+    {
+        file.error(
+            memory.span(),
+            format!("max_body_memory_bytes ({max_body_memory_bytes}) must be at least max_body_bytes ({max_body_bytes})"),
+        );
+    }
     Server {
         listen,
         admin_listen,
-        max_body_bytes: file.ranged(&raw.max_body_bytes, 256 * 1024, 1..(64 << 20) + 1, "max_body_bytes") as usize,
+        max_body_bytes: max_body_bytes as usize,
+        max_body_memory_bytes: max_body_memory_bytes.max(max_body_bytes) as usize,
         max_connections: file.ranged(&raw.max_connections, 4096, 1..1_000_001, "max_connections") as usize,
         header_read_timeout: file.duration(&raw.header_read_timeout, Duration::from_secs(10)),
         body_read_timeout: file.duration(&raw.body_read_timeout, Duration::from_secs(30)),

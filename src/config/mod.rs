@@ -32,6 +32,9 @@ pub struct Server {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// Bytes of callback bodies being read, parsed or committed at once, across all
+    /// connections; past it ingest answers 503 instead of growing (at least `max_body_bytes`).
+    pub max_body_memory_bytes: usize,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,

@@ -29,6 +29,7 @@ pub struct Server {
     pub listen: S<String>,
     pub admin_listen: Option<S<String>>,
     pub max_body_bytes: Option<S<u64>>,
+    pub max_body_memory_bytes: Option<S<u64>>,
     pub tenants_dir: Option<S<String>>,
     pub max_connections: Option<S<u64>>,
     pub header_read_timeout: Option<S<String>>,

@@ -9,9 +9,11 @@ use crate::store::StoreError;
 pub enum IngestError {
     #[error("no such endpoint; callbacks go to /v1/hooks/{{tenant}}/{{source}}")]
     NotFound,
-    #[error("unknown tenant")]
+    /// Unknown tenant and unknown source answer alike (only the log tells them apart), so
+    /// the answer cannot be used to find which tenants exist.
+    #[error("no such tenant or source")]
     UnknownTenant,
-    #[error("unknown source")]
+    #[error("no such tenant or source")]
     UnknownSource,
     #[error("method not allowed; use POST, or GET with the fields in the query string")]
     MethodNotAllowed,
@@ -26,6 +28,12 @@ pub enum IngestError {
     Unauthorized(String),
     #[error("too many callbacks; retry later")]
     RateLimited { retry_after: u64 },
+    /// A source whose signature covers only the body got fields in the query string:
+    /// unsigned input beside signed input is refused, not merged.
+    #[error("this source's signature covers only the body; send every field in the signed body, not in the query string")]
+    UnsignedQuery,
+    #[error("too many callback bodies are being received at once; retry later")]
+    MemoryBudget,
     #[error("the request body was not received in time")]
     BodyTimeout,
     #[error("too many deliveries are pending; retry later")]
@@ -41,11 +49,11 @@ impl IngestError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::Malformed(_) | Self::UnsignedQuery => StatusCode::BAD_REQUEST,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Backlog | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Backlog | Self::MemoryBudget | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -53,12 +61,13 @@ impl IngestError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotFound => "not_found",
-            Self::UnknownTenant => "unknown_tenant",
-            Self::UnknownSource => "unknown_source",
+            Self::UnknownTenant | Self::UnknownSource => "unknown_hook",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::TooLarge { .. } => "payload_too_large",
             Self::Malformed(_) => "malformed_body",
+            Self::UnsignedQuery => "unsigned_query",
+            Self::MemoryBudget => "overloaded",
             Self::BodyTimeout => "request_timeout",
             Self::Unauthorized(_) => "unauthorized",
             Self::RateLimited { .. } => "rate_limited",
@@ -73,7 +82,7 @@ impl IngestError {
             Self::Unauthorized(_) => "unauthorized",
             Self::RateLimited { .. } => "rate_limited",
             Self::TooLarge { .. } => "too_large",
-            Self::Backlog | Self::Store(_) => "unavailable",
+            Self::Backlog | Self::MemoryBudget | Self::Store(_) => "unavailable",
             Self::NotFound | Self::UnknownTenant | Self::UnknownSource => "not_found",
             _ => "bad_request",
         }
@@ -90,7 +99,7 @@ impl IngestError {
         if let Self::MethodNotAllowed = self {
             response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
         }
-        if matches!(self, Self::TooLarge { .. } | Self::BodyTimeout) {
+        if matches!(self, Self::TooLarge { .. } | Self::BodyTimeout | Self::MemoryBudget) {
             // The rest of the body was not read; the connection cannot be reused.
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

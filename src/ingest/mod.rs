@@ -1,9 +1,11 @@
 //! The provider-facing request path, top to bottom in `accept`: route → method → tenant
-//! and source → content type → body (bounded while streaming) → authenticate → rate limit
-//! → parse and normalize → fan out → backpressure → durable commit → answer. The answer is
+//! and source → content type → body (bounded while streaming, charged to the memory
+//! budget) → authenticate → strip credentials, refuse unsigned query fields → rate limit →
+//! parse and normalize → fan out → backpressure → durable commit → answer. The answer is
 //! sent only after the event and every delivery it fans out to are committed; nothing is
-//! acknowledged that a crash could lose.
+//! acknowledged that a crash could lose. The parsed payload never lives across an await.
 
+mod budget;
 mod error;
 pub mod payload;
 
@@ -12,11 +14,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use governor::DefaultDirectRateLimiter;
 use governor::clock::{Clock, DefaultClock};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -75,6 +77,8 @@ pub struct Ingest {
     tables: ArcSwap<Tables>,
     store: Arc<dyn Store>,
     dispatcher: Arc<Dispatcher>,
+    /// Sized at start from `max_body_memory_bytes`; a reload does not resize it.
+    budget: budget::Budget,
 }
 
 /// What a request turned out to be, for its metrics.
@@ -87,7 +91,8 @@ struct Seen {
 
 impl Ingest {
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>, dispatcher: Arc<Dispatcher>) -> Self {
-        Self { tables: ArcSwap::from_pointee(Tables::new(config)), store, dispatcher }
+        let budget = budget::Budget::new(config.server.max_body_memory_bytes);
+        Self { tables: ArcSwap::from_pointee(Tables::new(config)), store, dispatcher, budget }
     }
 
     /// Takes a new config for the next requests. Rate-limit buckets start full again.
@@ -123,6 +128,8 @@ impl Ingest {
                     match &e {
                         IngestError::Store(cause) => tracing::error!(error = %cause, "event not stored"),
                         IngestError::Unauthorized(reason) => tracing::warn!(%reason, "callback unauthorized"),
+                        IngestError::UnknownTenant => tracing::info!(code = e.code(), "callback refused: unknown tenant"),
+                        IngestError::UnknownSource => tracing::info!(code = e.code(), "callback refused: unknown source"),
                         e => tracing::info!(code = e.code(), "callback refused"),
                     }
                     e.into_response()
@@ -146,6 +153,8 @@ impl Ingest {
         if parts.method != Method::POST && parts.method != Method::GET {
             return Err(IngestError::MethodNotAllowed);
         }
+        // Unknown tenant and unknown source answer alike: the answer must not tell a prober
+        // which tenants exist.
         let tenant = tables.config.tenants.get(tenant_id).ok_or(IngestError::UnknownTenant)?;
         seen.tenant = Some(tenant.clone());
         let (index, source) =
@@ -157,7 +166,12 @@ impl Ingest {
 
         let is_get = parts.method == Method::GET;
         let kind = if is_get { None } else { payload::kind(parts.headers.get(header::CONTENT_TYPE))? };
-        let body = if is_get { Bytes::new() } else { read_body(&tables.config, &parts.headers, body).await? };
+        let mut held = self.budget.hold();
+        let body = if is_get {
+            Bytes::new()
+        } else {
+            read_body(&tables.config, &parts.headers, body, &self.budget, &mut held).await?
+        };
         let query = parts.uri.query().filter(|q| !q.is_empty());
         let inbound = Inbound {
             method: &parts.method,
@@ -167,10 +181,14 @@ impl Ingest {
             client: auth::client_ip(peer.ip(), &parts.headers, &tables.config.server.trusted_proxies),
             now: received_at / 1000,
         };
-        auth::verify(&source.auth, &inbound).map_err(|e| IngestError::Unauthorized(e.0))?;
+        let replay = auth::verify(&source.auth, &inbound).map_err(|e| IngestError::Unauthorized(e.0))?;
+        // A credential read from the query is checked, then gone: never stored, shown,
+        // rendered or forwarded.
+        let query = auth::without_credentials(&source.auth, query).map(String::from);
+        if query.is_some() && !auth::query_is_trusted(&source.auth) {
+            return Err(IngestError::UnsignedQuery);
+        }
         admit(tables, tenant_id, index)?;
-        let payload = payload::fields(kind, &body, query)?;
-        let query = query.map(str::to_owned);
         let content_type = if is_get {
             None
         } else {
@@ -189,7 +207,12 @@ impl Ingest {
             received_at,
             timezone: &source.timezone,
         };
-        let (call, dedupe_key) = normalize::normalize(&payload, &context);
+        // The parsed payload can be many times the body's size: it is built, read and
+        // dropped here, in one step with no await, so it never waits for the commit.
+        let (call, dedupe_key) = {
+            let payload = payload::fields(kind, &body, query.as_deref())?;
+            normalize::normalize(&payload, &context)
+        };
         let destinations = crate::fanout::destinations(tenant, source, &call);
         let pending = self.store.pending_deliveries();
         if !destinations.is_empty() && pending + destinations.len() as u64 > tables.config.server.max_pending_deliveries
@@ -212,9 +235,13 @@ impl Ingest {
             };
             (responder, delivery)
         });
-        let dedupe = dedupe_key
+        let provider_key = dedupe_key
             .zip(source.dedupe_window)
             .map(|(key, window)| Dedupe { key, until: received_at.saturating_add(window.as_millis() as i64) });
+        // A signed message seen before, while a copy of it would still pass, is a replay: the
+        // same event, answered as the first time.
+        let replay = replay.map(|r| Dedupe { key: format!("\u{1e}replay\u{1e}{}", r.id), until: r.until });
+        let dedupe = provider_key.into_iter().chain(replay).collect();
         let committed = self
             .store
             .commit(NewEvent {
@@ -308,20 +335,39 @@ fn admit(tables: &Tables, tenant: &str, source: usize) -> Result<(), IngestError
     Ok(())
 }
 
-async fn read_body(config: &Config, headers: &http::HeaderMap, body: Incoming) -> Result<Bytes, IngestError> {
+/// Reads the body within `max_body_bytes` and `body_read_timeout`, charging every byte to
+/// the memory budget before it is buffered (the declared length up front).
+async fn read_body(
+    config: &Config,
+    headers: &http::HeaderMap,
+    body: Incoming,
+    budget: &budget::Budget,
+    held: &mut budget::Held,
+) -> Result<Bytes, IngestError> {
     let limit = config.server.max_body_bytes;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(IngestError::TooLarge { limit });
     }
-    let body = Limited::new(body, limit).collect();
-    match tokio::time::timeout(config.server.body_read_timeout, body).await {
-        Err(_) => Err(IngestError::BodyTimeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(IngestError::TooLarge { limit }),
-        Ok(Err(e)) => Err(IngestError::Malformed(format!("could not read the body: {e}"))),
-    }
+    let declared = declared.unwrap_or(0) as usize;
+    budget.grow(held, declared).map_err(|_| IngestError::MemoryBudget)?;
+    let read = async {
+        let mut body = body;
+        let mut buffer = BytesMut::with_capacity(declared);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| IngestError::Malformed(format!("could not read the body: {e}")))?;
+            let Ok(data) = frame.into_data() else { continue };
+            let total = buffer.len() + data.len();
+            if total > limit {
+                return Err(IngestError::TooLarge { limit });
+            }
+            budget.grow(held, total).map_err(|_| IngestError::MemoryBudget)?;
+            buffer.extend_from_slice(&data);
+        }
+        Ok(buffer.freeze())
+    };
+    tokio::time::timeout(config.server.body_read_timeout, read).await.map_err(|_| IngestError::BodyTimeout)?
 }
 
 /// `/v1/hooks/{tenant}/{source}` → (tenant, source); nothing else matches.

@@ -114,6 +114,16 @@ mod tests {
         assert!(fields(Some(Kind::Json), b" {\"a\": [1, {\"b\": null}]}", None).is_ok());
         let err = fields(Some(Kind::Json), b"{\"a\":\n \"\xff\"}", None).unwrap_err();
         assert_eq!(err.to_string(), "invalid JSON: invalid UTF-8 at line 2 column 3");
+        let err = fields(Some(Kind::Json), b"{\"status\": \"ringing\",\n \"status\": \"completed\"}", None).unwrap_err();
+        assert_eq!(err.to_string(), "invalid JSON: duplicate key \"status\" at line 2 column 9");
+        let nested = br#"{"a": [{"x": 1}, {"x": 2}], "b": {"c": {"d": 1, "d": 2}}}"#;
+        assert!(fields(Some(Kind::Json), nested, None).unwrap_err().to_string().contains("duplicate key \"d\""));
+        let escaped = br#"{"k\u0065y": 1, "key": 2}"#;
+        assert!(fields(Some(Kind::Json), escaped, None).is_err(), "an escaped spelling is the same key");
+        let many: String = (0..100).map(|i| format!("\"k{i}\": {i},")).collect();
+        assert!(fields(Some(Kind::Json), format!("{{{many} \"k0\": 0}}").as_bytes(), None).is_err());
+        assert!(fields(Some(Kind::Json), format!("{{{many} \"z\": 0}}").as_bytes(), None).is_ok());
+        assert!(fields(Some(Kind::Json), br#"{"a": 1.5e300, "b": 123456789012345678901234567890}"#, None).is_ok());
         let deep = "[".repeat(100_000);
         assert!(fields(Some(Kind::Json), format!("{{\"a\":{deep}").as_bytes(), None).is_err());
     }

@@ -18,6 +18,101 @@ pub enum PayloadError {
     NotAnObject,
 }
 
+/// Checks that no object in the document repeats a key, without building anything.
+fn unique_keys(body: &[u8]) -> Result<(), PayloadError> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    UniqueKeys.deserialize(&mut de).map_err(|e| PayloadError::Json(e.to_string()))
+}
+
+struct UniqueKeys;
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(UniqueKeys)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Objects are small: a linear scan beats hashing until they are not.
+        let mut seen: Vec<Key<'de>> = Vec::new();
+        let mut index: Option<std::collections::HashSet<Key<'de>>> = None;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let repeated = match &mut index {
+                Some(set) => !set.insert(key.clone()),
+                None if seen.len() >= 16 => {
+                    let mut set: std::collections::HashSet<Key<'de>> = seen.drain(..).collect();
+                    let repeated = !set.insert(key.clone());
+                    index = Some(set);
+                    repeated
+                }
+                None => {
+                    let repeated = seen.contains(&key);
+                    seen.push(key.clone());
+                    repeated
+                }
+            };
+            if repeated {
+                return Err(serde::de::Error::custom(format_args!("duplicate key {:?}", &*key.0)));
+            }
+            map.next_value_seed(UniqueKeys)?;
+        }
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the body unless it had escapes.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 impl Payload {
     /// Fields of an `a=b&c=d` text (already checked to be well-formed).
     pub fn merge_form(&mut self, text: &[u8]) {
@@ -26,8 +121,12 @@ impl Payload {
         }
     }
 
-    /// Fields of a JSON object body, over what is already there.
+    /// Fields of a JSON object body, over what is already there. An object with the same key
+    /// twice is refused: JSON parsers disagree on which one wins, and destinations receive
+    /// the raw body, so a duplicate would let the gateway route on one value while a
+    /// destination acts on the other.
     pub fn merge_json(&mut self, body: &[u8]) -> Result<(), PayloadError> {
+        unique_keys(body)?;
         let value: Value = serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
         let Value::Object(fields) = value else {
             return Err(PayloadError::NotAnObject);

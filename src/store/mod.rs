@@ -79,7 +79,9 @@ pub struct NewEvent {
     pub normalized: String,
     /// Destination ids of the tenant, one delivery each.
     pub destinations: Vec<String>,
-    pub dedupe: Option<Dedupe>,
+    /// The event's identities: the provider's dedupe key, the signed message's id. A repeat
+    /// of any one of them within its window is the same event.
+    pub dedupe: Vec<Dedupe>,
     /// The provider's call id, for finding the event again.
     pub call_id: Option<String>,
 }

@@ -91,7 +91,7 @@ fn event(tenant: &str, destinations: &[&str]) -> NewEvent {
         body: bytes::Bytes::from_static(b"{\"cmiuid\":\"c1\"}"),
         normalized: "{\"status\":\"completed\"}".into(),
         destinations: destinations.iter().map(|d| d.to_string()).collect(),
-        dedupe: None,
+        dedupe: Vec::new(),
         call_id: Some("c1".into()),
     }
 }
@@ -302,7 +302,7 @@ async fn release_gives_a_delivery_back_without_an_attempt(store: Shared) {
 
 async fn dedupe_keys_hold_within_their_window_only(store: Shared) {
     let keyed =
-        |key: &str, until: i64| NewEvent { dedupe: Some(Dedupe { key: key.into(), until }), ..event("acme", &["crm"]) };
+        |key: &str, until: i64| NewEvent { dedupe: vec![Dedupe { key: key.into(), until }], ..event("acme", &["crm"]) };
     let first = keyed("call-1/completed", now_ms() + 60_000);
     assert_eq!(store.commit(first.clone()).await.unwrap(), Committed::New);
     let repeat = keyed("call-1/completed", now_ms() + 60_000);
@@ -326,7 +326,7 @@ async fn concurrent_repeats_store_one_event(store: Shared) {
         .map(|_| {
             let store = store.clone();
             let e = NewEvent {
-                dedupe: Some(Dedupe { key: "call-9/answered".into(), until: now_ms() + 60_000 }),
+                dedupe: vec![Dedupe { key: "call-9/answered".into(), until: now_ms() + 60_000 }],
                 ..event("acme", &["crm"])
             };
             tokio::spawn(async move { store.commit(e).await.unwrap() })
@@ -520,7 +520,7 @@ async fn postgres_dedupe_holds_across_nodes() {
         .map(|i| {
             let node = nodes[i % 2].clone();
             let e = NewEvent {
-                dedupe: Some(Dedupe { key: format!("call-{}/completed", i / 4), until: now_ms() + 60_000 }),
+                dedupe: vec![Dedupe { key: format!("call-{}/completed", i / 4), until: now_ms() + 60_000 }],
                 ..event("acme", &["crm"])
             };
             tokio::spawn(async move { node.commit(e).await.unwrap() })

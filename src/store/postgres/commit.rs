@@ -69,30 +69,34 @@ async fn write(pool: &Pool, batch: &[Queued]) -> Result<Vec<Result<Committed, St
     let mut plan = vec![Plan::Insert; events.len()];
 
     // Dedupe keys first: the unique key decides between nodes; a repeat inside the batch
-    // is settled here, as one statement may not touch the same key twice.
+    // is settled here, as one statement may not touch the same key twice. An event may have
+    // several keys (the provider's, the signed message's): a repeat of any is a repeat.
     let mut first_with_key: HashMap<(&str, &str, &str), usize> = HashMap::new();
-    let mut keyed = Vec::new();
+    let mut keyed: Vec<(usize, &str)> = Vec::new();
     for (i, e) in events.iter().enumerate() {
-        if let Some(d) = &e.dedupe {
-            match first_with_key.get(&(&*e.tenant, &*e.source, &*d.key)) {
-                Some(&j) => plan[i] = Plan::RepeatOf(j),
-                None => {
-                    first_with_key.insert((&e.tenant, &e.source, &d.key), i);
-                    keyed.push(i);
-                }
+        let earlier = e.dedupe.iter().find_map(|d| first_with_key.get(&(&*e.tenant, &*e.source, &*d.key)).copied());
+        if let Some(j) = earlier {
+            plan[i] = Plan::RepeatOf(j);
+            continue;
+        }
+        for d in &e.dedupe {
+            if first_with_key.insert((&e.tenant, &e.source, &d.key), i).is_none() {
+                keyed.push((i, &d.key));
             }
         }
     }
+    let mut repeats: Vec<Uuid> = Vec::new();
     if !keyed.is_empty() {
         // Concurrent batches take key locks in one order, so they cannot deadlock.
-        keyed.sort_unstable_by_key(|&i| {
-            (&events[i].tenant, &events[i].source, events[i].dedupe.as_ref().map(|d| &d.key))
-        });
-        let tenants: Vec<&str> = keyed.iter().map(|&i| &*events[i].tenant).collect();
-        let sources: Vec<&str> = keyed.iter().map(|&i| &*events[i].source).collect();
-        let keys: Vec<&str> = keyed.iter().map(|&i| events[i].dedupe.as_ref().map_or("", |d| &*d.key)).collect();
-        let ids: Vec<Uuid> = keyed.iter().map(|&i| events[i].id).collect();
-        let until: Vec<i64> = keyed.iter().map(|&i| events[i].dedupe.as_ref().map_or(0, |d| d.until)).collect();
+        keyed.sort_unstable_by_key(|&(i, key)| (&events[i].tenant, &events[i].source, key));
+        let tenants: Vec<&str> = keyed.iter().map(|&(i, _)| &*events[i].tenant).collect();
+        let sources: Vec<&str> = keyed.iter().map(|&(i, _)| &*events[i].source).collect();
+        let keys: Vec<&str> = keyed.iter().map(|&(_, key)| key).collect();
+        let ids: Vec<Uuid> = keyed.iter().map(|&(i, _)| events[i].id).collect();
+        let until: Vec<i64> = keyed
+            .iter()
+            .map(|&(i, key)| events[i].dedupe.iter().find(|d| d.key == key).map_or(0, |d| d.until))
+            .collect();
         // Rows written are new keys, or keys whose window had closed; the rest are repeats.
         let taken = tx
             .query(
@@ -101,37 +105,44 @@ async fn write(pool: &Pool, batch: &[Queued]) -> Result<Vec<Result<Committed, St
                  ON CONFLICT (tenant, source, key) DO UPDATE
                    SET event_id = excluded.event_id, expires_at = excluded.expires_at
                    WHERE dedupe.expires_at <= $6
-                 RETURNING event_id",
+                 RETURNING event_id, key",
                 &[&tenants, &sources, &keys, &ids, &until, &now],
             )
             .await
             .map_err(pg_error)?;
-        let taken: std::collections::HashSet<Uuid> = taken.iter().map(|r| r.get(0)).collect();
-        let repeats: Vec<usize> = keyed.iter().copied().filter(|&i| !taken.contains(&events[i].id)).collect();
-        if !repeats.is_empty() {
-            let column = |f: fn(&NewEvent) -> &str| repeats.iter().map(|&i| f(events[i])).collect::<Vec<_>>();
+        let taken: std::collections::HashSet<(Uuid, String)> = taken.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let held: Vec<(usize, &str)> =
+            keyed.iter().copied().filter(|&(i, key)| !taken.contains(&(events[i].id, key.to_string()))).collect();
+        if !held.is_empty() {
             let rows = tx
                 .query(
                     "SELECT d.tenant, d.source, d.key, d.event_id FROM dedupe d
                      JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, source, key)
                        ON d.tenant = k.tenant AND d.source = k.source AND d.key = k.key",
                     &[
-                        &column(|e| &e.tenant),
-                        &column(|e| &e.source),
-                        &column(|e| e.dedupe.as_ref().map_or("", |d| &d.key)),
+                        &held.iter().map(|&(i, _)| &*events[i].tenant).collect::<Vec<_>>(),
+                        &held.iter().map(|&(i, _)| &*events[i].source).collect::<Vec<_>>(),
+                        &held.iter().map(|&(_, key)| key).collect::<Vec<_>>(),
                     ],
                 )
                 .await
                 .map_err(pg_error)?;
             let stored: HashMap<(String, String, String), Uuid> =
                 rows.iter().map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3))).collect();
-            for i in repeats {
+            for &(i, key) in &held {
+                if !matches!(plan[i], Plan::Insert) {
+                    continue;
+                }
                 let e = events[i];
-                let key =
-                    (e.tenant.clone(), e.source.clone(), e.dedupe.as_ref().map(|d| d.key.clone()).unwrap_or_default());
-                plan[i] = stored.get(&key).map_or(Plan::Refused, |&id| Plan::Duplicate(id));
+                let id = stored.get(&(e.tenant.clone(), e.source.clone(), key.to_string()));
+                plan[i] = id.map_or(Plan::Refused, |&id| Plan::Duplicate(id));
+                repeats.push(events[i].id);
             }
         }
+    }
+    if !repeats.is_empty() {
+        // A repeat by one key may have taken its other keys above: they name no stored event.
+        tx.execute("DELETE FROM dedupe WHERE event_id = ANY($1)", &[&repeats]).await.map_err(pg_error)?;
     }
 
     let new: Vec<usize> = (0..events.len()).filter(|&i| matches!(plan[i], Plan::Insert)).collect();

@@ -250,7 +250,7 @@ mod tests {
             body: bytes::Bytes::from_static(b"{}"),
             normalized: "{}".into(),
             destinations: vec!["d".into()],
-            dedupe: None,
+            dedupe: Vec::new(),
             call_id: None,
         }
     }

@@ -369,7 +369,7 @@ fn admin(tx: &Connection, write: &Write, now: i64) -> rusqlite::Result<Done> {
 }
 
 fn commit(tx: &Connection, event: &NewEvent) -> rusqlite::Result<Done> {
-    if let Some(dedupe) = &event.dedupe {
+    for dedupe in &event.dedupe {
         let existing: Option<(Vec<u8>, i64)> = tx
             .prepare_cached("SELECT event_id, expires_at FROM dedupe WHERE tenant = ?1 AND source = ?2 AND key = ?3")?
             .query_map(params![event.tenant, event.source, dedupe.key], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -380,6 +380,8 @@ fn commit(tx: &Connection, event: &NewEvent) -> rusqlite::Result<Done> {
         {
             return Ok(Done::Duplicate(Uuid::from_slice(&id).unwrap_or_default()));
         }
+    }
+    for dedupe in &event.dedupe {
         tx.prepare_cached(
             "INSERT INTO dedupe (tenant, source, key, event_id, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (tenant, source, key) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at",
