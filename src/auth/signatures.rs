@@ -100,7 +100,12 @@ pub fn sign_standard(keys: &[Vec<u8>], id: &str, timestamp: i64, body: &[u8]) ->
 
 /// Passes with the message's `webhook-id`: the spec's identity of a message, the same on
 /// the sender's retries.
-pub fn verify_standard(headers: &HeaderMap, body: &[u8], now: i64, keys: &[Vec<u8>]) -> Result<Option<Replay>, AuthError> {
+pub fn verify_standard(
+    headers: &HeaderMap,
+    body: &[u8],
+    now: i64,
+    keys: &[Vec<u8>],
+) -> Result<Option<Replay>, AuthError> {
     let id = header(headers, &http::HeaderName::from_static("webhook-id"))?;
     let ts = header(headers, &http::HeaderName::from_static("webhook-timestamp"))?;
     let signatures = parse_signature_header(header(headers, &http::HeaderName::from_static("webhook-signature"))?);

@@ -19,8 +19,7 @@ pub fn verify(request: &Inbound, key: &VerifyingKey, tolerance: Duration) -> Res
     message.extend_from_slice(ts.as_bytes());
     message.push(b'|');
     message.extend_from_slice(request.body);
-    key.verify_strict(&message, &signature)
-        .map_err(|_| AuthError("telnyx-signature-ed25519 does not match".into()))?;
+    key.verify_strict(&message, &signature).map_err(|_| AuthError("telnyx-signature-ed25519 does not match".into()))?;
     Ok(Some(Replay { id: format!("telnyx:{}", hex::encode(signature.to_bytes())), until: until(at, tolerance) }))
 }
 

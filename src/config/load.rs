@@ -268,7 +268,9 @@ fn server(file: &mut File, raw: &raw::Server) -> Server {
     {
         file.error(
             memory.span(),
-            format!("max_body_memory_bytes ({max_body_memory_bytes}) must be at least max_body_bytes ({max_body_bytes})"),
+            format!(
+                "max_body_memory_bytes ({max_body_memory_bytes}) must be at least max_body_bytes ({max_body_bytes})"
+            ),
         );
     }
     Server {

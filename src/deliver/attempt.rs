@@ -32,11 +32,14 @@ pub struct Sent {
 
 /// The HTTP client every delivery shares: pooled keep-alive connections, rustls, and no
 /// redirects followed (a 3xx is a failed attempt, not an invitation to go elsewhere).
+/// Proxies from the environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) are ignored: a
+/// proxy resolves the destination's name itself, past the SSRF guard.
 pub fn client(guard: Arc<Guard>) -> reqwest::Result<reqwest::Client> {
     // Several callers may race to install it; the first one wins and that is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .dns_resolver(Arc::new(Resolver(guard)))
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("Switchboard/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(60))

@@ -30,7 +30,9 @@ pub enum IngestError {
     RateLimited { retry_after: u64 },
     /// A source whose signature covers only the body got fields in the query string:
     /// unsigned input beside signed input is refused, not merged.
-    #[error("this source's signature covers only the body; send every field in the signed body, not in the query string")]
+    #[error(
+        "this source's signature covers only the body; send every field in the signed body, not in the query string"
+    )]
     UnsignedQuery,
     #[error("too many callback bodies are being received at once; retry later")]
     MemoryBudget,

@@ -128,8 +128,12 @@ impl Ingest {
                     match &e {
                         IngestError::Store(cause) => tracing::error!(error = %cause, "event not stored"),
                         IngestError::Unauthorized(reason) => tracing::warn!(%reason, "callback unauthorized"),
-                        IngestError::UnknownTenant => tracing::info!(code = e.code(), "callback refused: unknown tenant"),
-                        IngestError::UnknownSource => tracing::info!(code = e.code(), "callback refused: unknown source"),
+                        IngestError::UnknownTenant => {
+                            tracing::info!(code = e.code(), "callback refused: unknown tenant")
+                        }
+                        IngestError::UnknownSource => {
+                            tracing::info!(code = e.code(), "callback refused: unknown source")
+                        }
                         e => tracing::info!(code = e.code(), "callback refused"),
                     }
                     e.into_response()

@@ -114,7 +114,8 @@ mod tests {
         assert!(fields(Some(Kind::Json), b" {\"a\": [1, {\"b\": null}]}", None).is_ok());
         let err = fields(Some(Kind::Json), b"{\"a\":\n \"\xff\"}", None).unwrap_err();
         assert_eq!(err.to_string(), "invalid JSON: invalid UTF-8 at line 2 column 3");
-        let err = fields(Some(Kind::Json), b"{\"status\": \"ringing\",\n \"status\": \"completed\"}", None).unwrap_err();
+        let err =
+            fields(Some(Kind::Json), b"{\"status\": \"ringing\",\n \"status\": \"completed\"}", None).unwrap_err();
         assert_eq!(err.to_string(), "invalid JSON: duplicate key \"status\" at line 2 column 9");
         let nested = br#"{"a": [{"x": 1}, {"x": 2}], "b": {"c": {"d": 1, "d": 2}}}"#;
         assert!(fields(Some(Kind::Json), nested, None).unwrap_err().to_string().contains("duplicate key \"d\""));

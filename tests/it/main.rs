@@ -1,6 +1,7 @@
 //! End-to-end tests: the real gateway (in process, or the binary itself) between real
 //! HTTP clients and capturing receivers on loopback, over a real SQLite file.
 
+mod attacks;
 mod cli;
 mod cluster;
 mod crash;
