@@ -2,8 +2,12 @@
 //! shape every endpoint answers with.
 //!
 //! Connection-level protections live here: a semaphore permit is taken before `accept`
-//! (bounded connection count), hyper's header-read timeout bounds slow headers, and an idle
-//! timer closes connections that move no bytes and have no request in progress. Shutdown
+//! (bounded connection count); the whole pre-request phase — protocol detection (h1 or an
+//! h2c preface) and the first request's headers — must end within `header_read_timeout`,
+//! or the connection is closed (hyper's own header timer starts only once h1 is chosen, so
+//! a socket that sends nothing, or half a preface, would otherwise hold its slot until the
+//! idle timeout); and an idle timer closes connections that move no bytes and have no
+//! request in progress. Shutdown
 //! stops accepting, then lets open connections finish their requests (graceful), bounded
 //! by the caller's drain time.
 
@@ -13,7 +17,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -123,6 +127,7 @@ where
         });
         let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
         let idle_timeout = limits.idle_timeout;
+        let first_request_by = Instant::now() + limits.header_read_timeout;
         tokio::spawn(async move {
             let _permit = permit;
             tokio::pin!(connection);
@@ -130,6 +135,12 @@ where
             loop {
                 tokio::select! {
                     _ = &mut connection => break,
+                    _ = tokio::time::sleep_until(first_request_by), if !activity.started() => {
+                        // Dropping the connection closes the socket: no request ever began.
+                        // (hyper answers 408 itself to h1 headers that started but stalled.)
+                        tracing::debug!(%peer, "connection closed: no request within header_read_timeout");
+                        break;
+                    }
                     _ = tokio::time::sleep_until(deadline) => {
                         match activity.idle_until(idle_timeout) {
                             Some(next) => deadline = next,
@@ -146,16 +157,27 @@ where
     }
 }
 
-/// When a connection last moved bytes, and how many requests it has in progress.
+/// When a connection last moved bytes, how many requests it has in progress, and whether
+/// any request has begun.
 struct Activity {
     start: Instant,
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
+    started: AtomicBool,
 }
 
 impl Activity {
     fn new() -> Self {
-        Self { start: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) }
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
     }
 
     fn touch(&self) {
@@ -176,6 +198,7 @@ struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn enter(activity: Arc<Activity>) -> Self {
+        activity.started.store(true, Ordering::Relaxed);
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
         Self(activity)
     }

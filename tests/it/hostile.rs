@@ -139,3 +139,37 @@ async fn every_row_of_the_bad_input_table() {
     assert!(peak_kb < 200 * 1024, "memory stayed bounded: {peak_kb} kB");
     assert!(!gateway.log().contains("panicked"), "{}", gateway.log());
 }
+
+/// Sockets that never finish the pre-request phase — nothing sent, one byte of it, half an
+/// h2c preface, a full preface and no request — are closed after `header_read_timeout`,
+/// not held until `idle_timeout`: filling every slot with them cannot lock providers out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_that_never_send_a_request_lose_their_slot_at_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "header_read_timeout = \"1s\"\nidle_timeout = \"120s\"\nmax_connections = 40",
+        "",
+        &[TENANT],
+    );
+    let gateway = Serve::start(&config).await;
+    let openings: [&[u8]; 4] = [b"", b"P", b"PRI * HTTP/2.0\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"];
+    let mut silent = Vec::new();
+    for i in 0..40 {
+        let mut stream = TcpStream::connect(gateway.ingest).await.unwrap();
+        stream.write_all(openings[i % openings.len()]).await.unwrap();
+        silent.push(stream);
+    }
+    // Every slot is taken: a provider's callback now waits for one to free up.
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(10), valid(&gateway)).await;
+    let waited = started.elapsed();
+    assert!(matches!(&answer, Ok(a) if a.starts_with("HTTP/1.1 200")), "{answer:?} after {waited:?}");
+    eprintln!("a valid callback with 40 silent sockets holding all 40 slots: answered after {waited:?}");
+    for (i, mut stream) in silent.into_iter().enumerate() {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "silent socket {i} (sent {:?}) was not closed", openings[i % openings.len()]);
+    }
+    assert!(!gateway.log().contains("panicked"));
+}
