@@ -4,6 +4,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+
+/// mimalloc returns freed memory to the OS within moments; glibc's per-thread arenas kept
+/// a burst of large bodies resident long after they were freed (docs/reliability.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use switchboard::telemetry::{self, LogFormat};
 
@@ -239,11 +245,9 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     };
     let node = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
     let store = switchboard::open_store(&config, &node).await.context("cannot open the store")?;
-    let ingest = tokio::net::TcpListener::bind(config.server.listen)
-        .await
+    let ingest = switchboard::server::bind(config.server.listen)
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let admin = tokio::net::TcpListener::bind(config.server.admin_listen)
-        .await
+    let admin = switchboard::server::bind(config.server.admin_listen)
         .with_context(|| format!("cannot listen on {}", config.server.admin_listen))?;
     tracing::info!(addr = %ingest.local_addr()?, "ingest listening");
     tracing::info!(addr = %admin.local_addr()?, "admin listening");
@@ -303,7 +307,7 @@ async fn operate(command: Command) -> anyhow::Result<()> {
 
 async fn sink(listen: SocketAddr, status: u16, quiet: bool) -> anyhow::Result<()> {
     let status = http::StatusCode::from_u16(status).context("--status must be an HTTP status code")?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = switchboard::server::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, %status, "sink listening");
     let stop = tokio_util::sync::CancellationToken::new();
     let on_signal = stop.clone();

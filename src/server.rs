@@ -55,6 +55,19 @@ impl From<&crate::config::Server> for Limits {
     }
 }
 
+/// Connections the kernel may hold, handshake done, before `accept` takes them (capped by
+/// `net.core.somaxconn`). A burst of providers connecting while every worker is busy would
+/// otherwise overflow the default 1,024 and see their connections reset.
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// Binds a listener with `LISTEN_BACKLOG` (and `SO_REUSEADDR`, as `TcpListener::bind` sets).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// `{"error":{"code":…,"message":…}}` with the given status; 429 and 503 carry Retry-After.
 pub fn json_error(status: StatusCode, code: &str, message: &str, retry_after: Option<u64>) -> Response<Body> {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
@@ -127,19 +140,28 @@ where
         });
         let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
         let idle_timeout = limits.idle_timeout;
-        let first_request_by = Instant::now() + limits.header_read_timeout;
+        let header_read_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let _permit = permit;
             tokio::pin!(connection);
+            // Timed from this task's first run, not from accept, and the connection is
+            // polled before the timers: a busy gateway must not blame the client for its
+            // own delay in reading a request that is already in the socket.
+            let first_request_by = Instant::now() + header_read_timeout;
             let mut deadline = Instant::now() + idle_timeout;
             loop {
                 tokio::select! {
+                    biased;
                     _ = &mut connection => break,
                     _ = tokio::time::sleep_until(first_request_by), if !activity.started() => {
-                        // Dropping the connection closes the socket: no request ever began.
-                        // (hyper answers 408 itself to h1 headers that started but stalled.)
-                        tracing::debug!(%peer, "connection closed: no request within header_read_timeout");
-                        break;
+                        // Checked again: the poll of the connection just before may have begun
+                        // the first request (the branch's condition was read before it).
+                        if !activity.started() {
+                            // Dropping the connection closes the socket. (hyper answers 408
+                            // itself to h1 headers that started but stalled.)
+                            tracing::debug!(%peer, "connection closed: no request within header_read_timeout");
+                            break;
+                        }
                     }
                     _ = tokio::time::sleep_until(deadline) => {
                         match activity.idle_until(idle_timeout) {

@@ -101,7 +101,7 @@ impl IngestError {
         if let Self::MethodNotAllowed = self {
             response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
         }
-        if matches!(self, Self::TooLarge { .. } | Self::BodyTimeout | Self::MemoryBudget) {
+        if matches!(self, Self::TooLarge { .. } | Self::BodyTimeout) {
             // The rest of the body was not read; the connection cannot be reused.
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

@@ -355,21 +355,27 @@ async fn read_body(
         return Err(IngestError::TooLarge { limit });
     }
     let declared = declared.unwrap_or(0) as usize;
-    budget.grow(held, declared).map_err(|_| IngestError::MemoryBudget)?;
     let read = async {
         let mut body = body;
-        let mut buffer = BytesMut::with_capacity(declared);
+        // Over the budget, the rest of the body is read and thrown away, not kept: the
+        // provider then gets its 503 on a clean connection (a close with unread data in the
+        // socket would reset it and lose the answer).
+        let mut over_budget = budget.grow(held, declared).is_err();
+        let mut buffer = BytesMut::with_capacity(if over_budget { 0 } else { declared });
+        let mut seen = 0;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| IngestError::Malformed(format!("could not read the body: {e}")))?;
             let Ok(data) = frame.into_data() else { continue };
-            let total = buffer.len() + data.len();
-            if total > limit {
+            seen += data.len();
+            if seen > limit {
                 return Err(IngestError::TooLarge { limit });
             }
-            budget.grow(held, total).map_err(|_| IngestError::MemoryBudget)?;
-            buffer.extend_from_slice(&data);
+            over_budget = over_budget || budget.grow(held, seen).is_err();
+            if !over_budget {
+                buffer.extend_from_slice(&data);
+            }
         }
-        Ok(buffer.freeze())
+        if over_budget { Err(IngestError::MemoryBudget) } else { Ok(buffer.freeze()) }
     };
     tokio::time::timeout(config.server.body_read_timeout, read).await.map_err(|_| IngestError::BodyTimeout)?
 }

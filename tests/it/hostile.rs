@@ -173,3 +173,94 @@ async fn sockets_that_never_send_a_request_lose_their_slot_at_the_header_timeout
     }
     assert!(!gateway.log().contains("panicked"));
 }
+
+/// Resident memory of a process, in kB: (now, peak).
+fn rss_kb(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A JSON object of 256 KiB made of ~32,000 tiny keys: the body that costs a parser the
+/// most memory per byte.
+fn many_keys_body(limit: usize) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut body = b"{".to_vec();
+    let mut i = 0usize;
+    while body.len() + 9 < limit {
+        if i > 0 {
+            body.push(b',');
+        }
+        let key = [ALPHABET[i % 62], ALPHABET[i / 62 % 62], ALPHABET[i / 3844 % 62]];
+        body.extend_from_slice(b"\"");
+        body.extend_from_slice(&key);
+        body.extend_from_slice(b"\":1");
+        i += 1;
+    }
+    body.push(b'}');
+    body
+}
+
+/// Memory amplification: 1,000 concurrent 256 KiB bodies of ~32,000 keys each, twice, with
+/// the default limits. Each is answered 200 or 503 (the body budget is full), the peak
+/// stays under a fixed ceiling, and the memory goes back afterwards. The figures go to
+/// docs/reliability.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_large_many_key_bodies_at_once_stay_within_a_memory_ceiling() {
+    const CEILING_KB: u64 = 512 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "", "synchronous = \"normal\"", &[TENANT]);
+    let gateway = Serve::start(&config).await;
+    let pid = gateway.child.id().unwrap();
+    assert!(valid(&gateway).await.starts_with("HTTP/1.1 200"));
+    let (baseline, _) = rss_kb(pid);
+    let body = std::sync::Arc::new(json(&many_keys_body(256 * 1024)));
+    let mut report = vec![format!("baseline RSS {} MB", baseline / 1024)];
+    for round in 1..=2 {
+        let tasks: Vec<_> = (0..1000)
+            .map(|_| {
+                let body = body.clone();
+                let addr = gateway.ingest;
+                tokio::spawn(async move {
+                    let mut stream = TcpStream::connect(addr).await.unwrap();
+                    let written = stream.write_all(&body).await;
+                    let mut answer = Vec::new();
+                    let read = tokio::time::timeout(Duration::from_secs(120), stream.read_to_end(&mut answer)).await;
+                    let line = String::from_utf8_lossy(&answer).lines().next().unwrap_or("").to_string();
+                    if line.is_empty() { format!("no answer: write {written:?}, read {read:?}") } else { line }
+                })
+            })
+            .collect();
+        let mut answers = std::collections::BTreeMap::<String, usize>::new();
+        for task in tasks {
+            *answers.entry(task.await.unwrap()).or_default() += 1;
+        }
+        let (now, peak) = rss_kb(pid);
+        report.push(format!(
+            "round {round}: answers {answers:?}; peak RSS {} MB, RSS after {} MB",
+            peak / 1024,
+            now / 1024
+        ));
+        assert!(answers.keys().all(|a| a.starts_with("HTTP/1.1 200") || a.starts_with("HTTP/1.1 503")), "{answers:?}");
+        assert!(answers.keys().any(|a| a.starts_with("HTTP/1.1 200")), "some were accepted: {answers:?}");
+        assert!(peak < CEILING_KB, "{}", report.join("\n"));
+    }
+    // Returned, not kept: with ordinary traffic going on after the attack, RSS goes back
+    // near the baseline (the allocator returns freed pages as its threads run again).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(valid(&gateway).await.starts_with("HTTP/1.1 200"));
+        let (now, _) = rss_kb(pid);
+        if now < baseline + 96 * 1024 {
+            report.push(format!("RSS back to {} MB", now / 1024));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "RSS stayed at {} MB:\n{}", now / 1024, report.join("\n"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("{}", report.join("\n"));
+    assert!(valid(&gateway).await.starts_with("HTTP/1.1 200"));
+}

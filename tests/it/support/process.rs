@@ -13,6 +13,12 @@ use tokio::sync::watch;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
+/// The binary the process tests run: `$SWITCHBOARD_BIN` (e.g. the release build, for the
+/// attack and memory figures in docs/reliability.md), else the one cargo built for them.
+pub fn bin() -> String {
+    std::env::var("SWITCHBOARD_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 pub struct Serve {
     pub child: Child,
     pub ingest: SocketAddr,
@@ -27,7 +33,7 @@ impl Serve {
     }
 
     pub async fn start_env(config: &Path, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args(["--log-format", "json", "serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
