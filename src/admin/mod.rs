@@ -1,4 +1,4 @@
-//! The operator-facing listener. `/healthz` (process up), `/readyz` (store reachable) and
+//! The operator-facing listener. `/healthz` (process up), `/readyz` (the store can commit) and
 //! `/metrics` (Prometheus text) are open; everything under `/v1/` needs
 //! `Authorization: Bearer <[admin] token>`. Errors have the same JSON shape as ingest.
 
@@ -14,17 +14,32 @@ use hyper::body::Incoming;
 use crate::Gateway;
 use crate::server::{Body, json_error, json_response};
 
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_string();
     match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
-        (&Method::GET, "/readyz") => match gateway.store.ping().await {
-            Ok(()) => json_response(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
-            Err(e) => {
-                tracing::warn!(error = %e, "not ready: store unreachable");
-                json_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the store is not reachable", Some(1))
+        (&Method::GET, "/readyz") => {
+            // A store too slow to answer is as good as down for a provider waiting on a commit.
+            let ready = tokio::time::timeout(READY_TIMEOUT, gateway.store.ready()).await;
+            match ready {
+                Ok(Ok(())) => json_response(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "not ready: the store cannot commit");
+                    json_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the store cannot commit events", Some(1))
+                }
+                Err(_) => {
+                    tracing::warn!("not ready: the store did not answer in time");
+                    json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not_ready",
+                        "the store did not answer in time",
+                        Some(1),
+                    )
+                }
             }
-        },
+        }
         (&Method::GET, "/metrics") => {
             let text = crate::metrics::render(&gateway.config(), gateway.store.as_ref()).await;
             let mut response = Response::new(Full::new(text.into()));

@@ -6,6 +6,7 @@
 //! Times are Unix milliseconds throughout.
 
 pub mod admin;
+mod error;
 pub mod postgres;
 pub mod sqlite;
 
@@ -15,50 +16,21 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use uuid::Uuid;
 
+pub use error::StoreError;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use admin::{DeliveryQuery, DeliverySummary, EventDetail, EventQuery, EventSummary, QueueStats, Replay, ReplayFilter};
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The writer's queue is full: the store is not keeping up with ingest.
-    #[error("store is busy")]
-    Busy,
-    /// The disk or the configured size limit is full.
-    #[error("store is full")]
-    Full,
-    #[error("store is closed")]
-    Closed,
-    #[error("store failed: {0}")]
-    Failed(String),
-}
+/// How long after a failed commit a store still says it is not ready, even if a probe
+/// write passes (a small write may fit where an event does not).
+pub const READY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full,
-            _ => StoreError::Failed(e.to_string()),
-        }
-    }
-}
-
-/// Ingest never waits for room in a store's queue: a full queue means the store is behind,
-/// and the provider is better told 503 now than left hanging.
-impl<T> From<tokio::sync::mpsc::error::TrySendError<T>> for StoreError {
-    fn from(e: tokio::sync::mpsc::error::TrySendError<T>) -> Self {
-        match e {
-            tokio::sync::mpsc::error::TrySendError::Full(_) => StoreError::Busy,
-            tokio::sync::mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        }
-    }
-}
-
-impl StoreError {
-    /// Whether the same operation may succeed later without anyone changing anything.
-    pub fn is_retriable(&self) -> bool {
-        !matches!(self, StoreError::Closed)
-    }
+/// `Err` while the last failed commit (Unix ms in `last_failure`; 0: none) is recent.
+pub(crate) fn recently_failed(last_failure: &std::sync::atomic::AtomicI64) -> Result<(), StoreError> {
+    let at = last_failure.load(std::sync::atomic::Ordering::Relaxed);
+    let ago = Duration::from_millis(now_ms().saturating_sub(at).max(0) as u64);
+    if at > 0 && ago < READY_AFTER_FAILURE { Err(StoreError::RecentlyFailed(ago)) } else { Ok(()) }
 }
 
 pub fn now_ms() -> i64 {
@@ -247,7 +219,10 @@ pub trait Store: Send + Sync + 'static {
     async fn release(&self, delivery: i64, lease: i64) -> Result<(), StoreError>;
     /// Deliveries not yet delivered or dead (this node's view), for backpressure.
     fn pending_deliveries(&self) -> u64;
-    async fn ping(&self) -> Result<(), StoreError>;
+    /// Whether the store can commit new events now: a small write, not only a connection
+    /// check, and no failed commit in the last `READY_AFTER_FAILURE` (a disk that is full or
+    /// read-only must take the node out of its load balancer).
+    async fn ready(&self) -> Result<(), StoreError>;
     async fn deliveries_of(&self, event: Uuid) -> Result<Vec<DeliveryRecord>, StoreError>;
     /// Flushes what was submitted and stops the writer.
     async fn close(&self);

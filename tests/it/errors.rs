@@ -171,6 +171,9 @@ async fn a_store_that_cannot_commit_is_503_and_nothing_is_acknowledged() {
     assert_eq!(refused.headers()["retry-after"], "1");
     let message = expect_error(refused, 503, "store_unavailable").await;
     assert!(!message.contains("sqlite"), "internals leaked: {message}");
+    // A node that cannot store events says so to its load balancer.
+    let ready = gateway.client.get(format!("http://{}/readyz", gateway.admin)).send().await.unwrap();
+    expect_error(ready, 503, "not_ready").await;
     // Everything acknowledged is in the store.
     for id in acknowledged {
         assert_eq!(gateway.store.deliveries_of(id).await.unwrap().len(), 1);
@@ -210,10 +213,12 @@ async fn a_full_store_recovers_by_itself_once_space_returns() {
         acknowledged.push(response.headers()["x-switchboard-event-id"].to_str().unwrap().to_string());
         assert!(acknowledged.len() < 20_000, "the store never filled up");
     }
-    // Full stays full while nothing drains: refused, not acknowledged.
+    // Full stays full while nothing drains: refused, not acknowledged, and not ready.
     for _ in 0..3 {
         expect_error(gateway.post("acme", "s", "application/json", body(0)).await, 503, "store_unavailable").await;
     }
+    let readyz = format!("http://{}/readyz", gateway.admin);
+    expect_error(gateway.client.get(&readyz).send().await.unwrap(), 503, "not_ready").await;
 
     down.store(false, Ordering::SeqCst);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -234,6 +239,80 @@ async fn a_full_store_recovers_by_itself_once_space_returns() {
         })
         .await;
     assert!(got.len() >= recovered_after);
+    assert_eq!(gateway.client.get(&readyz).send().await.unwrap().status(), 200, "ready again");
+    gateway.stop().await;
+}
+
+/// A tmpfs of a few MB, mounted for one test, unmounted on drop.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let size = format!("size={megabytes}m");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !mounted
+            && crate::support::skip::unavailable(
+                "mount",
+                "cannot mount a tmpfs (the disk-full tests need root or CAP_SYS_ADMIN)",
+                "Run the tests as root",
+            )
+        {
+            return None;
+        }
+        Some(Self(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// A real disk that fills up (not the configured size limit): the commit fails with
+/// SQLITE_FULL, ingest answers 503, /readyz says not ready so the load balancer moves
+/// providers elsewhere, and both recover by themselves once space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_makes_the_node_not_ready_until_space_returns() {
+    let Some(disk) = SmallDisk::mount(8) else { return };
+    let db = disk.0.path().join("switchboard.db");
+    let gateway = Gateway::start_with("", &format!("url = \"sqlite://{}\"", db.display()), &[TENANT]).await;
+    let readyz = format!("http://{}/readyz", gateway.admin);
+    assert_eq!(gateway.client.get(&readyz).send().await.unwrap().status(), 200);
+    // Fill the disk with something else, as another process on the volume would.
+    let filler = disk.0.path().join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![7u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+    }
+    let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(60_000));
+    let mut accepted = 0;
+    loop {
+        let response = gateway.post("acme", "s", "application/json", body.clone()).await;
+        if response.status() != 200 {
+            expect_error(response, 503, "store_unavailable").await;
+            break;
+        }
+        accepted += 1;
+        assert!(accepted < 1000, "the disk never filled up");
+    }
+    expect_error(gateway.client.get(&readyz).send().await.unwrap(), 503, "not_ready").await;
+
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while gateway.client.get(&readyz).send().await.unwrap().status() != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "not ready 30 s after space returned");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(gateway.post("acme", "s", "application/json", body).await.status(), 200);
     gateway.stop().await;
 }
 

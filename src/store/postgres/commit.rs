@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
@@ -23,16 +23,26 @@ pub struct Queued {
 }
 
 /// Runs until `stop`, then writes what was queued before it (see `batch::run`).
-pub async fn run(pool: Pool, rx: mpsc::Receiver<Queued>, pending: Arc<AtomicU64>, stop: CancellationToken) {
-    super::batch::run(rx, MAX_BATCH, stop, move |batch| answer(pool.clone(), pending.clone(), batch)).await;
+pub async fn run(
+    pool: Pool,
+    rx: mpsc::Receiver<Queued>,
+    pending: Arc<AtomicU64>,
+    last_failure: Arc<AtomicI64>,
+    stop: CancellationToken,
+) {
+    super::batch::run(rx, MAX_BATCH, stop, move |batch| {
+        answer(pool.clone(), pending.clone(), last_failure.clone(), batch)
+    })
+    .await;
 }
 
-async fn answer(pool: Pool, pending: Arc<AtomicU64>, batch: Vec<Queued>) {
+async fn answer(pool: Pool, pending: Arc<AtomicU64>, last_failure: Arc<AtomicI64>, batch: Vec<Queued>) {
     let started = std::time::Instant::now();
     let size = batch.len();
     let results = match write(&pool, &batch).await {
         Ok(results) => results,
         Err(e) => {
+            last_failure.store(now_ms(), Ordering::Relaxed);
             tracing::error!(error = %e, batch = size, "store commit failed");
             batch.iter().map(|_| Err(e.clone())).collect()
         }
@@ -209,16 +219,17 @@ async fn write(pool: &Pool, batch: &[Queued]) -> Result<Vec<Result<Committed, St
     let answer = |p: Plan| match p {
         Plan::Insert => Some(Ok(Committed::New)),
         Plan::Duplicate(id) => Some(Ok(Committed::Duplicate(id))),
-        Plan::Refused => Some(Err(StoreError::Failed("an event with this id is already stored".into()))),
+        Plan::Refused => Some(Err(StoreError::Conflict)),
         Plan::RepeatOf(_) => None,
     };
     Ok((0..events.len())
         .map(|i| match plan[i] {
             Plan::RepeatOf(j) => match plan[j] {
                 Plan::Insert => Ok(Committed::Duplicate(events[j].id)),
-                other => answer(other).unwrap_or_else(|| Err(StoreError::Failed("unresolved repeat".into()))),
+                other => answer(other)
+                    .unwrap_or_else(|| Err(StoreError::Setup("a repeat in the batch was not resolved".into()))),
             },
-            p => answer(p).unwrap_or_else(|| Err(StoreError::Failed("unresolved repeat".into()))),
+            p => answer(p).unwrap_or_else(|| Err(StoreError::Setup("a repeat in the batch was not resolved".into()))),
         })
         .collect())
 }

@@ -16,7 +16,7 @@ mod complete;
 mod schema;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -49,22 +49,21 @@ pub struct PgStore {
     completions: mpsc::Sender<complete::Queued>,
     closed: AtomicBool,
     pending: Arc<AtomicU64>,
+    /// When a commit batch last failed (Unix ms), for readiness.
+    last_failure: Arc<AtomicI64>,
     stop: CancellationToken,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
-    match e.as_db_error() {
-        Some(db) if *db.code() == tokio_postgres::error::SqlState::DISK_FULL => StoreError::Full,
-        Some(db) => StoreError::Failed(format!("postgres: {}: {}", db.code().code(), db.message())),
-        None => StoreError::Failed(format!("postgres: {e}")),
-    }
+    StoreError::from(e)
 }
 
 pub(super) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => pg_error(e),
-        e => StoreError::Failed(format!("postgres connection pool: {e}")),
+        // A timeout waiting for, or failing to make, a connection.
+        e => StoreError::Unreachable(Arc::new(e)),
     }
 }
 
@@ -73,7 +72,7 @@ fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = rustls::ClientConfig::builder()
         .with_platform_verifier()
-        .map_err(|e| StoreError::Failed(format!("cannot set up TLS for postgres: {e}")))?
+        .map_err(|e| StoreError::Setup(format!("cannot set up TLS for postgres: {e}")))?
         .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
@@ -90,7 +89,7 @@ impl PgStore {
             .create_timeout(Some(Duration::from_secs(10)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
-            .map_err(|e| StoreError::Failed(format!("postgres connection pool: {e}")))?;
+            .map_err(|e| StoreError::Setup(format!("postgres connection pool: {e}")))?;
         let mut client = None;
         for attempt in 1..=CONNECT_ATTEMPTS {
             match pool.get().await {
@@ -99,10 +98,8 @@ impl PgStore {
                     break;
                 }
                 Err(e) if attempt == CONNECT_ATTEMPTS => {
-                    return Err(StoreError::Failed(format!(
-                        "cannot connect to postgres after {CONNECT_ATTEMPTS} attempts: {}",
-                        pool_error(e)
-                    )));
+                    tracing::error!(attempts = CONNECT_ATTEMPTS, "cannot connect to postgres");
+                    return Err(pool_error(e));
                 }
                 Err(e) => {
                     let wait = Duration::from_millis(250 << attempt);
@@ -121,7 +118,9 @@ impl PgStore {
         let pending = Arc::new(AtomicU64::new(0));
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let stop = CancellationToken::new();
-        let batcher = tokio::spawn(commit::run(pool.clone(), receiver, pending.clone(), stop.clone()));
+        let last_failure = Arc::new(AtomicI64::new(0));
+        let batcher =
+            tokio::spawn(commit::run(pool.clone(), receiver, pending.clone(), last_failure.clone(), stop.clone()));
         // Completions wait for nothing but the database: in-flight attempts are bounded by
         // the workers' slots, so the queue is too.
         let (completions, completed) = mpsc::channel(QUEUE_CAPACITY);
@@ -134,6 +133,7 @@ impl PgStore {
             completions,
             closed: AtomicBool::new(false),
             pending,
+            last_failure,
             stop,
             tasks: Mutex::new(vec![refresher, batcher, recorder]),
         };
@@ -299,8 +299,17 @@ impl Store for PgStore {
         self.pending.load(Ordering::Relaxed)
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.query("SELECT 1", &[]).await.map(|_| ())
+    async fn ready(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
+        }
+        self.query(
+            "INSERT INTO readiness (node, checked_at) VALUES ($1, $2)
+             ON CONFLICT (node) DO UPDATE SET checked_at = excluded.checked_at",
+            &[&self.node, &now_ms()],
+        )
+        .await?;
+        super::recently_failed(&self.last_failure)
     }
 
     async fn deliveries_of(&self, event: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {

@@ -67,6 +67,11 @@ const MIGRATIONS: &[&str] = &[
     );
     -- Lease tokens are global: a node fences another node's stale result by token alone.
     CREATE SEQUENCE lease_tokens;",
+    // 2: readiness probes write here: a store that cannot commit is not ready.
+    "CREATE TABLE readiness (
+        node text PRIMARY KEY,
+        checked_at bigint NOT NULL
+    );",
 ];
 
 pub async fn migrate(client: &mut Client) -> Result<usize, tokio_postgres::Error> {

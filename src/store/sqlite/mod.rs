@@ -8,7 +8,7 @@ mod schema;
 mod writer;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -35,6 +35,8 @@ pub struct SqliteStore {
     closed: AtomicBool,
     reader: Arc<Mutex<Connection>>,
     pending: Arc<AtomicU64>,
+    /// When the writer last failed a whole batch (Unix ms), for readiness.
+    last_failure: Arc<AtomicI64>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -63,7 +65,7 @@ impl SqliteStore {
     pub fn open(path: &Path, config: &config::Store, node: &str) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Failed(format!("cannot create {}: {e}", dir.display())))?;
+                .map_err(|e| StoreError::Setup(format!("cannot create {}: {e}", dir.display())))?;
         }
         let mut conn = open_connection(path, config)?;
         schema::migrate(&mut conn)?;
@@ -88,17 +90,26 @@ impl SqliteStore {
 
         let pending = Arc::new(AtomicU64::new(pending));
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = writer::Writer::new(conn, node.to_string(), next_lease, pending.clone(), ingest_ceiling);
+        let last_failure = Arc::new(AtomicI64::new(0));
+        let writer = writer::Writer::new(
+            conn,
+            node.to_string(),
+            next_lease,
+            pending.clone(),
+            ingest_ceiling,
+            last_failure.clone(),
+        );
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer.run(receiver))
-            .map_err(|e| StoreError::Failed(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| StoreError::Setup(format!("cannot start the writer thread: {e}")))?;
 
         Ok(Self {
             sender,
             closed: AtomicBool::new(false),
             reader: Arc::new(Mutex::new(reader)),
             pending,
+            last_failure,
             writer: Mutex::new(Some(handle)),
         })
     }
@@ -150,11 +161,12 @@ impl Store for SqliteStore {
         self.pending.load(Ordering::Relaxed)
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn ready(&self) -> Result<(), StoreError> {
         if self.closed.load(Ordering::Relaxed) || self.sender.is_closed() {
             return Err(StoreError::Closed);
         }
-        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(()))).await
+        self.call(|reply| Command::Admin { write: Write::Probe, reply }).await?;
+        super::recently_failed(&self.last_failure)
     }
 
     async fn deliveries_of(&self, event: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {

@@ -63,6 +63,11 @@ const MIGRATIONS: &[&str] = &[
         destination TEXT NOT NULL,
         PRIMARY KEY (tenant, destination)
     ) WITHOUT ROWID;",
+    // 4: readiness probes write here: a store that cannot commit is not ready.
+    "CREATE TABLE readiness (
+        node TEXT PRIMARY KEY,
+        checked_at INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -6,7 +6,7 @@
 //! batch, and nobody is told "committed" for work that was not.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use rusqlite::{Connection, TransactionBehavior, params};
@@ -68,6 +68,8 @@ pub enum Write {
         dead_before: i64,
         batch: usize,
     },
+    /// A readiness probe: a one-row write, refused past the ingest ceiling like an event.
+    Probe,
     /// A synchronous responder exchange, recorded as a finished delivery with one attempt.
     Exchange {
         event: Uuid,
@@ -85,6 +87,8 @@ pub struct Writer {
     pending: Arc<AtomicU64>,
     /// Pages in use past which new events are refused (`max_size_bytes` less a reserve).
     ingest_ceiling: Option<i64>,
+    /// When a whole batch last failed to commit (Unix ms; 0: never), for readiness.
+    last_failure: Arc<AtomicI64>,
 }
 
 impl Writer {
@@ -94,8 +98,9 @@ impl Writer {
         next_lease: i64,
         pending: Arc<AtomicU64>,
         ingest_ceiling: Option<i64>,
+        last_failure: Arc<AtomicI64>,
     ) -> Self {
-        Self { conn, node, next_lease, pending, ingest_ceiling }
+        Self { conn, node, next_lease, pending, ingest_ceiling, last_failure }
     }
 
     pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -127,6 +132,7 @@ impl Writer {
         let results = match applied {
             Ok(results) => results,
             Err(e) => {
+                self.last_failure.store(now_ms(), Ordering::Relaxed);
                 tracing::error!(error = %e, batch = batch.len(), "store commit failed");
                 (0..batch.len()).map(|_| Err(e.clone())).collect()
             }
@@ -159,7 +165,9 @@ impl Writer {
     fn apply_all(&mut self, batch: &[Command]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
         match self.transact(batch, false)? {
             Some(results) => Ok(results),
-            None => self.transact(batch, true)?.ok_or_else(|| StoreError::Failed("batch failed twice".into())),
+            // With a savepoint per command only a failure of the whole transaction is left,
+            // and that is returned as an error above; `None` cannot come back.
+            None => Ok(self.transact(batch, true)?.unwrap_or_default()),
         }
     }
 
@@ -172,7 +180,9 @@ impl Writer {
         let now = now_ms();
         let ceiling = self.ingest_ceiling;
         let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let writes = batch.iter().any(|c| matches!(c, Command::Commit { .. } | Command::Complete { .. }));
+        let writes = batch.iter().any(|c| {
+            matches!(c, Command::Commit { .. } | Command::Complete { .. } | Command::Admin { write: Write::Probe, .. })
+        });
         let full = writes && past_ceiling(&tx, ceiling)?;
         let mut results = Vec::with_capacity(batch.len());
         for command in batch {
@@ -276,6 +286,18 @@ fn apply(
             .execute(params![delivery, lease, now])?;
             Ok(Done::Released)
         }
+        Command::Admin { write: Write::Probe, .. } if pressure => Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("the store is past its ingest ceiling".into()),
+        )),
+        Command::Admin { write: Write::Probe, .. } => {
+            tx.prepare_cached(
+                "INSERT INTO readiness (node, checked_at) VALUES (?1, ?2)
+                 ON CONFLICT (node) DO UPDATE SET checked_at = excluded.checked_at",
+            )?
+            .execute(params![node, now])?;
+            Ok(Done::Admin { count: 1, replayed: 0 })
+        }
         Command::Admin { write, .. } => admin(tx, write, now),
         Command::Shutdown => Ok(Done::Released),
     }
@@ -287,6 +309,8 @@ fn admin(tx: &Connection, write: &Write, now: i64) -> rusqlite::Result<Done> {
     const REPLAY: &str = "UPDATE deliveries SET state = 0, due_at = ?1, created_at = ?1, series_start = attempts,
              finished_at = NULL, last_error = NULL, claimed_by = NULL, lease_token = NULL";
     match write {
+        // Written by `apply`, which knows the node and the ceiling.
+        Write::Probe => Ok(Done::Admin { count: 0, replayed: 0 }),
         Write::Replay(id) => {
             let count =
                 tx.prepare_cached(&format!("{REPLAY} WHERE id = ?2 AND state != 0"))?.execute(params![now, id])? as u64;

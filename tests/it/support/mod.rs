@@ -3,6 +3,7 @@ pub mod oracle;
 pub mod postgres;
 pub mod process;
 pub mod receiver;
+pub mod skip;
 
 pub use gateway::Gateway;
 pub use receiver::{Receiver, Reply};

@@ -1,7 +1,7 @@
 //! A real PostgreSQL for the tests: `$SWITCHBOARD_TEST_POSTGRES` when set (CI starts one),
 //! else a private server started from the machine's binaries by tests/postgres.sh. Each
-//! test gets a database of its own. Without any PostgreSQL binaries the tests say so
-//! loudly and skip — except under CI, where that is a failure.
+//! test gets a database of its own. Without any PostgreSQL binaries the tests fail, unless
+//! `SWITCHBOARD_SKIP=postgres` asks to skip them (see `skip`).
 
 use std::sync::OnceLock;
 
@@ -15,8 +15,13 @@ fn server() -> Option<&'static str> {
         let output = std::process::Command::new("bash").arg(script).arg("start").output().expect("bash");
         match output.status.code() {
             Some(0) => Some(String::from_utf8(output.stdout).unwrap().trim().to_string()),
-            Some(3) if std::env::var("CI").is_err() => {
-                eprintln!("\n*** SKIPPED: no PostgreSQL server binaries on this machine; the PostgreSQL tests did not run ***\n");
+            Some(3)
+                if super::skip::unavailable(
+                    "postgres",
+                    "no PostgreSQL server binaries on this machine; the PostgreSQL tests cannot run",
+                    "Install Debian's postgresql package",
+                ) =>
+            {
                 None
             }
             _ => panic!("cannot start the test PostgreSQL: {}", String::from_utf8_lossy(&output.stderr)),
@@ -26,7 +31,7 @@ fn server() -> Option<&'static str> {
 }
 
 /// A fresh, empty database on the test server, as a `postgres://` URL; `None` when this
-/// machine has no PostgreSQL at all (the caller returns: the test is skipped).
+/// machine has no PostgreSQL and `SWITCHBOARD_SKIP=postgres` (the caller returns: skipped).
 pub async fn database() -> Option<String> {
     let server = server()?;
     let (client, connection) = tokio_postgres::connect(server, tokio_postgres::NoTls).await.unwrap();
@@ -47,14 +52,19 @@ pub struct Private {
 }
 
 impl Private {
-    /// `None` when this machine has no PostgreSQL binaries (and this is not CI).
+    /// `None` when this machine has no PostgreSQL binaries and skipping them was asked for.
     pub fn start() -> Option<Self> {
         let dir = std::env::temp_dir().join(format!("switchboard-pg-{}", uuid::Uuid::now_v7().simple()));
         let output = Self::script(&dir, "start");
         match output.status.code() {
             Some(0) => Some(Self { url: String::from_utf8(output.stdout).unwrap().trim().to_string(), dir }),
-            Some(3) if std::env::var("CI").is_err() => {
-                eprintln!("\n*** SKIPPED: no PostgreSQL server binaries on this machine ***\n");
+            Some(3)
+                if super::skip::unavailable(
+                    "postgres",
+                    "no PostgreSQL server binaries on this machine",
+                    "Install Debian's postgresql package",
+                ) =>
+            {
                 None
             }
             _ => panic!("cannot start a private PostgreSQL: {}", String::from_utf8_lossy(&output.stderr)),
