@@ -128,17 +128,19 @@ pub async fn render(config: &Config, store: &dyn Store) -> String {
 }
 
 /// The outcome label of an attempt.
-pub fn attempt_outcome(status: Option<u16>, delivered: bool, error: Option<&str>) -> &'static str {
+pub fn attempt_outcome(
+    status: Option<u16>,
+    delivered: bool,
+    error: Option<&crate::deliver::attempt::AttemptError>,
+) -> &'static str {
     match (delivered, status, error) {
         (true, _, _) => "success",
+        (_, _, Some(e)) => e.label(),
         (_, Some(s), _) if s < 200 => "http_1xx",
         (_, Some(s), _) if s < 300 => "http_2xx",
         (_, Some(s), _) if s < 400 => "http_3xx",
         (_, Some(s), _) if s < 500 => "http_4xx",
         (_, Some(_), _) => "http_5xx",
-        (_, None, Some("timeout")) => "timeout",
-        (_, None, Some(e)) if e.starts_with("connect") => "connect_error",
-        (_, None, Some(e)) if e.starts_with("refused_private") => "refused_private",
-        _ => "error",
+        (_, None, None) => "error",
     }
 }

@@ -26,8 +26,91 @@ pub const RESPONSE_PREFIX: usize = 1024;
 pub struct Sent {
     pub record: AttemptRecord,
     pub retry_after: Option<Duration>,
-    /// No later attempt can succeed (the request cannot even be built).
-    pub permanent: bool,
+    /// Why no answer came back, when none did.
+    pub error: Option<AttemptError>,
+}
+
+impl Sent {
+    /// No later attempt can succeed (the request cannot be built, or its address is refused).
+    pub fn permanent(&self) -> bool {
+        self.error.as_ref().is_some_and(AttemptError::is_permanent)
+    }
+}
+
+/// Why a delivery's request could not be made from what is stored.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The normalized event stored with it no longer decodes: rendering it would send
+    /// defaults in place of the call's fields.
+    #[error("not sent: the stored normalized event does not decode: {0}")]
+    CorruptEvent(String),
+    /// The stored body no longer reads as fields, and a template reads them.
+    #[error("not sent: the stored body does not parse: {0}")]
+    CorruptBody(String),
+    #[error("rendered url has a `.` or `..` path segment from a placeholder value")]
+    DotSegment,
+    #[error("rendered url is invalid: {0}")]
+    InvalidUrl(#[from] url::ParseError),
+    #[error(transparent)]
+    Refused(#[from] Refused),
+}
+
+/// Why an attempt got no answer (or none that could be used).
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Refused(Refused),
+    #[error("timeout")]
+    Timeout,
+    /// The connection could not be made; the innermost cause (e.g. "Connection refused").
+    #[error("connect: {0}")]
+    Connect(String),
+    /// The connection failed after it was made.
+    #[error("io: {0}")]
+    Io(String),
+    /// Over the destination's rate limit (synchronous responders, which cannot wait).
+    #[error("rate_limited: over the destination's rate_limit")]
+    RateLimited,
+    #[error("response_too_large: over max_response_bytes ({0})")]
+    ResponseTooLarge(usize),
+}
+
+impl AttemptError {
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Build(_) | Self::Refused(_))
+    }
+
+    /// The outcome label of the attempt metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Build(BuildError::Refused(_)) | Self::Refused(_) => "refused_private",
+            Self::Build(_) => "not_sent",
+            Self::Timeout => "timeout",
+            Self::Connect(_) => "connect_error",
+            Self::Io(_) | Self::ResponseTooLarge(_) => "error",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+
+    pub fn from_client(e: &reqwest::Error) -> Self {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(c) = cause {
+            if let Some(refused) = c.downcast_ref::<Refused>() {
+                return Self::Refused(refused.clone());
+            }
+            cause = c.source();
+        }
+        if e.is_timeout() {
+            return Self::Timeout;
+        }
+        let mut innermost: &dyn std::error::Error = e;
+        while let Some(inner) = innermost.source() {
+            innermost = inner;
+        }
+        if e.is_connect() { Self::Connect(innermost.to_string()) } else { Self::Io(innermost.to_string()) }
+    }
 }
 
 /// The HTTP client every delivery shares: pooled keep-alive connections, rustls, and no
@@ -57,24 +140,29 @@ pub fn build(
     destination: &Destination,
     delivery: &ClaimedDelivery,
     now_ms: i64,
-) -> Result<reqwest::RequestBuilder, String> {
-    let event: CallEvent =
-        delivery.normalized.as_deref().and_then(|n| serde_json::from_str(n).ok()).unwrap_or_default();
+) -> Result<reqwest::RequestBuilder, BuildError> {
+    let event: CallEvent = match delivery.normalized.as_deref() {
+        Some(n) => serde_json::from_str(n).map_err(|e| BuildError::CorruptEvent(e.to_string()))?,
+        None => return Err(BuildError::CorruptEvent("it is missing".into())),
+    };
     let payload = if destination.request.uses_payload() {
-        let kind = delivery
-            .content_type
-            .as_deref()
-            .and_then(|ct| HeaderValue::from_str(ct).ok())
-            .and_then(|ct| payload::kind(Some(&ct)).ok().flatten());
-        payload::fields(kind, &delivery.body, delivery.query.as_deref()).unwrap_or_default()
+        let kind = match delivery.content_type.as_deref() {
+            None => None,
+            Some(ct) => {
+                let value = HeaderValue::from_str(ct).map_err(|e| BuildError::CorruptBody(e.to_string()))?;
+                payload::kind(Some(&value)).map_err(|e| BuildError::CorruptBody(e.to_string()))?
+            }
+        };
+        payload::fields(kind, &delivery.body, delivery.query.as_deref())
+            .map_err(|e| BuildError::CorruptBody(e.to_string()))?
     } else {
         Payload::default()
     };
     let rendered = destination.request.render(&Data { event: &event, payload: &payload });
     if crate::template::has_dot_segment(&rendered.url) {
-        return Err("rendered url has a `.` or `..` path segment from a placeholder value".into());
+        return Err(BuildError::DotSegment);
     }
-    let url = reqwest::Url::parse(&rendered.url).map_err(|e| format!("rendered url is invalid: {e}"))?;
+    let url = reqwest::Url::parse(&rendered.url)?;
     // The resolver guards names; an address written in the URL never reaches it.
     let literal = match url.host() {
         Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
@@ -82,7 +170,7 @@ pub fn build(
         _ => None,
     };
     if let Some(ip) = literal.filter(|ip| !guard.permits(*ip)) {
-        return Err(Refused { host: ip.to_string(), addr: ip }.to_string());
+        return Err(Refused { host: ip.to_string(), addr: ip }.into());
     }
     let mut id = uuid::Uuid::encode_buffer();
     let id = delivery.event_id.hyphenated().encode_lower(&mut id);
@@ -129,92 +217,95 @@ pub async fn send(
 ) -> Sent {
     let started_at = now_ms();
     let start = Instant::now();
+    let failed = |error: AttemptError| Sent {
+        record: AttemptRecord {
+            started_at,
+            latency: start.elapsed(),
+            status: None,
+            error: Some(error.to_string()),
+            response_prefix: Vec::new(),
+        },
+        retry_after: None,
+        error: Some(error),
+    };
     let request = match build(client, guard, destination, delivery, started_at) {
-        Ok(request) => request,
-        Err(reason) => {
-            return Sent {
-                record: AttemptRecord {
-                    started_at,
-                    latency: start.elapsed(),
-                    status: None,
-                    error: Some(reason),
-                    response_prefix: Vec::new(),
-                },
-                retry_after: None,
-                permanent: true,
-            };
-        }
+        Ok(request) => request.timeout(destination.timeout),
+        Err(e) => return failed(e.into()),
     };
-    let request = request.timeout(destination.timeout);
-
-    let (status, error, retry_after, response_prefix) = match request.send().await {
-        Ok(mut response) => {
-            let status = response.status().as_u16();
-            let retry_after =
-                response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-            let mut prefix = Vec::new();
-            // The status is the answer; a body that then fails or stalls does not change it.
-            while prefix.len() < RESPONSE_PREFIX {
-                match response.chunk().await {
-                    Ok(Some(chunk)) => {
-                        let take = chunk.len().min(RESPONSE_PREFIX - prefix.len());
-                        prefix.extend_from_slice(&chunk[..take]);
-                    }
-                    _ => break,
-                }
+    let mut response = match request.send().await {
+        Ok(response) => response,
+        Err(e) => return failed(AttemptError::from_client(&e)),
+    };
+    let status = response.status().as_u16();
+    let retry_after =
+        response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+    let mut prefix = Vec::new();
+    // The status is the answer; a body that then fails or stalls does not change it.
+    while prefix.len() < RESPONSE_PREFIX {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let take = chunk.len().min(RESPONSE_PREFIX - prefix.len());
+                prefix.extend_from_slice(&chunk[..take]);
             }
-            (Some(status), None, retry_after, prefix)
+            _ => break,
         }
-        Err(e) => {
-            // A refused address will be refused on every attempt: no point retrying.
-            let refused = refusal(&e);
-            let error = refused.clone().unwrap_or_else(|| error_kind(&e));
-            return Sent {
-                record: AttemptRecord {
-                    started_at,
-                    latency: start.elapsed(),
-                    status: None,
-                    error: Some(error),
-                    response_prefix: Vec::new(),
-                },
-                retry_after: None,
-                permanent: refused.is_some(),
-            };
-        }
-    };
+    }
     Sent {
-        record: AttemptRecord { started_at, latency: start.elapsed(), status, error, response_prefix },
+        record: AttemptRecord {
+            started_at,
+            latency: start.elapsed(),
+            status: Some(status),
+            error: None,
+            response_prefix: prefix,
+        },
         retry_after,
-        permanent: false,
+        error: None,
     }
 }
 
-/// The attempt-record wording of a client error: `refused_private: …`, `timeout`,
-/// `connect: …` or `io: …`.
-pub fn describe_error(e: &reqwest::Error) -> String {
-    refusal(e).unwrap_or_else(|| error_kind(e))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::testing::destination;
 
-fn refusal(e: &reqwest::Error) -> Option<String> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if let Some(refused) = c.downcast_ref::<Refused>() {
-            return Some(refused.to_string());
+    fn delivery(normalized: Option<&str>, content_type: &str, body: &'static [u8]) -> ClaimedDelivery {
+        ClaimedDelivery {
+            id: 1,
+            lease: 1,
+            event_id: uuid::Uuid::now_v7(),
+            attempt: 1,
+            created_at: 0,
+            content_type: Some(content_type.into()),
+            query: None,
+            body: Bytes::from_static(body),
+            normalized: normalized.map(str::to_owned),
         }
-        cause = c.source();
     }
-    None
-}
 
-/// `timeout`, `connect: …` or `io: …`, with the innermost cause (e.g. "Connection refused").
-fn error_kind(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "timeout".to_string();
+    /// Stored data that no longer decodes is never rendered as defaults: the attempt is not
+    /// made, and the error is permanent (the delivery ends dead with it).
+    #[test]
+    fn corrupt_stored_data_is_not_sent() {
+        let guard = Guard { allow_private: true, allowlist: Vec::new() };
+        let client = super::client(Arc::new(guard.clone())).unwrap();
+        let uses_event = destination("http://127.0.0.1/<<status>>", None, 3);
+        let uses_payload = destination("http://127.0.0.1/", Some(r#"{"from": "<<payload.from>>"}"#), 3);
+        let event = serde_json::to_string(&CallEvent::default()).unwrap();
+        let good = delivery(Some(&event), "application/json", br#"{"from":"91"}"#);
+        assert!(build(&client, &guard, &uses_event, &good, 0).is_ok());
+        assert!(build(&client, &guard, &uses_payload, &good, 0).is_ok());
+
+        let broken_event = delivery(Some("{\"status\": "), "application/json", b"{}");
+        let e = build(&client, &guard, &uses_event, &broken_event, 0).unwrap_err();
+        assert!(matches!(e, BuildError::CorruptEvent(_)), "{e}");
+        let missing_event = delivery(None, "application/json", b"{}");
+        assert!(matches!(build(&client, &guard, &uses_event, &missing_event, 0), Err(BuildError::CorruptEvent(_))));
+
+        let broken_body = delivery(Some(&event), "application/json", b"{\"from\": ");
+        let e = build(&client, &guard, &uses_payload, &broken_body, 0).unwrap_err();
+        assert!(matches!(e, BuildError::CorruptBody(_)), "{e}");
+        assert!(AttemptError::from(e).is_permanent());
+        // A destination that forwards the body as it is does not need to parse it.
+        assert!(build(&client, &guard, &destination("http://127.0.0.1/", None, 3), &broken_body, 0).is_ok());
     }
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(inner) = cause.source() {
-        cause = inner;
-    }
-    let kind = if e.is_connect() { "connect" } else { "io" };
-    format!("{kind}: {cause}")
 }

@@ -10,7 +10,7 @@
 //! hands changed ones their new settings (the next attempt uses them), and stops workers of
 //! removed destinations — their pending deliveries stay in the store.
 
-mod attempt;
+pub mod attempt;
 pub mod breaker;
 pub mod outcome;
 pub mod preview;
@@ -204,5 +204,46 @@ impl Dispatcher {
         running.handle.paused.store(paused, Ordering::Relaxed);
         running.handle.wake.notify_one();
         true
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::time::Duration;
+
+    use crate::config::{Destination, RetryPolicy};
+    use crate::template::request::{BodyTemplate, RequestTemplate};
+    use crate::template::{Kind, Template};
+
+    /// A destination for unit tests: `url` and an optional JSON `body`, both templates.
+    pub fn destination(url: &str, body: Option<&str>, max_attempts: u32) -> Destination {
+        let body = match body {
+            None => BodyTemplate::Original,
+            Some(body) => BodyTemplate::Json {
+                template: Template::compile(body, Kind::JsonBody, &|_| None).unwrap(),
+                content_type: http::HeaderValue::from_static("application/json"),
+            },
+        };
+        Destination {
+            tenant: "t".into(),
+            id: "d".into(),
+            request: RequestTemplate::new(Template::compile(url, Kind::Url, &|_| None).unwrap(), Vec::new(), body),
+            method: http::Method::POST,
+            when: crate::fanout::When::default(),
+            rate_limit: None,
+            signing_keys: Vec::new(),
+            pass_through_codes: Vec::new(),
+            max_response_bytes: 1024,
+            success_codes: vec![200, 202],
+            timeout: Duration::from_secs(1),
+            max_in_flight: 1,
+            retry: RetryPolicy {
+                max_attempts,
+                initial_backoff: Duration::from_secs(1),
+                max_backoff: Duration::from_secs(60),
+                deadline: Duration::from_secs(3600),
+            },
+            circuit_breaker: None,
+        }
     }
 }

@@ -78,31 +78,7 @@ mod tests {
     use super::*;
 
     fn destination(max_attempts: u32) -> Destination {
-        Destination {
-            tenant: "t".into(),
-            id: "d".into(),
-            request: crate::template::request::RequestTemplate::new(
-                crate::template::Template::compile("http://127.0.0.1/", crate::template::Kind::Url, &|_| None).unwrap(),
-                Vec::new(),
-                crate::template::request::BodyTemplate::Original,
-            ),
-            method: http::Method::POST,
-            when: crate::fanout::When::default(),
-            rate_limit: None,
-            signing_keys: Vec::new(),
-            pass_through_codes: Vec::new(),
-            max_response_bytes: 1024,
-            success_codes: vec![200, 202],
-            timeout: Duration::from_secs(1),
-            max_in_flight: 1,
-            retry: RetryPolicy {
-                max_attempts,
-                initial_backoff: Duration::from_secs(1),
-                max_backoff: Duration::from_secs(60),
-                deadline: Duration::from_secs(3600),
-            },
-            circuit_breaker: None,
-        }
+        crate::deliver::testing::destination("http://127.0.0.1/", None, max_attempts)
     }
 
     fn status(code: u16) -> AttemptRecord {

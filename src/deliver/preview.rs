@@ -67,7 +67,8 @@ pub fn preview(
     };
     let guard = Arc::new(Guard::from_config(&config.server));
     let client = attempt::client(guard.clone()).map_err(|e| e.to_string())?;
-    let request = attempt::build(&client, &guard, destination, &delivery, received_at)?
+    let request = attempt::build(&client, &guard, destination, &delivery, received_at)
+        .map_err(|e| e.to_string())?
         .build()
         .map_err(|e| format!("cannot build the request: {e}"))?;
     let _ = writeln!(out, "{} {}", request.method(), request.url());

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use governor::DefaultDirectRateLimiter;
 use http::{HeaderMap, StatusCode};
 
-use super::attempt::{self, RESPONSE_PREFIX};
+use super::attempt::{self, AttemptError, RESPONSE_PREFIX, Sent};
 use super::ssrf::Guard;
 use crate::config::Destination;
 use crate::store::{AttemptRecord, ClaimedDelivery, now_ms};
@@ -35,8 +35,8 @@ const HOP_BY_HOP: [&str; 9] = [
     "content-length",
 ];
 
-/// Calls the responder; `None` when the provider must get the fallback instead. The record
-/// is the exchange as an attempt, for the event's history.
+/// Calls the responder; `None` when the provider must get the fallback instead. The rest
+/// is the exchange as an attempt, for the event's history and metrics.
 pub async fn exchange(
     client: &reqwest::Client,
     guard: &Guard,
@@ -44,31 +44,35 @@ pub async fn exchange(
     delivery: &ClaimedDelivery,
     timeout: Duration,
     pacer: Option<&DefaultDirectRateLimiter>,
-) -> (Option<Answer>, AttemptRecord) {
+) -> (Option<Answer>, Sent) {
     let started_at = now_ms();
     let start = Instant::now();
-    let failed = |error: String, status: Option<u16>, prefix: Vec<u8>| AttemptRecord {
-        started_at,
-        latency: start.elapsed(),
-        status,
+    let failed = |error: AttemptError, status: Option<u16>| Sent {
+        record: AttemptRecord {
+            started_at,
+            latency: start.elapsed(),
+            status,
+            error: Some(error.to_string()),
+            response_prefix: Vec::new(),
+        },
+        retry_after: None,
         error: Some(error),
-        response_prefix: prefix,
     };
     if pacer.is_some_and(|p| p.check().is_err()) {
-        return (None, failed("rate_limited: over the destination's rate_limit".into(), None, Vec::new()));
+        return (None, failed(AttemptError::RateLimited, None));
     }
     let request = match attempt::build(client, guard, destination, delivery, started_at) {
         Ok(request) => request.timeout(timeout.min(destination.timeout)),
-        Err(reason) => return (None, failed(reason, None, Vec::new())),
+        Err(e) => return (None, failed(e.into(), None)),
     };
     let limit = destination.max_response_bytes;
     let exchange = async {
-        let mut response = request.send().await.map_err(|e| (attempt::describe_error(&e), None))?;
+        let mut response = request.send().await.map_err(|e| (AttemptError::from_client(&e), None))?;
         let status = response.status();
         let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| (attempt::describe_error(&e), Some(status)))? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| (AttemptError::from_client(&e), Some(status)))? {
             if body.len() + chunk.len() > limit {
-                return Err((format!("response_too_large: over max_response_bytes ({limit})"), Some(status)));
+                return Err((AttemptError::ResponseTooLarge(limit), Some(status)));
             }
             body.extend_from_slice(&chunk);
         }
@@ -79,8 +83,8 @@ pub async fn exchange(
         Ok(Answer { status, headers, body: body.freeze() })
     };
     match tokio::time::timeout(timeout, exchange).await {
-        Err(_) => (None, failed("timeout".into(), None, Vec::new())),
-        Ok(Err((error, status))) => (None, failed(error, status.map(|s| s.as_u16()), Vec::new())),
+        Err(_) => (None, failed(AttemptError::Timeout, None)),
+        Ok(Err((error, status))) => (None, failed(error, status.map(|s| s.as_u16()))),
         Ok(Ok(answer)) => {
             let status = answer.status.as_u16();
             let prefix = answer.body[..answer.body.len().min(RESPONSE_PREFIX)].to_vec();
@@ -92,7 +96,7 @@ pub async fn exchange(
                 response_prefix: prefix,
             };
             let relayed = destination.is_success(status) || destination.pass_through_codes.contains(&status);
-            (relayed.then_some(answer), record)
+            (relayed.then_some(answer), Sent { record, retry_after: None, error: None })
         }
     }
 }

@@ -15,7 +15,7 @@ pub struct Guard {
 }
 
 /// The refusal, carried through the HTTP client's error chain to the attempt record.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("refused_private: {host} resolves only to private or reserved addresses ({addr})")]
 pub struct Refused {
     pub host: String,

@@ -85,6 +85,9 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
         let claim = match shared.store.claim(request).await {
             Ok(claim) => {
                 failures = 0;
+                for _ in 0..claim.dead {
+                    metrics::dead(&destination.tenant, &destination.id);
+                }
                 claim
             }
             Err(e) => {
@@ -204,19 +207,16 @@ async fn deliver(
             return;
         };
         let now = now_ms();
-        let outcome = outcome::decide(&destination, &sent.record, sent.retry_after, sent.permanent, delivery.attempt, now, delivery.created_at);
+        let permanent = sent.permanent();
+        let outcome = outcome::decide(&destination, &sent.record, sent.retry_after, permanent, delivery.attempt, now, delivery.created_at);
         let summary = sent.record.summary();
         let latency_ms = sent.record.latency.as_secs_f64() * 1000.0;
         let (tenant, id) = (destination.tenant.as_str(), destination.id.as_str());
-        let label = metrics::attempt_outcome(
-            sent.record.status,
-            outcome == Outcome::Delivered,
-            sent.record.error.as_deref(),
-        );
+        let label = metrics::attempt_outcome(sent.record.status, outcome == Outcome::Delivered, sent.error.as_ref());
         metrics::attempt(tenant, id, label, sent.record.latency);
         let signal = match outcome {
             Outcome::Delivered => Signal::Success,
-            _ if sent.permanent => Signal::Neutral,
+            _ if permanent => Signal::Neutral,
             _ => Signal::Failure,
         };
         let next = match outcome {

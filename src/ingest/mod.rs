@@ -296,9 +296,10 @@ impl Ingest {
         let destination = &tenant.destinations[responder.destination];
         let pacer = tables.limiters.get(&tenant.id).and_then(|l| l.responders.get(responder.destination)?.as_ref());
         let (client, guard) = self.dispatcher.client();
-        let (answer, record) = respond::exchange(client, guard, destination, delivery, responder.timeout, pacer).await;
+        let (answer, sent) = respond::exchange(client, guard, destination, delivery, responder.timeout, pacer).await;
         let delivered = answer.is_some();
-        let outcome = metrics::attempt_outcome(record.status, delivered, record.error.as_deref());
+        let outcome = metrics::attempt_outcome(sent.record.status, delivered, sent.error.as_ref());
+        let record = sent.record;
         metrics::attempt(&tenant.id, &destination.id, outcome, record.latency);
         // The exchange joins the event's history after the provider has its answer; it is a
         // record of what happened, not a delivery anything waits on.

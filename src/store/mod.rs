@@ -89,6 +89,9 @@ pub struct Claim {
     /// The earliest time another delivery of this destination may become claimable
     /// (a retry, or a lease that expires), if any is pending.
     pub next_due: Option<i64>,
+    /// Deliveries found with stored data that no longer decodes: ended dead at the claim,
+    /// with the reason, instead of being handed out.
+    pub dead: u64,
 }
 
 #[derive(Debug, Clone)]

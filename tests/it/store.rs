@@ -538,3 +538,68 @@ async fn postgres_dedupe_holds_across_nodes() {
         node.close().await;
     }
 }
+
+/// A delivery whose stored data no longer decodes (an event id that is not a UUID, an event
+/// row that is gone) ends dead at the claim with the reason: never handed out with a nil
+/// webhook-id or an empty event, and never left to be claimed again forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_deliveries_with_undecodable_data_end_dead_at_the_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path()).await;
+    let (bad_id, gone, intact) = (event("acme", &["crm"]), event("acme", &["crm"]), event("acme", &["crm"]));
+    for e in [&bad_id, &gone, &intact] {
+        store.commit(e.clone()).await.unwrap();
+    }
+    assert_eq!(store.pending_deliveries(), 3);
+    let raw = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    raw.busy_timeout(Duration::from_secs(5)).unwrap();
+    raw.execute("UPDATE deliveries SET event_id = x'0102' WHERE event_id = ?1", [&bad_id.id.as_bytes()[..]]).unwrap();
+    raw.execute("DELETE FROM events WHERE id = ?1", [&gone.id.as_bytes()[..]]).unwrap();
+
+    let claim = store.claim(request("crm", Duration::from_secs(30))).await.unwrap();
+    assert_eq!(claim.deliveries.iter().map(|d| d.event_id).collect::<Vec<_>>(), vec![intact.id]);
+    assert_eq!(claim.dead, 2);
+    assert_eq!(store.pending_deliveries(), 1, "the dead ones no longer count as pending");
+    let mut reasons: Vec<(i64, String)> = raw
+        .prepare("SELECT state, last_error FROM deliveries WHERE state != 0 ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        vec![
+            (2, "not sent: the delivery's event is no longer stored".to_string()),
+            (2, "not sent: the stored event id is not a UUID".to_string()),
+        ]
+    );
+    // Nothing is left to claim: the dead ones are not handed out again.
+    assert!(store.claim(request("crm", Duration::from_secs(30))).await.unwrap().deliveries.is_empty());
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_delivery_whose_event_is_gone_ends_dead_at_the_claim() {
+    let Some(url) = database().await else { return };
+    let store = pg(&url, "node-a").await;
+    let (gone, intact) = (event("acme", &["crm"]), event("acme", &["crm"]));
+    store.commit(gone.clone()).await.unwrap();
+    store.commit(intact.clone()).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.execute("DELETE FROM events WHERE id = $1", &[&gone.id]).await.unwrap();
+
+    let claim = store.claim(request("crm", Duration::from_secs(30))).await.unwrap();
+    assert_eq!(claim.deliveries.iter().map(|d| d.event_id).collect::<Vec<_>>(), vec![intact.id]);
+    assert_eq!(claim.dead, 1);
+    let row =
+        client.query_one("SELECT state, last_error FROM deliveries WHERE event_id = $1", &[&gone.id]).await.unwrap();
+    assert_eq!(
+        (row.get::<_, i16>(0), row.get::<_, String>(1)),
+        (2, "not sent: the delivery's event is no longer stored".into())
+    );
+    assert!(store.claim(request("crm", Duration::from_secs(30))).await.unwrap().deliveries.is_empty());
+    store.close().await;
+}

@@ -243,14 +243,27 @@ impl Store for PgStore {
                     FROM picked WHERE d.id = picked.id
                     RETURNING d.id, d.lease_token, d.event_id, d.attempts - d.series_start AS attempts, d.created_at)
                  SELECT c.id, c.lease_token, c.event_id, c.attempts, c.created_at,
-                        e.content_type, e.query, e.body, e.normalized
-                 FROM claimed c JOIN events e ON e.id = c.event_id
+                        e.content_type, e.query, e.body, e.normalized, e.id IS NULL AS missing
+                 FROM claimed c LEFT JOIN events e ON e.id = c.event_id
                  ORDER BY c.id",
                 &[&request.tenant, &request.destination, &now, &limit, &lease_until, &self.node],
             )
             .await?;
+        // A delivery whose event is gone ends dead with the reason, not re-claimed forever.
+        let missing: Vec<i64> = rows.iter().filter(|r| r.get::<_, bool>(9)).map(|r| r.get(0)).collect();
+        if !missing.is_empty() {
+            tracing::error!(deliveries = ?missing, "deliveries ended dead: their event is no longer stored");
+            self.query(
+                "UPDATE deliveries SET state = 2, finished_at = $2, due_at = $2, claimed_by = NULL,
+                     lease_token = NULL, last_error = 'not sent: the delivery''s event is no longer stored'
+                 WHERE id = ANY($1) AND state = 0",
+                &[&missing, &now],
+            )
+            .await?;
+        }
         let deliveries = rows
             .iter()
+            .filter(|r| !r.get::<_, bool>(9))
             .map(|r| ClaimedDelivery {
                 id: r.get(0),
                 lease: r.get(1),
@@ -273,7 +286,7 @@ impl Store for PgStore {
             .await?
             .first()
             .and_then(|r| r.get(0));
-        Ok(Claim { deliveries, next_due })
+        Ok(Claim { deliveries, next_due, dead: missing.len() as u64 })
     }
 
     async fn complete(&self, completion: Completion) -> Result<bool, StoreError> {

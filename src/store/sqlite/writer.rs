@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use bytes::Bytes;
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -144,6 +144,7 @@ impl Writer {
                 Ok(Done::Committed { deliveries }) => added += deliveries,
                 Ok(Done::Admin { replayed, .. }) => added += replayed,
                 Ok(Done::Completed { terminal: true, .. }) => finished += 1,
+                Ok(Done::Claimed(claim)) => finished += claim.dead,
                 _ => {}
             }
         }
@@ -453,19 +454,37 @@ fn claim(tx: &Connection, request: &ClaimRequest, now: i64, node: &str, lease: i
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut event = tx.prepare_cached("SELECT content_type, query, body, normalized FROM events WHERE id = ?1")?;
     let mut deliveries = Vec::with_capacity(rows.len());
+    let mut dead = 0;
     for (id, event_id, attempts, created_at) in rows {
-        let (content_type, query, body, normalized) = event.query_row(params![event_id], |r| {
-            Ok((
-                r.get::<_, Option<String>>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-            ))
-        })?;
+        let stored = event
+            .query_row(params![event_id], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })
+            .optional()?;
+        // A row that no longer decodes ends dead with the reason: sending a nil webhook-id or
+        // an empty event would be sending wrong data, and retrying cannot repair it.
+        let (event_id, (content_type, query, body, normalized)) = match (Uuid::from_slice(&event_id), stored) {
+            (Ok(event_id), Some(stored)) => (event_id, stored),
+            (Err(_), _) => {
+                end_dead(tx, id, now, "not sent: the stored event id is not a UUID")?;
+                dead += 1;
+                continue;
+            }
+            (Ok(_), None) => {
+                end_dead(tx, id, now, "not sent: the delivery's event is no longer stored")?;
+                dead += 1;
+                continue;
+            }
+        };
         deliveries.push(ClaimedDelivery {
             id,
             lease,
-            event_id: Uuid::from_slice(&event_id).unwrap_or_default(),
+            event_id,
             attempt: attempts + 1,
             created_at,
             content_type,
@@ -478,7 +497,18 @@ fn claim(tx: &Connection, request: &ClaimRequest, now: i64, node: &str, lease: i
     let next_due = tx
         .prepare_cached("SELECT min(due_at) FROM deliveries WHERE tenant = ?1 AND destination = ?2 AND state = 0")?
         .query_row(params![request.tenant, request.destination], |r| r.get(0))?;
-    Ok(Claim { deliveries, next_due })
+    Ok(Claim { deliveries, next_due, dead })
+}
+
+fn end_dead(tx: &Connection, delivery: i64, now: i64, reason: &str) -> rusqlite::Result<()> {
+    tracing::error!(delivery, reason, "delivery ended dead: its stored data does not decode");
+    tx.prepare_cached(
+        "UPDATE deliveries SET state = 2, finished_at = ?2, due_at = ?2, last_error = ?3,
+             claimed_by = NULL, lease_token = NULL
+         WHERE id = ?1",
+    )?
+    .execute(params![delivery, now, reason])?;
+    Ok(())
 }
 
 /// Under `pressure` (the store is past its ingest ceiling) the history shrinks so that
