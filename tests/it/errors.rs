@@ -239,7 +239,12 @@ async fn a_full_store_recovers_by_itself_once_space_returns() {
         })
         .await;
     assert!(got.len() >= recovered_after);
-    assert_eq!(gateway.client.get(&readyz).send().await.unwrap().status(), 200, "ready again");
+    // Ready again once retention has made room below the ceiling.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while gateway.client.get(&readyz).send().await.unwrap().status() != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "not ready 30 s after the backlog drained");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     gateway.stop().await;
 }
 

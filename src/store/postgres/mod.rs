@@ -98,8 +98,9 @@ impl PgStore {
                     break;
                 }
                 Err(e) if attempt == CONNECT_ATTEMPTS => {
-                    tracing::error!(attempts = CONNECT_ATTEMPTS, "cannot connect to postgres");
-                    return Err(pool_error(e));
+                    let last = pool_error(e);
+                    let message = format!("cannot connect to postgres after {CONNECT_ATTEMPTS} attempts: {last}");
+                    return Err(StoreError::Unreachable(Arc::new(std::io::Error::other(message))));
                 }
                 Err(e) => {
                     let wait = Duration::from_millis(250 << attempt);
