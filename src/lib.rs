@@ -142,7 +142,7 @@ pub async fn run(
     for (tenant, destination) in &paused {
         dispatcher.set_paused(tenant, destination, true);
     }
-    let ingest = Arc::new(ingest::Ingest::new(config.clone(), store.clone(), dispatcher.clone()));
+    let ingest = Arc::new(ingest::Ingest::new(config.clone(), store.clone(), dispatcher.clone(), tracker.clone()));
     let gateway = Arc::new(Gateway {
         config: ArcSwap::new(config.clone()),
         store: store.clone(),

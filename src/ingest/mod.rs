@@ -20,6 +20,7 @@ use governor::clock::{Clock, DefaultClock};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -79,6 +80,8 @@ pub struct Ingest {
     dispatcher: Arc<Dispatcher>,
     /// Sized at start from `max_body_memory_bytes`; a reload does not resize it.
     budget: budget::Budget,
+    /// Work that outlives a request (recording a responder exchange): shutdown waits for it.
+    tasks: TaskTracker,
 }
 
 /// What a request turned out to be, for its metrics.
@@ -90,9 +93,9 @@ struct Seen {
 }
 
 impl Ingest {
-    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, dispatcher: Arc<Dispatcher>) -> Self {
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, dispatcher: Arc<Dispatcher>, tasks: TaskTracker) -> Self {
         let budget = budget::Budget::new(config.server.max_body_memory_bytes);
-        Self { tables: ArcSwap::from_pointee(Tables::new(config)), store, dispatcher, budget }
+        Self { tables: ArcSwap::from_pointee(Tables::new(config)), store, dispatcher, budget, tasks }
     }
 
     /// Takes a new config for the next requests. Rate-limit buckets start full again.
@@ -305,7 +308,7 @@ impl Ingest {
         // record of what happened, not a delivery anything waits on.
         let (store, event, tenant_id, destination_id) =
             (self.store.clone(), delivery.event_id, tenant.id.clone(), destination.id.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             if let Err(e) = store.record_exchange(event, &tenant_id, &destination_id, record, delivered).await {
                 tracing::warn!(error = %e, "responder exchange not recorded");
             }

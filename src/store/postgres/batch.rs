@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Batches in flight at once, each on its own pooled connection.
 const CONCURRENT_BATCHES: usize = 4;
@@ -20,6 +21,7 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
+    let batches = TaskTracker::new();
     while let Ok(slot) = slots.clone().acquire_owned().await {
         let first = tokio::select! {
             first = rx.recv() => first,
@@ -39,11 +41,11 @@ where
             }
         }
         let written = write(batch);
-        tokio::spawn(async move {
+        batches.spawn(async move {
             written.await;
             drop(slot);
         });
     }
-    // Every batch holds a slot until it has answered.
-    let _ = slots.acquire_many(CONCURRENT_BATCHES as u32).await;
+    batches.close();
+    batches.wait().await;
 }

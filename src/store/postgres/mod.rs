@@ -22,9 +22,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::admin::{
@@ -52,7 +53,8 @@ pub struct PgStore {
     /// When a commit batch last failed (Unix ms), for readiness.
     last_failure: Arc<AtomicI64>,
     stop: CancellationToken,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The batchers and the pending-count refresher; all end on `stop`.
+    tasks: TaskTracker,
 }
 
 pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
@@ -120,13 +122,14 @@ impl PgStore {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let stop = CancellationToken::new();
         let last_failure = Arc::new(AtomicI64::new(0));
-        let batcher =
-            tokio::spawn(commit::run(pool.clone(), receiver, pending.clone(), last_failure.clone(), stop.clone()));
+        let tasks = TaskTracker::new();
+        tasks.spawn(commit::run(pool.clone(), receiver, pending.clone(), last_failure.clone(), stop.clone()));
         // Completions wait for nothing but the database: in-flight attempts are bounded by
         // the workers' slots, so the queue is too.
         let (completions, completed) = mpsc::channel(QUEUE_CAPACITY);
-        let recorder = tokio::spawn(complete::run(pool.clone(), completed, pending.clone(), stop.clone()));
-        let refresher = tokio::spawn(refresh_pending(pool.clone(), pending.clone()));
+        tasks.spawn(complete::run(pool.clone(), completed, pending.clone(), stop.clone()));
+        tasks.spawn(refresh_pending(pool.clone(), pending.clone(), stop.clone()));
+        tasks.close();
         let store = Self {
             pool,
             node: node.to_string(),
@@ -136,7 +139,7 @@ impl PgStore {
             pending,
             last_failure,
             stop,
-            tasks: Mutex::new(vec![refresher, batcher, recorder]),
+            tasks,
         };
         store.pending.store(store.count_pending().await?, Ordering::Relaxed);
         Ok(store)
@@ -176,11 +179,14 @@ impl PgStore {
 }
 
 /// Every node's ingest and workers change the pending count; read it back regularly.
-async fn refresh_pending(pool: Pool, pending: Arc<AtomicU64>) {
+async fn refresh_pending(pool: Pool, pending: Arc<AtomicU64>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(PENDING_REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         let Ok(client) = pool.get().await else { continue };
         if let Ok(row) = client.query_one("SELECT count(*) FROM deliveries WHERE state = 0", &[]).await {
             pending.store(row.get::<_, i64>(0) as u64, Ordering::Relaxed);
@@ -562,15 +568,10 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.stop.cancel();
-        let mut tasks = self.tasks.lock().await;
-        // The batchers write what is queued, then end; the refresher has nothing to finish.
-        let mut tasks = std::mem::take(&mut *tasks).into_iter();
-        if let Some(refresher) = tasks.next() {
-            refresher.abort();
-        }
-        for batcher in tasks {
-            // Commits and completions still queued are written before the batchers stop.
-            let _ = tokio::time::timeout(Duration::from_secs(30), batcher).await;
+        // The batchers write what is queued (commits and completions), then end; the
+        // refresher has nothing to finish.
+        if tokio::time::timeout(Duration::from_secs(30), self.tasks.wait()).await.is_err() {
+            tracing::warn!("store tasks still running 30 s after close; closing the pool under them");
         }
         self.closed.store(true, Ordering::Relaxed);
         self.pool.close();
