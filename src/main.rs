@@ -5,6 +5,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+/// The operator's command-line client: its dependencies (progress bars) stay out of the
+/// library the gateway links.
+mod cli {
+    pub mod client;
+}
+
 /// mimalloc returns freed memory to the OS within moments; glibc's per-thread arenas kept
 /// a burst of large bodies resident long after they were freed (docs/reliability.md).
 #[global_allocator]
@@ -152,7 +158,7 @@ impl PageArgs {
             .map(|(k, v)| (*k, v.as_deref()))
             .chain(page.iter().map(|(k, v)| (*k, v.as_deref())))
             .collect();
-        switchboard::admin::client::query(&pairs)
+        cli::client::query(&pairs)
     }
 }
 
@@ -257,7 +263,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
 }
 
 async fn operate(command: Command) -> anyhow::Result<()> {
-    use switchboard::admin::client::{self, Admin};
+    use cli::client::{self, Admin};
     let connect = |a: &AdminArgs| Admin::new(&a.admin, a.token.clone());
     let print = |value: &serde_json::Value, json: bool, table: fn(&serde_json::Value) -> String| {
         if json {

@@ -3,7 +3,6 @@
 //! `Authorization: Bearer <[admin] token>`. Errors have the same JSON shape as ingest.
 
 mod api;
-pub mod client;
 
 use std::sync::Arc;
 

@@ -14,8 +14,8 @@ pub struct Admin {
 impl Admin {
     pub fn new(base: &str, token: Option<String>) -> reqwest::Result<Self> {
         // The admin API is normally on loopback: the delivery SSRF guard does not apply here.
-        let guard = crate::deliver::ssrf::Guard { allow_private: true, allowlist: Vec::new() };
-        let client = crate::deliver::client(std::sync::Arc::new(guard))?;
+        let guard = switchboard::deliver::ssrf::Guard { allow_private: true, allowlist: Vec::new() };
+        let client = switchboard::deliver::client(std::sync::Arc::new(guard))?;
         Ok(Self { base: base.trim_end_matches('/').to_string(), token, client })
     }
 
