@@ -68,6 +68,8 @@ pub struct Gateway {
     ingest: Arc<ingest::Ingest>,
     dispatcher: Arc<Dispatcher>,
     reloading: tokio::sync::Mutex<()>,
+    /// The queue gauges of `/metrics`, read from the store at most every few seconds.
+    pub queue_figures: metrics::QueueFigures,
 }
 
 /// What a reload did.
@@ -149,6 +151,7 @@ pub async fn run(
         ingest: ingest.clone(),
         dispatcher,
         reloading: tokio::sync::Mutex::new(()),
+        queue_figures: metrics::QueueFigures::default(),
     });
 
     let limits = server::Limits::from(&config.server);

@@ -11,6 +11,7 @@ use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::config::Config;
+use crate::store::admin::QueueStats;
 use crate::store::{Store, now_ms};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -101,10 +102,43 @@ pub fn group_commit(batch: usize, latency: Duration) {
     histogram!("switchboard_store_commit_seconds").record(latency.as_secs_f64());
 }
 
-/// The exposition, with queue gauges read from the store at scrape time.
-pub async fn render(config: &Config, store: &dyn Store) -> String {
+/// How stale the queue gauges may be. Counting the queue reads the whole deliveries table,
+/// so it is done at most this often, however often Prometheus (or anyone) scrapes.
+pub const QUEUE_FIGURES_MAX_AGE: Duration = Duration::from_secs(10);
+
+/// The last queue figures read from the store, and when.
+#[derive(Default)]
+pub struct QueueFigures {
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, QueueStats)>>,
+    /// How many times the store was asked (for tests).
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl QueueFigures {
+    /// The cached figures, read again from the store when older than the maximum age.
+    /// Concurrent scrapes wait for one read rather than each starting its own.
+    async fn get(&self, store: &dyn Store) -> Result<QueueStats, crate::store::StoreError> {
+        let mut last = self.last.lock().await;
+        if let Some((at, stats)) = last.as_ref()
+            && at.elapsed() < QUEUE_FIGURES_MAX_AGE
+        {
+            return Ok(stats.clone());
+        }
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stats = store.queue_stats().await?;
+        *last = Some((tokio::time::Instant::now(), stats.clone()));
+        Ok(stats)
+    }
+
+    pub fn reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The exposition, with queue gauges from figures at most `QUEUE_FIGURES_MAX_AGE` old.
+pub async fn render(config: &Config, store: &dyn Store, figures: &QueueFigures) -> String {
     let handle = install();
-    match store.queue_stats().await {
+    match figures.get(store).await {
         Ok(stats) => {
             for (state, n) in [("pending", stats.pending), ("delivered", stats.delivered), ("dead", stats.dead)] {
                 gauge!("switchboard_deliveries", "state" => state).set(n as f64);

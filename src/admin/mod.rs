@@ -40,7 +40,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
             }
         }
         (&Method::GET, "/metrics") => {
-            let text = crate::metrics::render(&gateway.config(), gateway.store.as_ref()).await;
+            let text = crate::metrics::render(&gateway.config(), gateway.store.as_ref(), &gateway.queue_figures).await;
             let mut response = Response::new(Full::new(text.into()));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

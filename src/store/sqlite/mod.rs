@@ -1,6 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode. All writes go through a single writer
 //! thread that group-commits whatever is queued (see `writer`); reads for inspection use a
-//! second connection on the blocking pool. Only one process may use a file at a time, so
+//! small pool of reader connections on the blocking pool (WAL lets them read while the
+//! writer writes), so one slow listing does not hold up the next. Only one process may use a file at a time, so
 //! leases found at open belong to a dead process and are released at once.
 
 mod queries;
@@ -29,11 +30,19 @@ use writer::{Command, Write};
 
 /// How many commands may wait for the writer before ingest is told the store is busy.
 const QUEUE_CAPACITY: usize = 8192;
+/// Reader connections: listings, history and metrics figures run this many at once.
+const READERS: usize = 4;
+
+/// Reader connections, each lent to one read at a time.
+struct Readers {
+    idle: Mutex<Vec<Connection>>,
+    available: tokio::sync::Semaphore,
+}
 
 pub struct SqliteStore {
     sender: mpsc::Sender<Command>,
     closed: AtomicBool,
-    reader: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
     pending: Arc<AtomicU64>,
     /// When the writer last failed a whole batch (Unix ms), for readiness.
     last_failure: Arc<AtomicI64>,
@@ -79,7 +88,7 @@ impl SqliteStore {
             conn.query_row("SELECT count(*) FROM deliveries WHERE state = 0", [], |r| r.get::<_, i64>(0))? as u64;
         let next_lease: i64 =
             conn.query_row("SELECT coalesce(max(lease_token), 0) + 1 FROM deliveries", [], |r| r.get(0))?;
-        let reader = open_connection(path, config)?;
+        let readers = (0..READERS).map(|_| open_connection(path, config)).collect::<rusqlite::Result<Vec<_>>>()?;
         let ingest_ceiling = match config.max_size_bytes {
             Some(_) => {
                 let max: i64 = conn.query_row("PRAGMA max_page_count", [], |r| r.get(0))?;
@@ -107,7 +116,7 @@ impl SqliteStore {
         Ok(Self {
             sender,
             closed: AtomicBool::new(false),
-            reader: Arc::new(Mutex::new(reader)),
+            readers: Arc::new(Readers { idle: Mutex::new(readers), available: tokio::sync::Semaphore::new(READERS) }),
             pending,
             last_failure,
             writer: Mutex::new(Some(handle)),
@@ -127,13 +136,18 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn).map_err(StoreError::from)
+        let readers = self.readers.clone();
+        let permit = readers.available.acquire().await.map_err(|_| StoreError::Closed)?;
+        let conn = readers.idle.lock().unwrap_or_else(|p| p.into_inner()).pop().ok_or(StoreError::Closed)?;
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let result = f(&conn).map_err(StoreError::from);
+            (conn, result)
         })
         .await
-        .map_err(|_| StoreError::Closed)?
+        .map_err(|_| StoreError::Closed)?;
+        readers.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        drop(permit);
+        result
     }
 }
 
