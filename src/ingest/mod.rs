@@ -16,7 +16,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use governor::DefaultDirectRateLimiter;
-use governor::clock::{Clock, DefaultClock};
+use governor::RateLimiter;
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -335,12 +338,19 @@ fn admit(tables: &Tables, tenant: &str, source: usize) -> Result<(), IngestError
     let Some(limiters) = tables.limiters.get(tenant) else { return Ok(()) };
     let checks = [limiters.tenant.as_ref(), limiters.sources.get(source).and_then(Option::as_ref)];
     for limiter in checks.into_iter().flatten() {
-        if let Err(not_until) = limiter.check() {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(IngestError::RateLimited { retry_after: wait.as_secs_f64().ceil().max(1.0) as u64 });
+        if let Some(retry_after) = over_limit(limiter) {
+            return Err(IngestError::RateLimited { retry_after });
         }
     }
     Ok(())
+}
+
+/// Takes one token; when there is none, the whole seconds until there is (at least 1),
+/// read on the limiter's own clock (a fake one in tests).
+fn over_limit<C: Clock>(limiter: &RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<C::Instant>>) -> Option<u64> {
+    let not_until = limiter.check().err()?;
+    let wait = not_until.wait_time_from(limiter.clock().now());
+    Some(wait.as_secs_f64().ceil().max(1.0) as u64)
 }
 
 /// Reads the body within `max_body_bytes` and `body_read_timeout`, charging every byte to
@@ -421,7 +431,44 @@ fn acknowledge(id: Uuid, source: &Source) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
-    use super::route;
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+
+    use governor::clock::FakeRelativeClock;
+    use governor::{Quota, RateLimiter};
+
+    use super::{over_limit, route};
+
+    /// Bursts, Retry-After and refill on governor's fake clock: exact, and no test sleeps.
+    #[test]
+    fn a_limit_answers_when_the_next_token_comes() {
+        let clock = FakeRelativeClock::default();
+        let quota = Quota::per_second(NonZeroU32::new(2).unwrap()).allow_burst(NonZeroU32::new(3).unwrap());
+        let limiter = RateLimiter::direct_with_clock(quota, clock.clone());
+        for _ in 0..3 {
+            assert_eq!(over_limit(&limiter), None, "the burst passes");
+        }
+        // The next token is 0.5 s away: Retry-After rounds up to a whole second.
+        assert_eq!(over_limit(&limiter), Some(1));
+        clock.advance(Duration::from_millis(499));
+        assert_eq!(over_limit(&limiter), Some(1));
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(over_limit(&limiter), None, "one token came back");
+        assert_eq!(over_limit(&limiter), Some(1));
+        // Idle long enough, the whole burst is back, and no more.
+        clock.advance(Duration::from_secs(60));
+        for _ in 0..3 {
+            assert_eq!(over_limit(&limiter), None);
+        }
+        assert_eq!(over_limit(&limiter), Some(1));
+
+        let slow = RateLimiter::direct_with_clock(
+            Quota::per_minute(NonZeroU32::new(6).unwrap()).allow_burst(NonZeroU32::new(1).unwrap()),
+            clock.clone(),
+        );
+        assert_eq!(over_limit(&slow), None);
+        assert_eq!(over_limit(&slow), Some(10), "one per 10 s: Retry-After says 10");
+    }
 
     #[test]
     fn routes_only_the_hook_path() {
