@@ -141,9 +141,12 @@ pub fn build(
     delivery: &ClaimedDelivery,
     now_ms: i64,
 ) -> Result<reqwest::RequestBuilder, BuildError> {
-    let event: CallEvent = match delivery.normalized.as_deref() {
-        Some(n) => serde_json::from_str(n).map_err(|e| BuildError::CorruptEvent(e.to_string()))?,
-        None => return Err(BuildError::CorruptEvent("it is missing".into())),
+    // Decoded only when a template reads it (decided at load): most destinations forward
+    // the original body, and an attempt then costs no JSON parse at all.
+    let event: CallEvent = match (destination.request.uses_event(), delivery.normalized.as_deref()) {
+        (false, _) => CallEvent::default(),
+        (true, Some(n)) => serde_json::from_str(n).map_err(|e| BuildError::CorruptEvent(e.to_string()))?,
+        (true, None) => return Err(BuildError::CorruptEvent("it is missing".into())),
     };
     let payload = if destination.request.uses_payload() {
         let kind = match delivery.content_type.as_deref() {
@@ -305,7 +308,10 @@ mod tests {
         let e = build(&client, &guard, &uses_payload, &broken_body, 0).unwrap_err();
         assert!(matches!(e, BuildError::CorruptBody(_)), "{e}");
         assert!(AttemptError::from(e).is_permanent());
-        // A destination that forwards the body as it is does not need to parse it.
-        assert!(build(&client, &guard, &destination("http://127.0.0.1/", None, 3), &broken_body, 0).is_ok());
+        // A destination that forwards the body as it is needs neither to parse it nor to
+        // decode the event.
+        let forwards = destination("http://127.0.0.1/", None, 3);
+        assert!(build(&client, &guard, &forwards, &broken_body, 0).is_ok());
+        assert!(build(&client, &guard, &forwards, &broken_event, 0).is_ok());
     }
 }

@@ -98,6 +98,11 @@ impl Template {
     }
 
     /// Whether rendering reads the raw payload (which then must be parsed at send time).
+    /// Whether the template reads a normalized event field (`<<status>>`, `<<id>>`, …).
+    pub fn uses_event(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Hole(Placeholder { source: Source::Field(_), .. }, _)))
+    }
+
     pub fn uses_payload(&self) -> bool {
         self.parts.iter().any(|p| matches!(p, Part::Hole(Placeholder { source: Source::Payload(_), .. }, _)))
     }

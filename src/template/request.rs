@@ -24,6 +24,8 @@ pub struct RequestTemplate {
     /// Whether rendering reads the raw payload, decided once at load: only then does an
     /// attempt parse the stored body again.
     uses_payload: bool,
+    /// Whether rendering reads the normalized event: only then does an attempt decode it.
+    uses_event: bool,
 }
 
 /// A rendered request; `body` is `None` for `Original` (the caller has the stored body).
@@ -36,14 +38,17 @@ pub struct Rendered {
 
 impl RequestTemplate {
     pub fn new(url: Template, headers: Vec<(HeaderName, Template)>, body: BodyTemplate) -> Self {
-        let uses_payload = url.uses_payload()
-            || headers.iter().any(|(_, t)| t.uses_payload())
-            || match &body {
-                BodyTemplate::Original => false,
-                BodyTemplate::Json { template, .. } => template.uses_payload(),
-                BodyTemplate::Form(fields) => fields.iter().any(|(_, t)| t.uses_payload()),
-            };
-        Self { url, headers, body, uses_payload }
+        let any = |reads: fn(&Template) -> bool| {
+            reads(&url)
+                || headers.iter().any(|(_, t)| reads(t))
+                || match &body {
+                    BodyTemplate::Original => false,
+                    BodyTemplate::Json { template, .. } => reads(template),
+                    BodyTemplate::Form(fields) => fields.iter().any(|(_, t)| reads(t)),
+                }
+        };
+        let (uses_payload, uses_event) = (any(Template::uses_payload), any(Template::uses_event));
+        Self { url, headers, body, uses_payload, uses_event }
     }
 
     pub fn render(&self, data: &Data) -> Rendered {
@@ -77,5 +82,9 @@ impl RequestTemplate {
 
     pub fn uses_payload(&self) -> bool {
         self.uses_payload
+    }
+
+    pub fn uses_event(&self) -> bool {
+        self.uses_event
     }
 }
