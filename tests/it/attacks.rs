@@ -107,17 +107,21 @@ impl Attacked {
         request.send().await.unwrap()
     }
 
-    /// Sends an unsigned-source marker and waits for both its deliveries: every delivery of
-    /// anything accepted before it has had the same chance to arrive.
+    /// Sends an unsigned-source marker and waits for both its deliveries (`/raw` forwards
+    /// its query as a form body; `/composed` renders its `from`): every delivery of anything
+    /// accepted before it has had the same chance to arrive at either.
     async fn marker(&self, tag: &str) {
-        let url = format!("{}?token={QUERY_SECRET}&marker={tag}", self.gateway.hook("acme", "token-query"));
+        let url = format!("{}?token={QUERY_SECRET}&from=marker-{tag}", self.gateway.hook("acme", "token-query"));
         let response = self.http.get(url).send().await.unwrap();
         assert_eq!(response.status(), 200);
-        let needle = format!("marker={tag}");
+        let raw = format!("from=marker-{tag}");
+        let composed = format!("\"from\": \"marker-{tag}\"");
         self.receiver
-            .wait_until(Duration::from_secs(20), "the marker", |r| {
-                r.iter().filter(|c| c.path() == "/raw" && String::from_utf8_lossy(&c.body).contains(&needle)).count()
-                    == 1
+            .wait_until(Duration::from_secs(20), "the marker at both destinations", |r| {
+                let has = |path: &str, needle: &str| {
+                    r.iter().any(|c| c.path() == path && String::from_utf8_lossy(&c.body).contains(needle))
+                };
+                has("/raw", &raw) && has("/composed", &composed)
             })
             .await;
     }
@@ -132,8 +136,9 @@ impl Attacked {
 
     async fn events(&self) -> Vec<Value> {
         let url = format!("{}/v1/events?tenant=acme&limit=1000", self.gateway.admin_url());
-        let body: Value = self.http.get(url).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
-        body["events"].as_array().cloned().unwrap_or_default()
+        let response = self.http.get(url).bearer_auth(ADMIN).send().await.unwrap().error_for_status().unwrap();
+        let body: Value = response.json().await.unwrap();
+        body["events"].as_array().cloned().expect("an events array")
     }
 }
 

@@ -2,7 +2,7 @@
 //! exits 0. Both restart on the same SQLite file and check every acknowledged event reached
 //! every destination at least once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -116,7 +116,17 @@ async fn kill_9_loses_no_acknowledged_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_attempts_and_exits_0() {
     let receiver = Receiver::start().await;
-    receiver.reply_with(|_, _| Reply::status(200).after(Duration::from_millis(300)));
+    // Every request is counted on arrival (a request the gateway abandons mid-reply is
+    // counted too, though the receiver never records it as answered).
+    let arrivals = Arc::new(Mutex::new(HashMap::<(String, String), usize>::new()));
+    receiver.reply_with({
+        let arrivals = arrivals.clone();
+        move |request, _| {
+            let id = request.header("webhook-id").unwrap_or_default().to_string();
+            *arrivals.lock().unwrap().entry((request.path().to_string(), id)).or_default() += 1;
+            Reply::status(200).after(Duration::from_millis(300))
+        }
+    });
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "drain_timeout = \"2s\"", "", &[&tenant(&receiver)]);
     let mut gateway = Serve::start(&config).await;
@@ -134,14 +144,44 @@ async fn sigterm_drains_in_flight_attempts_and_exits_0() {
         acknowledged.insert(response.headers()["x-switchboard-event-id"].to_str().unwrap().to_string());
     }
     assert_eq!(acknowledged.len(), 40);
+    // SIGTERM while attempts are out: arrived at the receiver, not yet answered.
+    let in_flight = || arrivals.lock().unwrap().values().sum::<usize>() - receiver.requests().len();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while in_flight() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no attempt in flight to drain");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let status = gateway.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status:?}; log:\n{}", gateway.log());
     assert!(gateway.log().contains("stopped"), "{}", gateway.log());
+    // Drained: everything the stopped process sent was answered and received.
+    assert_eq!(in_flight(), 0, "attempts abandoned at SIGTERM");
 
     let restarted = Serve::start(&config).await;
     let ready = client.get(format!("http://{}/readyz", restarted.admin)).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     all_delivered(&receiver, &acknowledged, Duration::from_secs(60)).await;
+    // Nothing is left pending in the store, so no attempt can still be on its way...
+    let db = rusqlite::Connection::open_with_flags(
+        dir.path().join("data/switchboard.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pending: i64 = db.query_row("SELECT count(*) FROM deliveries WHERE state = 0", [], |r| r.get(0)).unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{pending} deliveries still pending after all arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and each event reached each destination exactly once: the drain recorded every
+    // attempt it let finish, so the restarted process sent none of them again.
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 2 * acknowledged.len(), "{arrivals:?}");
+    let again: Vec<_> = arrivals.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(again.is_empty(), "delivered more than once: {again:?}");
 }
 
 /// The crash loop: sustained ingest into three destinations while the binary is killed
@@ -248,7 +288,11 @@ async fn crash_loop_loses_no_acknowledged_event() {
     .unwrap();
     let unacknowledged: HashSet<&String> =
         copies.keys().map(|(_, id)| id).filter(|id| !acknowledged.contains(*id)).collect();
-    for id in &unacknowledged {
+    // Whatever was delivered was stored first — acknowledged or not (a kill may have cut the
+    // answer). Checked for every delivered id, so the loop never runs empty.
+    let delivered: HashSet<&String> = copies.keys().map(|(_, id)| id).collect();
+    assert!(!delivered.is_empty());
+    for id in &delivered {
         let id: uuid::Uuid = id.parse().unwrap();
         let stored: i64 = db
             .query_row("SELECT count(*) FROM events WHERE id = ?1", [id.as_bytes().as_slice()], |r| r.get(0))

@@ -2,6 +2,8 @@
 //! until dead; Retry-After is honoured; webhook-id is stable across attempts; destinations
 //! are isolated from each other.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use switchboard::store::DeliveryState;
@@ -101,6 +103,7 @@ async fn retry_after_on_429_and_503_is_waited_for() {
     let gateway = Gateway::start("", &[&tenant]).await;
     let id = gateway.accept("acme", "s", "application/json", "{}").await;
     let deliveries = gateway.settled(id, Duration::from_secs(15)).await;
+    assert_eq!(deliveries.len(), 2, "{deliveries:#?}");
     assert!(deliveries.iter().all(|d| d.state == DeliveryState::Delivered), "{deliveries:#?}");
     let requests = receiver.requests();
     for path in ["/limited", "/unavailable"] {
@@ -137,17 +140,41 @@ async fn a_destination_never_has_more_than_max_in_flight_attempts_at_once() {
 #[tokio::test]
 async fn a_stuck_destination_does_not_delay_a_healthy_one() {
     let (stuck, healthy) = (Receiver::start().await, Receiver::start().await);
-    stuck.reply_with(|_, _| Reply::status(200).after(Duration::from_secs(20)));
+    // Counted on arrival: the stuck receiver records a request only once answered, 20 s on.
+    let arrived = Arc::new(AtomicUsize::new(0));
+    stuck.reply_with({
+        let arrived = arrived.clone();
+        move |_, _| {
+            arrived.fetch_add(1, Ordering::SeqCst);
+            Reply::status(200).after(Duration::from_secs(20))
+        }
+    });
     let tenant = format!(
         "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{{ scheme = \"none\" }}]\n{}{}",
         destination("stuck", &stuck.url("/"), "max_in_flight = 1").replace("300ms", "30s"),
         destination("healthy", &healthy.url("/"), ""),
     );
     let gateway = Gateway::start("drain_timeout = \"200ms\"", &[&tenant]).await;
+    let mut ids = Vec::new();
     for i in 0..5 {
-        gateway.accept("acme", "s", "application/json", format!("{{\"n\":{i}}}")).await;
+        ids.push(gateway.accept("acme", "s", "application/json", format!("{{\"n\":{i}}}")).await);
     }
+    // The stuck destination has its first request in hand...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while arrived.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the stuck destination never got its request");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...and the healthy one gets everything meanwhile.
     healthy.wait_until(Duration::from_secs(5), "all 5 at the healthy destination", |r| r.len() == 5).await;
-    assert!(stuck.requests().is_empty());
+    // Still stuck on that one request (its slot is its only one), the rest waiting their turn.
+    assert_eq!(arrived.load(Ordering::SeqCst), 1, "max_in_flight = 1");
+    assert_eq!(stuck.max_concurrent(), 1);
+    for id in ids {
+        let deliveries = gateway.store.deliveries_of(id).await.unwrap();
+        let state = |destination: &str| deliveries.iter().find(|d| d.destination == destination).map(|d| d.state);
+        assert_eq!(state("healthy"), Some(DeliveryState::Delivered), "{deliveries:#?}");
+        assert_eq!(state("stuck"), Some(DeliveryState::Pending), "{deliveries:#?}");
+    }
     gateway.stop().await;
 }

@@ -21,18 +21,27 @@ enum Raw {
     NeverAnswers,
     Resets,
     Malformed,
-    /// A 200 with a 50 MB body; counts the most bytes any connection got written.
+    /// A 200 with a 50 MB body; counts its connections and the most bytes any of them got
+    /// written.
     HugeBody,
 }
 
+/// What the `HugeBody` server saw.
+#[derive(Default)]
+struct Huge {
+    connections: AtomicUsize,
+    /// Updated after every chunk, so a connection still being read shows its count.
+    most_written: AtomicUsize,
+}
+
 /// A TCP server that misbehaves below HTTP, as the named kind.
-async fn raw(kind: Raw, written: Arc<AtomicUsize>) -> SocketAddr {
+async fn raw(kind: Raw, huge: Arc<Huge>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else { return };
-            let written = written.clone();
+            let huge = huge.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 let _ = stream.read(&mut buf).await;
@@ -49,6 +58,7 @@ async fn raw(kind: Raw, written: Arc<AtomicUsize>) -> SocketAddr {
                         let _ = stream.write_all(b"HTTP/1.1 2xx SURE\r\nno colon here\r\n\r\n").await;
                     }
                     Raw::HugeBody => {
+                        huge.connections.fetch_add(1, Ordering::SeqCst);
                         let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG}\r\n\r\n");
                         let _ = stream.write_all(head.as_bytes()).await;
                         let chunk = vec![b'x'; 64 * 1024];
@@ -58,8 +68,8 @@ async fn raw(kind: Raw, written: Arc<AtomicUsize>) -> SocketAddr {
                                 Ok(Ok(())) => sent += chunk.len(),
                                 _ => break,
                             }
+                            huge.most_written.fetch_max(sent, Ordering::SeqCst);
                         }
-                        written.fetch_max(sent, Ordering::SeqCst);
                     }
                 }
             });
@@ -127,7 +137,7 @@ async fn broken_destinations_end_as_specified_and_leave_a_healthy_neighbour_alon
         "/late" => Reply::status(200).after(Duration::from_secs(1)),
         _ => Reply::status(204),
     });
-    let written = Arc::new(AtomicUsize::new(0));
+    let huge = Arc::new(Huge::default());
     let mut tenant = format!("{SOURCE}{}", destination("healthy", &healthy.url("/")));
     for path in ["always500", "flapping", "late", "s204"] {
         tenant += &destination(path, &http.url(&format!("/{path}")));
@@ -135,7 +145,7 @@ async fn broken_destinations_end_as_specified_and_leave_a_healthy_neighbour_alon
     for (id, kind) in
         [("never", Raw::NeverAnswers), ("reset", Raw::Resets), ("malformed", Raw::Malformed), ("huge", Raw::HugeBody)]
     {
-        tenant += &destination(id, &format!("http://{}/hook", raw(kind, written.clone()).await));
+        tenant += &destination(id, &format!("http://{}/hook", raw(kind, huge.clone()).await));
     }
     let gateway = Gateway::start("", &[&tenant]).await;
     let (crowded, ids) = run(&gateway, &healthy).await;
@@ -175,7 +185,8 @@ async fn broken_destinations_end_as_specified_and_leave_a_healthy_neighbour_alon
             _ => {}
         }
     }
-    let most = written.load(Ordering::SeqCst);
+    assert!(huge.connections.load(Ordering::SeqCst) > 0, "the 50 MB destination was never connected to");
+    let most = huge.most_written.load(Ordering::SeqCst);
     assert!(most < BIG / 4, "the gateway read {most} bytes of a 50 MB answer; it needs the first 1 KiB");
     eprintln!("50 MB answers: at most {most} bytes were written before the gateway closed the connection");
     gateway.stop().await;

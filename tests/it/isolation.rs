@@ -20,9 +20,11 @@ async fn a_tenants_callbacks_reach_only_its_own_destinations() {
     let gateway = Gateway::start("", &[&tenant("acme", &receiver, ""), &tenant("globex", &receiver, "")]).await;
     // Whatever the body says about tenants, the path decides.
     let body = String::from_utf8(seed("telecmi.json")).unwrap().replace("\"type\"", "\"tenant\": \"globex\", \"type\"");
+    let mut acme = Vec::new();
     for _ in 0..3 {
-        gateway.accept("acme", "telecmi", "application/json", body.clone()).await;
+        acme.push(gateway.accept("acme", "telecmi", "application/json", body.clone()).await);
     }
+    assert!(acme.iter().all(|id| *id == acme[0]), "the three acme callbacks were one call, deduplicated: {acme:?}");
     // Sent raw: an HTTP client would resolve the `..` itself before sending.
     for path in ["/v1/hooks/acme/../globex/telecmi", "/v1/hooks/acme%2Fglobex/telecmi", "/v1/hooks/globex%2f/telecmi"] {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,19 +38,23 @@ async fn a_tenants_callbacks_reach_only_its_own_destinations() {
         tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer)).await.unwrap().unwrap();
         assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer}");
     }
-    // A marker for globex, sent last: once it has arrived, anything misrouted would have too.
-    gateway.accept("globex", "telecmi", "application/json", seed("telecmi.json")).await;
-    let got = receiver.wait_until(Duration::from_secs(10), "acme's events and the marker", |r| r.len() >= 2).await;
-    receiver
-        .wait_until(Duration::from_secs(10), "the globex marker", |r| r.iter().any(|c| c.path() == "/globex"))
-        .await;
+    // The one acme event has one delivery, to acme's own destination, and it is done.
+    let deliveries = gateway.settled(acme[0], Duration::from_secs(10)).await;
+    assert_eq!(deliveries.len(), 1, "{deliveries:#?}");
+    assert_eq!((deliveries[0].tenant.as_str(), deliveries[0].destination.as_str()), ("acme", "crm"));
+    assert_eq!(deliveries[0].state, switchboard::store::DeliveryState::Delivered, "{deliveries:#?}");
+    // A globex event, likewise settled: each tenant's receiver got its own event only.
+    let globex = gateway.accept("globex", "telecmi", "application/json", seed("telecmi.json")).await;
+    assert_ne!(globex, acme[0]);
+    let deliveries = gateway.settled(globex, Duration::from_secs(10)).await;
+    assert_eq!(deliveries.len(), 1, "{deliveries:#?}");
+    assert_eq!((deliveries[0].tenant.as_str(), deliveries[0].destination.as_str()), ("globex", "crm"));
     let requests = receiver.requests();
-    assert_eq!(requests.iter().filter(|c| c.path() == "/globex").count(), 1, "{got:?}");
-    assert_eq!(
-        requests.iter().filter(|c| c.path() == "/acme").count(),
-        1,
-        "the three acme callbacks were one call, deduplicated"
-    );
+    let at = |path: &str| -> Vec<Option<&str>> {
+        requests.iter().filter(|c| c.path() == path).map(|c| c.header("webhook-id")).collect()
+    };
+    assert_eq!(at("/acme"), [Some(acme[0].to_string().as_str())], "{requests:?}");
+    assert_eq!(at("/globex"), [Some(globex.to_string().as_str())], "{requests:?}");
     gateway.stop().await;
 }
 

@@ -118,7 +118,7 @@ impl Setup {
 }
 
 fn count(page: &Value, key: &str) -> usize {
-    page[key].as_array().map_or(0, Vec::len)
+    page[key].as_array().unwrap_or_else(|| panic!("no {key} array in {page}")).len()
 }
 
 #[tokio::test]
@@ -363,7 +363,9 @@ async fn reload_under_load_fails_no_request_and_keeps_the_old_config_when_invali
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let before = sent.load(Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while sent.load(Ordering::SeqCst) < before + 20 {
+        assert!(tokio::time::Instant::now() < deadline, "the load stopped after the refused reload");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 

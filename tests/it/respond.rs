@@ -123,8 +123,16 @@ async fn the_responders_answer_is_the_providers_answer_and_the_event_still_fans_
 
     let exchange = exchange_of(&gateway, event, "ivr").await;
     assert_eq!(exchange.state, DeliveryState::Delivered);
+    assert_eq!(exchange.attempts.len(), 1, "{exchange:?}");
     assert_eq!(exchange.attempts[0].status, Some(200));
     assert_eq!(exchange.attempts[0].response_prefix, COMMANDS.as_bytes());
+    // The event's whole history: the exchange and the CRM's queued delivery, nothing more.
+    // A queued delivery to the responder would be a second `ivr` record, whenever it ran.
+    let deliveries = gateway.settled(event, Duration::from_secs(10)).await;
+    let mut destinations: Vec<&str> = deliveries.iter().map(|d| d.destination.as_str()).collect();
+    destinations.sort_unstable();
+    assert_eq!(destinations, ["crm", "ivr"], "the responder is not also queued: {deliveries:#?}");
+    assert!(deliveries.iter().all(|d| d.state == DeliveryState::Delivered), "{deliveries:#?}");
     gateway.stop().await;
 }
 

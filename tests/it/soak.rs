@@ -73,16 +73,22 @@ struct Sample {
     accepted: u64,
 }
 
+/// One reading of the gateway's resources. Every figure must be readable: a wrong path or a
+/// process gone must fail the soak, not read as a flat zero.
 fn sample(pid: u32, data: &Path, started: Instant, accepted: u64) -> Sample {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the gateway's /proc status");
     let rss_kb = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0);
-    let store_bytes =
-        std::fs::read_dir(data).map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0);
+        .expect("VmRSS in /proc status");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the gateway's /proc fds").count() as u64;
+    let store_bytes: u64 = std::fs::read_dir(data)
+        .expect("the store's directory")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(rss_kb > 0 && fds > 0 && store_bytes > 0, "implausible sample: {rss_kb} kB, {fds} fds, {store_bytes} B");
     Sample { at: started.elapsed(), rss_kb, fds, store_bytes, accepted }
 }
 

@@ -490,6 +490,7 @@ url = "http://localhost:{port}/hook"
     let gateway = Gateway::start("allow_private_destinations = false", &[&tenant]).await;
     let id = gateway.accept("acme", "s", "application/json", "{}").await;
     let deliveries = gateway.settled(id, Duration::from_secs(10)).await;
+    assert_eq!(deliveries.len(), 3, "{deliveries:?}");
     for d in &deliveries {
         assert_eq!(d.state, DeliveryState::Dead, "{d:?}");
         assert_eq!(d.attempts.len(), 1, "a refusal is permanent: {d:?}");
