@@ -208,16 +208,176 @@ fn repeats_share_a_dedupe_key_and_distinct_events_do_not() {
     assert_eq!(key(Provider::Generic, r#"{"id":"x"}"#), None);
 }
 
+const PROVIDERS: [Provider; 5] =
+    [Provider::Wavecell, Provider::Telecmi, Provider::Mobtexting, Provider::Callerdesk, Provider::Generic];
+
+/// The keys each provider's profile reads the caller and callee numbers from.
+fn phone_keys(provider: Provider) -> Option<(&'static str, &'static str)> {
+    match provider {
+        Provider::Wavecell => Some(("sourceMsisdn", "targetMsisdn")),
+        Provider::Telecmi | Provider::Mobtexting => Some(("from", "to")),
+        Provider::Callerdesk => Some(("SourceNumber", "DestinationNumber")),
+        Provider::Generic => None,
+    }
+}
+
+/// Whatever the payload, the event carries the context's identity, not the payload's; the
+/// generic provider maps nothing else.
+fn check_context(event: &CallEvent, provider: Provider) -> Result<(), proptest::test_runner::TestCaseError> {
+    use proptest::prop_assert_eq;
+    prop_assert_eq!(&event.event_id, "evt");
+    prop_assert_eq!(&event.tenant, "acme");
+    prop_assert_eq!(&event.source, "src");
+    prop_assert_eq!(&event.provider, provider.name());
+    // 1_617_965_900_000 ms in Asia/Kolkata, whatever time the payload claims.
+    prop_assert_eq!(&event.received_at, "2021-04-09T16:28:20+05:30");
+    if provider == Provider::Generic {
+        prop_assert_eq!(event, &base("generic", "2021-04-09T16:28:20+05:30"));
+    }
+    Ok(())
+}
+
+/// Keys the profiles read (so their parsers run on odd values), and others.
+fn json_key() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    const READ: [&str; 30] = [
+        "callId",
+        "sessionId",
+        "eventType",
+        "direction",
+        "status",
+        "duration",
+        "dtmf",
+        "sipStatus",
+        "timestamp",
+        "cmiuuid",
+        "type",
+        "conversation_uuid",
+        "agent",
+        "user",
+        "answeredsec",
+        "recording_url",
+        "time",
+        "mid",
+        "start_at",
+        "end_at",
+        "CallSid",
+        "Direction",
+        "DialWhomNumber",
+        "Status",
+        "CallDuration",
+        "TalkDuration",
+        "StartTime",
+        "EndTime",
+        "CallRecordingUrl",
+        "error_code",
+    ];
+    prop_oneof![proptest::sample::select(&READ[..]).prop_map(str::to_string), "[A-Za-z_]{1,10}"]
+}
+
+/// Values as providers send them: text, whole and decimal numbers, booleans, null.
+fn json_scalar() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    use serde_json::Value;
+    prop_oneof![
+        ".{0,24}".prop_map(Value::String),
+        "[0-9: +-]{0,24}".prop_map(Value::String),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        any::<bool>().prop_map(Value::from),
+        Just(Value::Null),
+    ]
+}
+
+/// A phone number as a string or a JSON number, with the text it must come out as.
+fn phone() -> impl proptest::strategy::Strategy<Value = (serde_json::Value, String)> {
+    use proptest::prelude::*;
+    prop_oneof![
+        "\\+?[0-9]{6,14}".prop_map(|s| (serde_json::Value::String(s.clone()), s)),
+        (100_000u64..u64::MAX).prop_map(|n| (serde_json::Value::from(n), n.to_string())),
+    ]
+}
+
 proptest::proptest! {
-    /// The stable-toolchain companion of the `payload_normalize` fuzz target.
+    /// The stable-toolchain companion of the `payload_normalize` fuzz target: whatever
+    /// parses, however odd, normalizes without panicking.
     #[test]
     fn any_body_normalizes_without_panicking(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512), json in proptest::prelude::any::<bool>()) {
         use crate::ingest::payload::{self, Kind};
         let kind = if json { Kind::Json } else { Kind::Form };
         if let Ok(fields) = payload::fields(Some(kind), &body, None) {
-            for provider in [Provider::Wavecell, Provider::Telecmi, Provider::Mobtexting, Provider::Callerdesk, Provider::Generic] {
+            for provider in PROVIDERS {
                 let (event, _) = run(provider, fields.clone(), "Asia/Kolkata");
-                proptest::prop_assert!(serde_json::to_string(&event).is_ok());
+                check_context(&event, provider)?;
+            }
+        }
+    }
+
+    /// Form-shaped text (most of it parses; a stray `%` does not): it never panics, and
+    /// what parses keeps the context's identity.
+    #[test]
+    fn form_like_text_normalizes_without_panicking(body in "[A-Za-z0-9=&%+]{0,64}", query in "[A-Za-z0-9=&%+]{0,32}") {
+        use crate::ingest::payload::{self, Kind};
+        if let Ok(fields) = payload::fields(Some(Kind::Form), body.as_bytes(), Some(&query)) {
+            for provider in PROVIDERS {
+                let (event, _) = run(provider, fields.clone(), "Asia/Kolkata");
+                check_context(&event, provider)?;
+            }
+        }
+    }
+
+    /// Well-formed JSON objects of odd values always parse and normalize: the event keeps
+    /// the context's identity and the phone numbers are the exact text sent (a JSON number
+    /// digit for digit).
+    #[test]
+    fn json_objects_normalize_with_exact_phone_numbers(
+        fields in proptest::collection::btree_map(json_key(), json_scalar(), 0..12),
+        from in phone(),
+        to in phone(),
+    ) {
+        use crate::ingest::payload::{self, Kind};
+        for provider in PROVIDERS {
+            let mut object: serde_json::Map<String, serde_json::Value> = fields.clone().into_iter().collect();
+            if let Some((from_key, to_key)) = phone_keys(provider) {
+                object.insert(from_key.to_string(), from.0.clone());
+                object.insert(to_key.to_string(), to.0.clone());
+            }
+            let body = serde_json::to_vec(&serde_json::Value::Object(object)).unwrap();
+            let parsed = payload::fields(Some(Kind::Json), &body, None);
+            proptest::prop_assert!(parsed.is_ok(), "{parsed:?} for {}", String::from_utf8_lossy(&body));
+            let (event, _) = run(provider, parsed.unwrap(), "Asia/Kolkata");
+            check_context(&event, provider)?;
+            if phone_keys(provider).is_some() {
+                proptest::prop_assert_eq!(event.from.as_deref(), Some(from.1.as_str()));
+                proptest::prop_assert_eq!(event.to.as_deref(), Some(to.1.as_str()));
+            }
+        }
+    }
+
+    /// Form bodies of any text, encoded as a client would: they always parse, and the phone
+    /// numbers are the exact text sent (`+` included, not read as a space).
+    #[test]
+    fn form_bodies_normalize_with_exact_phone_numbers(
+        pairs in proptest::collection::vec(("[A-Za-z0-9_]{1,10}", ".{0,16}"), 0..8),
+        from in "\\+?[0-9]{6,14}",
+        to in "\\+?[0-9]{6,14}",
+    ) {
+        use crate::ingest::payload::{self, Kind};
+        for provider in PROVIDERS {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.extend_pairs(&pairs);
+            if let Some((from_key, to_key)) = phone_keys(provider) {
+                form.append_pair(from_key, &from).append_pair(to_key, &to);
+            }
+            let body = form.finish();
+            let parsed = payload::fields(Some(Kind::Form), body.as_bytes(), None);
+            proptest::prop_assert!(parsed.is_ok(), "{parsed:?} for {body}");
+            let (event, _) = run(provider, parsed.unwrap(), "Asia/Kolkata");
+            check_context(&event, provider)?;
+            if phone_keys(provider).is_some() {
+                proptest::prop_assert_eq!(event.from.as_deref(), Some(from.as_str()));
+                proptest::prop_assert_eq!(event.to.as_deref(), Some(to.as_str()));
             }
         }
     }
@@ -230,7 +390,8 @@ proptest::proptest! {
         let payload = Payload(object);
         for provider in [Provider::Wavecell, Provider::Telecmi, Provider::Mobtexting, Provider::Callerdesk] {
             let (event, _) = run(provider, payload.clone(), "UTC");
-            proptest::prop_assert!(serde_json::to_string(&event).is_ok());
+            proptest::prop_assert_eq!(&event.provider, provider.name());
+            proptest::prop_assert_eq!(&event.received_at, "2021-04-09T10:58:20+00:00");
         }
     }
 }

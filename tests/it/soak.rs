@@ -170,12 +170,21 @@ async fn a_long_steady_run_leaks_nothing() {
     // The last callbacks' answers, then their deliveries.
     let _ = in_flight.acquire_many(64).await.unwrap();
     let total = accepted.load(Ordering::Relaxed);
+    // Every callback sent was accepted, so exactly the marked ones fail.
+    assert_eq!(refused.load(Ordering::Relaxed), 0, "callbacks were refused during a moderate steady load");
+    assert_eq!(total, sent);
     let failing = sent.div_ceil(100);
+    // Each failing delivery goes dead after its three attempts, no more.
+    let failed_attempts = 3 * failing;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while counts.crm.load(Ordering::Relaxed) < total || counts.analytics_ok.load(Ordering::Relaxed) < total - failing {
+    while counts.crm.load(Ordering::Relaxed) < total
+        || counts.analytics_ok.load(Ordering::Relaxed) < total - failing
+        || counts.analytics_failed.load(Ordering::Relaxed) < failed_attempts
+    {
         assert!(Instant::now() < deadline, "deliveries did not catch up within 60 s of the load's end");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(counts.analytics_failed.load(Ordering::Relaxed), failed_attempts, "a dead delivery was retried");
 
     println!("soak: {secs} s at {rate} events/s, retention {retention} s");
     println!("{:>7} {:>9} {:>5} {:>11} {:>9}", "t (s)", "RSS (MB)", "fds", "store (MB)", "accepted");
@@ -220,6 +229,5 @@ async fn a_long_steady_run_leaks_nothing() {
         counts.analytics_ok.load(Ordering::Relaxed),
         counts.analytics_failed.load(Ordering::Relaxed),
     );
-    assert_eq!(refused.load(Ordering::Relaxed), 0, "callbacks were refused during a moderate steady load");
     assert!(verdict, "resources kept growing after retention applied");
 }
