@@ -83,6 +83,17 @@ pub fn dead(tenant: &str, destination: &str) {
         .increment(1);
 }
 
+/// A destination answered in a way that pauses it (410 Gone, or `on_status = "pause"`):
+/// worth an alert, as nothing is delivered to it until someone resumes it.
+pub fn paused_by_answer(tenant: &str, destination: &str) {
+    counter!(
+        "switchboard_destination_paused_total",
+        "tenant" => tenant.to_string(),
+        "destination" => destination.to_string()
+    )
+    .increment(1);
+}
+
 pub fn delivered(tenant: &str, destination: &str, since_created: Duration) {
     histogram!("switchboard_delivery_seconds", "tenant" => tenant.to_string(), "destination" => destination.to_string())
         .record(since_created.as_secs_f64());

@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 
 use super::raw::{self, S};
 use super::{
-    Backend, CircuitBreaker, Config, Destination, FixedResponse, Provider, RateLimit, Responder, RetryPolicy, Server,
-    Source, Store, Synchronous, Tenant,
+    Backend, CircuitBreaker, Config, Destination, FixedResponse, OnStatus, Provider, RateLimit, Responder, RetryPolicy,
+    Server, Source, StatusAction, Store, Synchronous, Tenant,
 };
 use crate::auth::{Algorithm, Encoding, Scheme, TokenAt};
 use crate::fanout::When;
@@ -735,6 +735,35 @@ fn responder(file: &mut File, raw: &raw::Source, destinations: &[Arc<Destination
 }
 
 /// A list of HTTP statuses, each checked.
+/// `on_status = { 401 = "dead", 410 = "pause" }`: statuses 100–599 that are not success
+/// codes, each to `retry`, `dead` or `pause`. (TOML keys carry no position here: an error
+/// points at the key's value.)
+fn on_status(file: &mut File, raw: &raw::Destination, success: &[u16]) -> OnStatus {
+    let Some(table) = &raw.on_status else { return OnStatus::default() };
+    let mut overrides = Vec::new();
+    for (key, value) in table {
+        let status = match key.parse::<u16>() {
+            Ok(s) if (100..600).contains(&s) && !success.contains(&s) => s,
+            Ok(s) if success.contains(&s) => {
+                file.error(value.span(), format!("on_status: {s} is one of success_codes; it cannot also fail"));
+                continue;
+            }
+            _ => {
+                file.error(value.span(), format!("on_status: {key:?} is not an HTTP status (100 to 599)"));
+                continue;
+            }
+        };
+        match StatusAction::parse(value.get_ref()) {
+            Some(action) => overrides.push((status, action)),
+            None => file.error(
+                value.span(),
+                format!("on_status: {:?} is not an action; write \"retry\", \"dead\" or \"pause\"", value.get_ref()),
+            ),
+        }
+    }
+    OnStatus::new(overrides)
+}
+
 fn status_list(file: &mut File, raw: &Option<S<Vec<S<u16>>>>) -> Option<Vec<u16>> {
     let codes = raw.as_ref()?;
     Some(
@@ -930,6 +959,7 @@ fn destination(
         }
     };
     let circuit_breaker = circuit_breaker(file, raw);
+    let on_status = on_status(file, raw, &success_codes);
     Destination {
         tenant: tenant.to_string(),
         id: raw.id.get_ref().clone(),
@@ -942,6 +972,7 @@ fn destination(
         max_response_bytes: file.ranged(&raw.max_response_bytes, 64 * 1024, 1..(16 << 20) + 1, "max_response_bytes")
             as usize,
         success_codes,
+        on_status,
         timeout: file.duration(&raw.timeout, Duration::from_secs(10)),
         max_in_flight: file.ranged(&raw.max_in_flight, 64, 1..10_001, "max_in_flight") as usize,
         retry,
@@ -1059,6 +1090,38 @@ mod tests {
         at(10, 11, "invalid duration");
         at(11, 29, "initial_backoff must not exceed max_backoff");
         assert_eq!(errors.len(), 5, "{shown:#?}");
+    }
+
+    #[test]
+    fn on_status_overrides_the_defaults_and_refuses_what_cannot_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(dir.path(), "switchboard.toml", MAIN);
+        let tenant = |on_status: &str| {
+            format!(
+                "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{{ scheme = \"none\" }}]\n\
+                 [[destination]]\nid = \"crm\"\nurl = \"https://crm.example/\"\n{on_status}\n"
+            )
+        };
+        write(dir.path(), "tenants/acme.toml", &tenant("on_status = { 401 = \"dead\", 410 = \"retry\" }"));
+        let config = load(&main).unwrap();
+        let on = &config.tenants["acme"].destinations[0].on_status;
+        assert_eq!(on.action(401), StatusAction::Dead);
+        assert_eq!(on.action(410), StatusAction::Retry, "an override wins over the default");
+        assert_eq!(on.action(422), StatusAction::Dead, "defaults stay for the rest");
+        assert_eq!(on.action(404), StatusAction::Retry);
+        assert_eq!(on.action(503), StatusAction::Retry);
+        assert_eq!(OnStatus::default().action(410), StatusAction::Pause);
+
+        write(
+            dir.path(),
+            "tenants/acme.toml",
+            &tenant("on_status = { 200 = \"dead\", 999 = \"dead\", x = \"dead\", 404 = \"ignore\" }"),
+        );
+        let errors = load(&main).unwrap_err().to_string();
+        assert!(errors.contains("acme.toml:9:21: on_status: 200 is one of success_codes"), "{errors}");
+        assert!(errors.contains(":9:35: on_status: \"999\" is not an HTTP status"), "{errors}");
+        assert!(errors.contains(":9:47: on_status: \"x\" is not an HTTP status"), "{errors}");
+        assert!(errors.contains(":9:61: on_status: \"ignore\" is not an action"), "{errors}");
     }
 
     #[test]

@@ -197,6 +197,8 @@ pub struct Destination {
     /// As a responder: the largest answer relayed; a larger one gets the fallback.
     pub max_response_bytes: usize,
     pub success_codes: Vec<u16>,
+    /// What a failed answer means beyond "retry": give up at once, or pause the destination.
+    pub on_status: OnStatus,
     pub timeout: Duration,
     pub max_in_flight: usize,
     pub retry: RetryPolicy,
@@ -207,6 +209,55 @@ pub struct Destination {
 impl Destination {
     pub fn is_success(&self, status: u16) -> bool {
         self.success_codes.contains(&status)
+    }
+}
+
+/// What a non-success status does to its delivery (and its destination).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusAction {
+    /// Retry with backoff, within `retry`'s attempts and deadline.
+    Retry,
+    /// The request can never succeed as it is: dead now (replayable once fixed).
+    Dead,
+    /// The destination is gone: pause it (stored, resumable by API); the delivery waits.
+    Pause,
+}
+
+impl StatusAction {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "retry" => Self::Retry,
+            "dead" => Self::Dead,
+            "pause" => Self::Pause,
+            _ => return None,
+        })
+    }
+}
+
+/// A destination's `on_status` overrides over the defaults: `410` pauses (RFC 9110: gone
+/// for good, and the Standard Webhooks advice to stop sending); `400`, `413` and `422` are
+/// dead at once (the same bytes will be refused the same way); everything else retries.
+/// `401`, `403` and `404` retry by default: a receiver's credentials or route are often
+/// fixed within the retry deadline.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OnStatus {
+    overrides: Vec<(u16, StatusAction)>,
+}
+
+impl OnStatus {
+    pub fn new(overrides: Vec<(u16, StatusAction)>) -> Self {
+        Self { overrides }
+    }
+
+    pub fn action(&self, status: u16) -> StatusAction {
+        if let Some((_, action)) = self.overrides.iter().find(|(s, _)| *s == status) {
+            return *action;
+        }
+        match status {
+            410 => StatusAction::Pause,
+            400 | 413 | 422 => StatusAction::Dead,
+            _ => StatusAction::Retry,
+        }
     }
 }
 

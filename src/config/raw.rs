@@ -164,6 +164,8 @@ pub struct Destination {
     pub signing_secret: Option<S<Names>>,
     pub pass_through_codes: Option<S<Vec<S<u16>>>>,
     pub max_response_bytes: Option<S<u64>>,
+    /// `{ 401 = "dead", 404 = "retry", 410 = "pause" }`
+    pub on_status: Option<IndexMap<String, S<String>>>,
 }
 
 #[derive(Deserialize)]

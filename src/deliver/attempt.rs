@@ -242,6 +242,12 @@ pub async fn send(
     let status = response.status().as_u16();
     let retry_after =
         response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+    // Redirects are never followed; the record says where this one pointed.
+    let redirect = response.status().is_redirection().then(|| {
+        let location = response.headers().get(header::LOCATION).map(|v| String::from_utf8_lossy(v.as_bytes()));
+        let location: String = location.as_deref().unwrap_or("(no Location)").chars().take(512).collect();
+        format!("redirect not followed: {location}")
+    });
     let mut prefix = Vec::new();
     // The status is the answer; a body that then fails or stalls does not change it.
     while prefix.len() < RESPONSE_PREFIX {
@@ -258,7 +264,7 @@ pub async fn send(
             started_at,
             latency: start.elapsed(),
             status: Some(status),
-            error: None,
+            error: redirect,
             response_prefix: prefix,
         },
         retry_after,

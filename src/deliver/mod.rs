@@ -235,6 +235,7 @@ pub(crate) mod testing {
             pass_through_codes: Vec::new(),
             max_response_bytes: 1024,
             success_codes: vec![200, 202],
+            on_status: crate::config::OnStatus::default(),
             timeout: Duration::from_secs(1),
             max_in_flight: 1,
             retry: RetryPolicy {

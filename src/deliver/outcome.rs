@@ -5,14 +5,22 @@
 
 use std::time::Duration;
 
-use crate::config::{Destination, RetryPolicy};
+use crate::config::{Destination, RetryPolicy, StatusAction};
 use crate::store::AttemptRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Delivered,
-    Retry { after: Duration },
-    Dead { reason: String },
+    Retry {
+        after: Duration,
+    },
+    Dead {
+        reason: String,
+    },
+    /// The destination said it is gone: pause it; this delivery waits for the resume.
+    PauseDestination {
+        reason: String,
+    },
 }
 
 /// `attempt` is the 1-based number of the attempt just made; `now` and `created_at` are
@@ -32,8 +40,15 @@ pub fn decide(
     if permanent {
         return Outcome::Dead { reason: record.summary() };
     }
-    let policy = &destination.retry;
     let last = record.summary();
+    match record.status.map(|s| destination.on_status.action(s)) {
+        Some(StatusAction::Dead) => return Outcome::Dead { reason: format!("{last}: on_status says dead") },
+        Some(StatusAction::Pause) => {
+            return Outcome::PauseDestination { reason: format!("{last}: on_status says pause") };
+        }
+        Some(StatusAction::Retry) | None => {}
+    }
+    let policy = &destination.retry;
     if attempt >= policy.max_attempts {
         return Outcome::Dead { reason: format!("gave up after {attempt} attempts; last: {last}") };
     }
@@ -96,9 +111,15 @@ mod tests {
         let d = destination(5);
         assert_eq!(decide(&d, &status(200), None, false, 1, 0, 0), Outcome::Delivered);
         assert_eq!(decide(&d, &status(202), None, false, 1, 0, 0), Outcome::Delivered);
-        for code in [201, 204, 301, 302, 400, 404, 429, 500, 503] {
+        for code in [201, 204, 301, 302, 401, 403, 404, 429, 500, 502, 503, 504] {
             assert!(matches!(decide(&d, &status(code), None, false, 1, 0, 0), Outcome::Retry { .. }), "{code}");
         }
+        // What can never succeed as it is does not burn the retry budget.
+        for code in [400, 413, 422] {
+            let outcome = decide(&d, &status(code), None, false, 1, 0, 0);
+            assert_eq!(outcome, Outcome::Dead { reason: format!("HTTP {code}: on_status says dead") });
+        }
+        assert!(matches!(decide(&d, &status(410), None, false, 1, 0, 0), Outcome::PauseDestination { .. }));
         let timeout = AttemptRecord { status: None, error: Some("timeout".into()), ..status(0) };
         assert!(matches!(decide(&d, &timeout, None, false, 1, 0, 0), Outcome::Retry { .. }));
     }

@@ -236,6 +236,17 @@ async fn deliver(
                 tracing::warn!(result = %summary, %reason, "delivery is dead");
                 Next::Dead { reason }
             }
+            Outcome::PauseDestination { reason } => {
+                // Durable first, as an operator's pause: a restart must not resume it.
+                if let Err(e) = shared.store.set_paused(tenant, id, true).await {
+                    tracing::error!(error = %e, "could not store the pause; pausing on this node only");
+                }
+                handle.paused.store(true, Ordering::Relaxed);
+                metrics::paused_by_answer(tenant, id);
+                tracing::error!(result = %summary, %reason, "destination paused by its answer; resume it by API once fixed");
+                // The delivery is kept for the resume, due at once then.
+                Next::Retry { at: now }
+            }
         };
         let retry = matches!(next, Next::Retry { .. });
         let completion = Completion { delivery: delivery.id, lease: delivery.lease, attempt: sent.record, next };

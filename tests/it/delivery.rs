@@ -1,6 +1,7 @@
 //! Delivery semantics: only 200 and 202 succeed; everything else is retried with backoff
-//! until dead; Retry-After is honoured; webhook-id is stable across attempts; destinations
-//! are isolated from each other.
+//! until dead, except what `on_status` says means more (410 pauses the destination; 400,
+//! 413, 422 are dead at once); Retry-After is honoured; webhook-id is stable across
+//! attempts; destinations are isolated from each other.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,7 +28,7 @@ async fn only_200_and_202_succeed_everything_else_is_retried_until_dead() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let codes = [200, 202, 201, 204, 301, 400, 500, 503];
+    let codes = [200, 202, 201, 204, 301, 404, 500, 503];
     let mut tenant =
         String::from("id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{ scheme = \"none\" }]\n");
     for code in codes {
@@ -70,7 +71,7 @@ async fn only_200_and_202_succeed_everything_else_is_retried_until_dead() {
     }
     // Every attempt of the event carried the same webhook-id, numbered 1, 2, 3.
     let requests = receiver.requests();
-    for code in [201, 204, 301, 400, 500, 503] {
+    for code in [201, 204, 301, 404, 500, 503] {
         let path = format!("/s{code}");
         let attempts: Vec<_> = requests.iter().filter(|r| r.path() == path).collect();
         assert_eq!(attempts.len(), 3, "{path}");
@@ -175,6 +176,107 @@ async fn a_stuck_destination_does_not_delay_a_healthy_one() {
         let state = |destination: &str| deliveries.iter().find(|d| d.destination == destination).map(|d| d.state);
         assert_eq!(state("healthy"), Some(DeliveryState::Delivered), "{deliveries:#?}");
         assert_eq!(state("stuck"), Some(DeliveryState::Pending), "{deliveries:#?}");
+    }
+    gateway.stop().await;
+}
+
+/// Answers that mean more than "retry": 410 pauses the destination (stored, visible, not
+/// hammered) and its deliveries wait for the resume; 422 is dead at once; `on_status`
+/// overrides per destination; a redirect is recorded with where it pointed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_that_mean_something_pause_kill_or_retry() {
+    const TOKEN: &str = "admin-token-on-status";
+    let receiver = Receiver::start().await;
+    let gone = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    receiver.reply_with({
+        let gone = gone.clone();
+        move |request, _| match request.path() {
+            "/gone" if gone.load(Ordering::SeqCst) => Reply::status(410),
+            "/unprocessable" => Reply::status(422),
+            "/unauthorized" => Reply::status(401),
+            "/moved" => Reply::status(302).header("location", "https://crm.example/new-hook"),
+            _ => Reply::status(200),
+        }
+    });
+    let tenant = format!(
+        "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{{ scheme = \"none\" }}]\n{}{}{}{}{}",
+        destination("gone", &receiver.url("/gone"), ""),
+        destination("unprocessable", &receiver.url("/unprocessable"), ""),
+        destination("unauthorized", &receiver.url("/unauthorized"), "on_status = { 401 = \"dead\" }"),
+        // Its failures would otherwise open its circuit and slow the test's later events.
+        destination("moved", &receiver.url("/moved"), "circuit_breaker = { failures = 0 }"),
+        destination("healthy", &receiver.url("/healthy"), ""),
+    );
+    let admin = "[admin]\ntoken = { env = \"SB_ADMIN\" }\n";
+    let gateway = Gateway::start_env("", admin, &[&tenant], &[("SB_ADMIN", TOKEN)]).await;
+    let first = gateway.accept("acme", "s", "application/json", r#"{"n":0}"#).await;
+    // The first 410 pauses the destination, durably.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !gateway.store.paused().await.unwrap().contains(&("acme".to_string(), "gone".to_string())) {
+        assert!(tokio::time::Instant::now() < deadline, "a 410 did not pause the destination");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ids = vec![first];
+    for n in 1..4 {
+        ids.push(gateway.accept("acme", "s", "application/json", format!("{{\"n\":{n}}}")).await);
+    }
+    // The healthy destination got all four: anything sent to the paused one would be in by now.
+    receiver
+        .wait_until(Duration::from_secs(10), "four at the healthy destination", |r| {
+            r.iter().filter(|c| c.path() == "/healthy").count() == 4
+        })
+        .await;
+    let settled = |name: &'static str| {
+        let store = gateway.store.clone();
+        let id = first;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let d = store.deliveries_of(id).await.unwrap().into_iter().find(|d| d.destination == name).unwrap();
+                if d.state != DeliveryState::Pending {
+                    return d;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{name} not settled: {d:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let unprocessable = settled("unprocessable").await;
+    assert_eq!((unprocessable.state, unprocessable.attempts.len()), (DeliveryState::Dead, 1), "{unprocessable:?}");
+    assert!(unprocessable.last_error.as_deref().unwrap().contains("on_status says dead"), "{unprocessable:?}");
+    let unauthorized = settled("unauthorized").await;
+    assert_eq!((unauthorized.state, unauthorized.attempts.len()), (DeliveryState::Dead, 1), "override: 401 is dead");
+    let moved = settled("moved").await;
+    assert_eq!(moved.attempts[0].status, Some(302));
+    assert_eq!(moved.attempts[0].error.as_deref(), Some("redirect not followed: https://crm.example/new-hook"));
+    assert_eq!(moved.attempts.len(), 3, "a redirect is retried like any failure");
+
+    let gone_requests = receiver.requests().iter().filter(|c| c.path() == "/gone").count();
+    assert_eq!(gone_requests, 1, "a paused destination is not hammered");
+    for id in &ids {
+        let d = gateway.store.deliveries_of(*id).await.unwrap().into_iter().find(|d| d.destination == "gone").unwrap();
+        assert_eq!(d.state, DeliveryState::Pending, "kept for the resume: {d:?}");
+    }
+
+    // Fixed and resumed by API: every waiting delivery goes out.
+    gone.store(false, Ordering::SeqCst);
+    let resumed = gateway
+        .client
+        .post(format!("http://{}/v1/destinations/acme/gone/resume", gateway.admin))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    receiver
+        .wait_until(Duration::from_secs(10), "the four after the resume", |r| {
+            r.iter().filter(|c| c.path() == "/gone").count() == 5
+        })
+        .await;
+    for id in ids {
+        let d = gateway.settled(id, Duration::from_secs(10)).await;
+        let gone = d.iter().find(|d| d.destination == "gone").unwrap();
+        assert_eq!(gone.state, DeliveryState::Delivered, "{gone:?}");
     }
     gateway.stop().await;
 }
