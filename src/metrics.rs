@@ -94,6 +94,16 @@ pub fn paused_by_answer(tenant: &str, destination: &str) {
     .increment(1);
 }
 
+/// The spacing a destination's answers set between its requests (0: full speed).
+pub fn spacing(tenant: &str, destination: &str, spacing: Duration) {
+    gauge!(
+        "switchboard_destination_spacing_seconds",
+        "tenant" => tenant.to_string(),
+        "destination" => destination.to_string()
+    )
+    .set(spacing.as_secs_f64());
+}
+
 pub fn delivered(tenant: &str, destination: &str, since_created: Duration) {
     histogram!("switchboard_delivery_seconds", "tenant" => tenant.to_string(), "destination" => destination.to_string())
         .record(since_created.as_secs_f64());

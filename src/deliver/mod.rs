@@ -15,6 +15,7 @@ pub mod breaker;
 pub mod outcome;
 pub mod preview;
 pub mod respond;
+mod slowdown;
 pub mod ssrf;
 mod worker;
 
@@ -50,6 +51,8 @@ struct Handle {
     wake: Notify,
     paused: AtomicBool,
     breaker: breaker::Breaker,
+    /// The spacing its own answers (429, 503, …) ask for.
+    slowdown: slowdown::Slowdown,
     /// Stops this worker alone (its destination was removed or reshaped).
     stop: CancellationToken,
 }
@@ -104,6 +107,7 @@ impl Dispatcher {
             wake: Notify::new(),
             paused: AtomicBool::new(paused),
             breaker: breaker::Breaker::default(),
+            slowdown: slowdown::Slowdown::default(),
             stop: self.stop.child_token(),
         });
         self.shared.tracker.spawn(worker::run(self.shared.clone(), handle.clone()));

@@ -75,7 +75,19 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
                 }
             }
         }
+        // Slowed by its own answers: wait for the turns already reserved (or a Retry-After),
+        // and claim no more than can go out well within their lease.
+        if !probe && let Some(until) = handle.slowdown.held_until(tokio::time::Instant::now()) {
+            drop(first);
+            tokio::select! {
+                _ = handle.stop.cancelled() => break,
+                _ = handle.wake.notified() => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+            continue;
+        }
         let allowance = if probe { 1 } else { (slots.available_permits() + 1).min(CLAIM_BATCH).min(burst) };
+        let allowance = handle.slowdown.allowance(allowance, lease / 2);
         let request = ClaimRequest {
             tenant: destination.tenant.clone(),
             destination: destination.id.clone(),
@@ -192,6 +204,10 @@ async fn deliver(
                 if opened {
                     return None;
                 }
+                let turn = handle.slowdown.reserve(tokio::time::Instant::now());
+                if !turn.is_zero() {
+                    tokio::time::sleep(turn).await;
+                }
                 let sent = attempt::send(&shared.client, &shared.guard, &destination, &delivery).await;
                 drop(sending);
                 Some(sent)
@@ -212,7 +228,18 @@ async fn deliver(
         let summary = sent.record.summary();
         let latency_ms = sent.record.latency.as_secs_f64() * 1000.0;
         let (tenant, id) = (destination.tenant.as_str(), destination.id.as_str());
-        let label = metrics::attempt_outcome(sent.record.status, outcome == Outcome::Delivered, sent.error.as_ref());
+        let delivered = outcome == Outcome::Delivered;
+        let label = metrics::attempt_outcome(sent.record.status, delivered, sent.error.as_ref());
+        let now_instant = tokio::time::Instant::now();
+        let paced = handle.slowdown.record(sent.record.status, delivered, probe, sent.retry_after, now_instant);
+        if let Some(spacing) = paced {
+            metrics::spacing(&destination.tenant, &destination.id, spacing);
+            if spacing.is_zero() {
+                tracing::info!("destination back to full speed");
+            } else if !delivered {
+                tracing::info!(spacing_ms = spacing.as_millis() as u64, "destination asked to slow down; its requests are spaced");
+            }
+        }
         metrics::attempt(tenant, id, label, sent.record.latency);
         let signal = match outcome {
             Outcome::Delivered => Signal::Success,

@@ -280,3 +280,38 @@ async fn answers_that_mean_something_pause_kill_or_retry() {
     }
     gateway.stop().await;
 }
+
+/// A 429 slows the whole destination down, not just the delivery that got it: the spacing
+/// between its requests grows while it says "too much", and shrinks back to full speed
+/// once it copes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_requests_slows_the_destination_then_it_recovers() {
+    let receiver = Receiver::start().await;
+    let seen = Arc::new(AtomicUsize::new(0));
+    receiver.reply_with({
+        let seen = seen.clone();
+        // The first six requests are told to back off, whatever delivery they carry.
+        move |_, _| if seen.fetch_add(1, Ordering::SeqCst) < 6 { Reply::status(429) } else { Reply::status(200) }
+    });
+    let tenant = format!(
+        "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{{ scheme = \"none\" }}]\n{}",
+        destination("crm", &receiver.url("/crm"), "max_in_flight = 4\ncircuit_breaker = { failures = 0 }")
+            .replace("max_attempts = 3", "max_attempts = 20"),
+    );
+    let gateway = Gateway::start("", &[&tenant]).await;
+    const EVENTS: usize = 40;
+    for n in 0..EVENTS {
+        gateway.accept("acme", "s", "application/json", format!("{{\"n\":{n}}}")).await;
+    }
+    let got = receiver.wait_until(Duration::from_secs(30), "every event delivered", |r| r.len() == EVENTS + 6).await;
+    let mut at: Vec<_> = got.iter().map(|r| r.at).collect();
+    at.sort();
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    let widest = *gaps.iter().max().unwrap();
+    let tail: Duration = gaps[gaps.len() - 5..].iter().sum();
+    eprintln!("widest gap {widest:?}; last five gaps {tail:?} in all; whole run {:?}", at[at.len() - 1] - at[0]);
+    // Without the slowdown every request of this run is a few ms apart (10–20 ms backoff).
+    assert!(widest >= Duration::from_millis(400), "the destination was not slowed: widest gap {widest:?}");
+    assert!(tail < Duration::from_millis(100), "it never got back to full speed: last five gaps {tail:?}");
+    gateway.stop().await;
+}
