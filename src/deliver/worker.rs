@@ -205,6 +205,11 @@ async fn deliver(
                     return None;
                 }
                 let turn = handle.slowdown.reserve(tokio::time::Instant::now());
+                // A hold longer than half the lease (a long Retry-After) would outlive the
+                // lease: back to the queue instead, so no one else can send it meanwhile.
+                if turn > destination.timeout + Duration::from_secs(15) {
+                    return None;
+                }
                 if !turn.is_zero() {
                     tokio::time::sleep(turn).await;
                 }

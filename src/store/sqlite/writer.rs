@@ -187,7 +187,7 @@ impl Writer {
         let full = writes && past_ceiling(&tx, ceiling)?;
         let mut results = Vec::with_capacity(batch.len());
         for command in batch {
-            if full && matches!(command, Command::Commit { .. }) {
+            if full && matches!(command, Command::Commit { .. } | Command::Admin { write: Write::Probe, .. }) {
                 results.push(Err(StoreError::Full));
                 continue;
             }
