@@ -36,7 +36,24 @@ const READERS: usize = 4;
 /// Reader connections, each lent to one read at a time.
 struct Readers {
     idle: Mutex<Vec<Connection>>,
-    available: tokio::sync::Semaphore,
+    available: Arc<tokio::sync::Semaphore>,
+}
+
+/// A lent reader connection. It goes back to the pool when dropped, on the blocking thread
+/// that used it, whatever happened: a caller that stopped waiting (a client that hung up)
+/// or a query that panicked must not shrink the pool.
+struct Lent {
+    conn: Option<Connection>,
+    readers: Arc<Readers>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.readers.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        }
+    }
 }
 
 pub struct SqliteStore {
@@ -116,7 +133,10 @@ impl SqliteStore {
         Ok(Self {
             sender,
             closed: AtomicBool::new(false),
-            readers: Arc::new(Readers { idle: Mutex::new(readers), available: tokio::sync::Semaphore::new(READERS) }),
+            readers: Arc::new(Readers {
+                idle: Mutex::new(readers),
+                available: Arc::new(tokio::sync::Semaphore::new(READERS)),
+            }),
             pending,
             last_failure,
             writer: Mutex::new(Some(handle)),
@@ -136,18 +156,15 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let readers = self.readers.clone();
-        let permit = readers.available.acquire().await.map_err(|_| StoreError::Closed)?;
-        let conn = readers.idle.lock().unwrap_or_else(|p| p.into_inner()).pop().ok_or(StoreError::Closed)?;
-        let (conn, result) = tokio::task::spawn_blocking(move || {
-            let result = f(&conn).map_err(StoreError::from);
-            (conn, result)
+        let permit = self.readers.available.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+        let conn = self.readers.idle.lock().unwrap_or_else(|p| p.into_inner()).pop().ok_or(StoreError::Closed)?;
+        let lent = Lent { conn: Some(conn), readers: self.readers.clone(), _permit: permit };
+        tokio::task::spawn_blocking(move || {
+            let conn = lent.conn.as_ref().expect("lent until dropped");
+            f(conn).map_err(StoreError::from)
         })
         .await
-        .map_err(|_| StoreError::Closed)?;
-        readers.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-        drop(permit);
-        result
+        .map_err(|_| StoreError::Closed)?
     }
 }
 
@@ -279,6 +296,38 @@ mod tests {
             dedupe: Vec::new(),
             call_id: None,
         }
+    }
+
+    fn open(dir: &std::path::Path) -> SqliteStore {
+        let config = config::Store {
+            backend: config::Backend::Sqlite { path: dir.join("t.db") },
+            synchronous: Synchronous::Normal,
+            max_size_bytes: None,
+            retention: std::time::Duration::from_secs(60),
+            dead_retention: std::time::Duration::from_secs(60),
+        };
+        SqliteStore::open(&dir.join("t.db"), &config, "n").unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_abandoned_or_panicking_keep_the_reader_pool_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        for _ in 0..READERS + 1 {
+            // A client that hangs up while its listing runs.
+            let slow = store.read(|conn| {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            });
+            assert!(tokio::time::timeout(std::time::Duration::from_millis(1), slow).await.is_err());
+            // A query that panics.
+            let panicked = store.read(|_| -> rusqlite::Result<()> { panic!("a broken query") }).await;
+            assert!(matches!(panicked, Err(StoreError::Closed)));
+        }
+        for _ in 0..READERS * 2 {
+            store.queue_stats().await.expect("every reader is back in the pool");
+        }
+        store.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
