@@ -82,6 +82,7 @@ fn group_commit(c: &mut Criterion) {
                             body: body.clone(),
                             normalized: "{}".into(),
                             destinations: vec!["a".into(), "b".into(), "c".into()],
+                            call: None,
                             dedupe: Vec::new(),
                             call_id: None,
                         };

@@ -83,6 +83,22 @@ pub fn dead(tenant: &str, destination: &str) {
         .increment(1);
 }
 
+/// Deliveries a claim ended unsent: superseded by a later status of their call, or a live
+/// status past the destination's `live_ttl`.
+pub fn unsent(tenant: &str, destination: &str, superseded: u64, expired: u64) {
+    for (reason, n) in [("superseded", superseded), ("expired", expired)] {
+        if n > 0 {
+            counter!(
+                "switchboard_deliveries_unsent_total",
+                "tenant" => tenant.to_string(),
+                "destination" => destination.to_string(),
+                "reason" => reason
+            )
+            .increment(n);
+        }
+    }
+}
+
 /// A destination answered in a way that pauses it (410 Gone, or `on_status = "pause"`):
 /// worth an alert, as nothing is delivered to it until someone resumes it.
 pub fn paused_by_answer(tenant: &str, destination: &str) {
@@ -161,7 +177,13 @@ pub async fn render(config: &Config, store: &dyn Store, figures: &QueueFigures) 
     let handle = install();
     match figures.get(store).await {
         Ok(stats) => {
-            for (state, n) in [("pending", stats.pending), ("delivered", stats.delivered), ("dead", stats.dead)] {
+            for (state, n) in [
+                ("pending", stats.pending),
+                ("delivered", stats.delivered),
+                ("dead", stats.dead),
+                ("superseded", stats.superseded),
+                ("expired", stats.expired),
+            ] {
                 gauge!("switchboard_deliveries", "state" => state).set(n as f64);
             }
             let now = now_ms();

@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 
 use super::raw::{self, S};
 use super::{
-    Backend, CircuitBreaker, Config, Destination, FixedResponse, OnStatus, Provider, RateLimit, Responder, RetryPolicy,
-    Server, Source, StatusAction, Store, Synchronous, Tenant,
+    Backend, CallKey, CallRules, CircuitBreaker, Config, Destination, FixedResponse, OnStatus, Provider, RateLimit,
+    Responder, RetryPolicy, SequenceOrder, Server, Source, StatusAction, Store, Synchronous, Tenant,
 };
 use crate::auth::{Algorithm, Encoding, Scheme, TokenAt};
 use crate::fanout::When;
@@ -670,6 +670,8 @@ fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Strin
             auth: auth(file, s, &secrets),
             rate_limit: rate_limit(file, &s.rate_limit),
             responder: None,
+            call_key: call_key(file, s),
+            sequence: sequence(file, s),
         });
     }
 
@@ -960,6 +962,7 @@ fn destination(
     };
     let circuit_breaker = circuit_breaker(file, raw);
     let on_status = on_status(file, raw, &success_codes);
+    let calls = call_rules(file, raw);
     Destination {
         tenant: tenant.to_string(),
         id: raw.id.get_ref().clone(),
@@ -977,7 +980,98 @@ fn destination(
         max_in_flight: file.ranged(&raw.max_in_flight, 64, 1..10_001, "max_in_flight") as usize,
         retry,
         circuit_breaker,
+        calls,
     }
+}
+
+/// `ordering`, `supersede` and `live_ttl` of a destination.
+fn call_rules(file: &mut File, raw: &raw::Destination) -> CallRules {
+    let ordered = match raw.ordering.as_ref().map(|o| (o, o.get_ref().as_str())) {
+        None | Some((_, "none")) => false,
+        Some((_, "per_call")) => true,
+        Some((o, other)) => {
+            file.error(o.span(), format!("ordering must be \"none\" or \"per_call\", not {other:?}"));
+            false
+        }
+    };
+    CallRules {
+        ordered,
+        supersede: raw.supersede.unwrap_or(false),
+        live_ttl: raw.live_ttl.as_ref().map(|_| file.duration(&raw.live_ttl, Duration::from_secs(120))),
+    }
+}
+
+/// A payload path written `payload.a.b`: its segments, or an error at `span`.
+fn payload_path(file: &mut File, value: &S<String>, what: &str) -> Option<Vec<String>> {
+    let path: Vec<String> = value.get_ref().strip_prefix("payload.")?.split('.').map(str::to_string).collect();
+    if path.iter().any(String::is_empty) {
+        file.error(value.span(), format!("{what}: {:?} has an empty path segment", value.get_ref()));
+        return None;
+    }
+    Some(path)
+}
+
+fn call_key(file: &mut File, raw: &raw::Source) -> CallKey {
+    let Some(value) = &raw.call_key else { return CallKey::Field(Field::Id) };
+    if value.get_ref().starts_with("payload.") {
+        return payload_path(file, value, "call_key").map_or(CallKey::Field(Field::Id), CallKey::Payload);
+    }
+    match Field::parse(value.get_ref()) {
+        Some(field) if !field.is_time() => CallKey::Field(field),
+        _ => {
+            file.error(
+                value.span(),
+                format!(
+                    "call_key {:?} is not a normalized field; write e.g. \"session_id\" or \"payload.CallSid\"",
+                    value.get_ref()
+                ),
+            );
+            CallKey::Field(Field::Id)
+        }
+    }
+}
+
+/// The most an early event may wait for the ones before it: a provider retrying a lost
+/// callback takes longer than this, and an ordered call must not stall behind it.
+const MAX_REORDER_WINDOW: Duration = Duration::from_secs(60);
+
+fn sequence(file: &mut File, raw: &raw::Source) -> Option<SequenceOrder> {
+    let by_sequence = match raw.order_by.as_ref().map(|o| (o, o.get_ref().as_str())) {
+        None | Some((_, "commit")) => false,
+        Some((_, "provider_sequence")) => true,
+        Some((o, other)) => {
+            file.error(o.span(), format!("order_by must be \"commit\" or \"provider_sequence\", not {other:?}"));
+            false
+        }
+    };
+    if !by_sequence {
+        for (key, value) in [("sequence", &raw.sequence), ("reorder_window", &raw.reorder_window)] {
+            if let Some(value) = value {
+                file.error(value.span(), format!("`{key}` applies only with order_by = \"provider_sequence\""));
+            }
+        }
+        return None;
+    }
+    let Some(field) = &raw.sequence else {
+        let span = raw.order_by.as_ref().map_or(raw.id.span(), |o| o.span());
+        file.error(
+            span,
+            "order_by = \"provider_sequence\" needs `sequence`: the payload field with the provider's sequence number, e.g. \"payload.SequenceNumber\"",
+        );
+        return None;
+    };
+    let Some(path) = payload_path(file, field, "sequence") else {
+        if !field.get_ref().starts_with("payload.") {
+            file.error(field.span(), format!("sequence must name a payload field: \"payload.{}\"", field.get_ref()));
+        }
+        return None;
+    };
+    let window = file.duration(&raw.reorder_window, Duration::from_secs(2));
+    if window > MAX_REORDER_WINDOW {
+        let span = raw.reorder_window.as_ref().map_or(raw.id.span(), |w| w.span());
+        file.error(span, "reorder_window must be at most 1m");
+    }
+    Some(SequenceOrder { path, window: window.min(MAX_REORDER_WINDOW) })
 }
 
 fn circuit_breaker(file: &mut File, raw: &raw::Destination) -> Option<CircuitBreaker> {

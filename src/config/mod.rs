@@ -124,6 +124,48 @@ pub struct Source {
     pub rate_limit: Option<RateLimit>,
     /// The destination whose answer is the provider's answer (call control).
     pub responder: Option<Responder>,
+    /// What names an event's call, for destinations that order or supersede by call.
+    pub call_key: CallKey,
+    /// Order a call's events by the provider's sequence rather than by arrival.
+    pub sequence: Option<SequenceOrder>,
+}
+
+/// Where an event's call key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallKey {
+    /// A normalized field: the call id (`id`, the default), or `session_id` to keep every
+    /// leg of a conversation in one order.
+    Field(crate::normalize::Field),
+    /// A field of the provider's payload, by path.
+    Payload(Vec<String>),
+}
+
+/// `order_by = "provider_sequence"`: the provider numbers a call's callbacks; an event that
+/// arrives ahead of its turn waits at most `window` for the ones before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceOrder {
+    /// Payload path of the sequence number (an integer, or integer text).
+    pub path: Vec<String>,
+    pub window: Duration,
+}
+
+/// What a destination does with the events of one call (see docs/configuration.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallRules {
+    /// `ordering = "per_call"`: one call's deliveries go out one at a time, in order; other
+    /// calls are not held back.
+    pub ordered: bool,
+    /// A status the call has already left (a later one is delivered or queued) is not sent.
+    pub supersede: bool,
+    /// A live status (queued to in progress) still unsent after this long is not sent.
+    pub live_ttl: Option<Duration>,
+}
+
+impl CallRules {
+    /// Whether deliveries to this destination carry their call's key and rank.
+    pub fn by_call(&self) -> bool {
+        self.ordered || self.supersede || self.live_ttl.is_some()
+    }
 }
 
 /// A source's synchronous responder: the callback is forwarded to it at once and its answer
@@ -204,6 +246,8 @@ pub struct Destination {
     pub retry: RetryPolicy,
     /// `None`: every pending delivery keeps its own retry schedule however many fail.
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// Per-call ordering, superseding and the live ttl.
+    pub calls: CallRules,
 }
 
 impl Destination {

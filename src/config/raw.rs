@@ -90,6 +90,13 @@ pub struct Source {
     pub respond_timeout: Option<S<String>>,
     pub fallback_response: Option<S<Response>>,
     pub queue_responder: Option<bool>,
+    /// What names the call for per-call ordering: a normalized field or `payload.<path>`.
+    pub call_key: Option<S<String>>,
+    /// `"commit"` (default) or `"provider_sequence"`.
+    pub order_by: Option<S<String>>,
+    /// `payload.<path>`: the provider's sequence number.
+    pub sequence: Option<S<String>>,
+    pub reorder_window: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +173,10 @@ pub struct Destination {
     pub max_response_bytes: Option<S<u64>>,
     /// `{ 401 = "dead", 404 = "retry", 410 = "pause" }`
     pub on_status: Option<IndexMap<String, S<String>>>,
+    /// `"none"` (default) or `"per_call"`.
+    pub ordering: Option<S<String>>,
+    pub supersede: Option<bool>,
+    pub live_ttl: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

@@ -249,6 +249,7 @@ pub(crate) mod testing {
                 deadline: Duration::from_secs(3600),
             },
             circuit_breaker: None,
+            calls: crate::config::CallRules::default(),
         }
     }
 }

@@ -93,6 +93,7 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
             destination: destination.id.clone(),
             limit: allowance,
             lease,
+            calls: destination.calls,
         };
         let claim = match shared.store.claim(request).await {
             Ok(claim) => {
@@ -100,6 +101,7 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
                 for _ in 0..claim.dead {
                     metrics::dead(&destination.tenant, &destination.id);
                 }
+                metrics::unsent(&destination.tenant, &destination.id, claim.superseded, claim.expired);
                 claim
             }
             Err(e) => {
@@ -290,8 +292,9 @@ async fn deliver(
         // Recorded after the completion, so a probe that closes the circuit lets the worker
         // claim a queue that already holds the probe's outcome.
         let reopened_or_closed = circuit(&handle, &destination, signal, probe);
-        if retry || probe || reopened_or_closed {
-            // The worker may be asleep until a later time or waiting for this probe.
+        if retry || probe || reopened_or_closed || destination.calls.ordered {
+            // The worker may be asleep until a later time or waiting for this probe (or, for
+            // an ordered destination, for this call's turn to pass to its next event).
             handle.wake.notify_one();
         }
     }

@@ -2,9 +2,12 @@
 //! destinations were resolved when the config loaded; each destination's `when` filter is
 //! then checked against the normalized event.
 
-use crate::config::{Source, Tenant};
+use serde_json::Value;
+
+use crate::config::{CallKey, Source, Tenant};
 use crate::normalize::event::FieldValue;
-use crate::normalize::{CallEvent, Field};
+use crate::normalize::{CallEvent, Field, Payload};
+use crate::store::{CallPlace, Target};
 
 /// A destination's declarative filter: every listed field must equal one of its values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,15 +23,46 @@ impl When {
     }
 }
 
-/// The ids of the destinations `source`'s event is delivered to, one delivery each.
-pub fn destinations(tenant: &Tenant, source: &Source, event: &CallEvent) -> Vec<String> {
+/// The destinations `source`'s event is delivered to, one delivery each.
+pub fn destinations(tenant: &Tenant, source: &Source, event: &CallEvent) -> Vec<Target> {
     source
         .destinations
         .iter()
         .map(|&i| &tenant.destinations[i])
         .filter(|d| d.when.matches(event))
-        .map(|d| d.id.clone())
+        .map(|d| Target { destination: d.id.clone(), by_call: d.calls.by_call() })
         .collect()
+}
+
+/// The event's call and place in it, for destinations that go by call: the call's key (the
+/// source's `call_key`), the status's life-cycle rank, and the provider's sequence when the
+/// source orders by it. `None` when the event names no call: it is then delivered as if its
+/// destination did not go by call.
+pub fn call_place(source: &Source, payload: &Payload, event: &CallEvent, received_at: i64) -> Option<CallPlace> {
+    let key = match &source.call_key {
+        CallKey::Field(field) => match event.get(*field) {
+            FieldValue::Missing => return None,
+            FieldValue::Text(t) => t.to_string(),
+            FieldValue::Int(n) => n.to_string(),
+        },
+        CallKey::Payload(path) => match payload.lookup(path)? {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        },
+    };
+    if key.is_empty() {
+        return None;
+    }
+    let sequence = source.sequence.as_ref().and_then(|order| {
+        let n = match payload.lookup(&order.path)? {
+            Value::Number(n) => n.as_i64()?,
+            Value::String(s) => s.trim().parse().ok()?,
+            _ => return None,
+        };
+        Some((n, received_at.saturating_add(order.window.as_millis() as i64)))
+    });
+    Some(CallPlace { key, rank: event.status.rank(), sequence })
 }
 
 #[cfg(test)]

@@ -219,11 +219,17 @@ impl Ingest {
         };
         // The parsed payload can be many times the body's size: it is built, read and
         // dropped here, in one step with no await, so it never waits for the commit.
-        let (call, dedupe_key) = {
+        let (call, dedupe_key, destinations, place) = {
             let payload = payload::fields(kind, &body, query.as_deref())?;
-            normalize::normalize(&payload, &context)
+            let (call, dedupe_key) = normalize::normalize(&payload, &context);
+            let destinations = crate::fanout::destinations(tenant, source, &call);
+            let place = if destinations.iter().any(|t| t.by_call) {
+                crate::fanout::call_place(source, &payload, &call, received_at)
+            } else {
+                None
+            };
+            (call, dedupe_key, destinations, place)
         };
-        let destinations = crate::fanout::destinations(tenant, source, &call);
         let pending = self.store.pending_deliveries();
         if !destinations.is_empty() && pending + destinations.len() as u64 > tables.config.server.max_pending_deliveries
         {
@@ -264,6 +270,7 @@ impl Ingest {
                 body,
                 normalized,
                 destinations,
+                call: place,
                 dedupe,
                 call_id: call.id.clone(),
             })

@@ -51,6 +51,21 @@ impl Status {
         Self::Unknown,
     ];
 
+    /// The status's place in a call's life cycle: queued/initiated < ringing < in progress <
+    /// every end state. `None` for `unknown`: it neither supersedes nor is superseded.
+    pub fn rank(self) -> Option<i16> {
+        Some(match self {
+            Self::Queued | Self::Initiated => 1,
+            Self::Ringing => 2,
+            Self::InProgress => 3,
+            Self::Completed | Self::Busy | Self::NoAnswer | Self::Canceled | Self::Rejected | Self::Failed => 4,
+            Self::Unknown => return None,
+        })
+    }
+
+    /// The rank of the last live status: ranks up to it describe a call still going on.
+    pub const LAST_LIVE_RANK: i16 = 3;
+
     /// A SIP final response names the failure more precisely than most providers' words.
     pub fn refined_by_sip(self, sip: i64) -> Self {
         match sip {

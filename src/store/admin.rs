@@ -82,6 +82,8 @@ pub struct QueueStats {
     pub pending: u64,
     pub delivered: u64,
     pub dead: u64,
+    pub superseded: u64,
+    pub expired: u64,
     /// (tenant, destination, pending count, oldest pending creation time in ms).
     pub per_destination: Vec<(String, String, u64, i64)>,
 }

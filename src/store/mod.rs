@@ -49,13 +49,42 @@ pub struct NewEvent {
     pub body: Bytes,
     /// The normalized call event, as JSON: what templates render from, now and on replay.
     pub normalized: String,
-    /// Destination ids of the tenant, one delivery each.
-    pub destinations: Vec<String>,
+    /// The tenant's destinations this event goes to, one delivery each.
+    pub destinations: Vec<Target>,
+    /// The event's place in its call, for the destinations that go by call.
+    pub call: Option<CallPlace>,
     /// The event's identities: the provider's dedupe key, the signed message's id. A repeat
     /// of any one of them within its window is the same event.
     pub dedupe: Vec<Dedupe>,
     /// The provider's call id, for finding the event again.
     pub call_id: Option<String>,
+}
+
+/// One delivery to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub destination: String,
+    /// The destination orders, supersedes or expires by call: the delivery carries the
+    /// event's `CallPlace`.
+    pub by_call: bool,
+}
+
+impl From<&str> for Target {
+    fn from(destination: &str) -> Self {
+        Self { destination: destination.to_string(), by_call: false }
+    }
+}
+
+/// Where an event stands in its call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallPlace {
+    /// The call's key (its id unless the source names another).
+    pub key: String,
+    /// The status's life-cycle rank (`Status::rank`); `None` for an unknown status.
+    pub rank: Option<i16>,
+    /// The provider's sequence number, and until when (Unix ms) an event that arrived ahead
+    /// of its turn waits for the ones before it.
+    pub sequence: Option<(i64, i64)>,
 }
 
 /// A provider's identity for a callback: a repeat with the same key before `until` is the
@@ -81,6 +110,8 @@ pub struct ClaimRequest {
     pub limit: usize,
     /// How long the claim holds; past it, the delivery is due again for anyone.
     pub lease: Duration,
+    /// The destination's per-call rules: which deliveries may go now, and which are stale.
+    pub calls: crate::config::CallRules,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +123,17 @@ pub struct Claim {
     /// Deliveries found with stored data that no longer decodes: ended dead at the claim,
     /// with the reason, instead of being handed out.
     pub dead: u64,
+    /// Deliveries ended unsent because a later status of their call was delivered or queued.
+    pub superseded: u64,
+    /// Live-status deliveries ended unsent because they outlived the destination's `live_ttl`.
+    pub expired: u64,
+}
+
+impl Claim {
+    /// Deliveries the claim finished without handing them out.
+    pub fn ended(&self) -> u64 {
+        self.dead + self.superseded + self.expired
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +209,10 @@ pub enum DeliveryState {
     Pending,
     Delivered,
     Dead,
+    /// Not sent: a later status of the same call was delivered or queued (`supersede`).
+    Superseded,
+    /// Not sent: a live status that outlived the destination's `live_ttl`.
+    Expired,
 }
 
 impl DeliveryState {
@@ -175,6 +221,8 @@ impl DeliveryState {
             Self::Pending => 0,
             Self::Delivered => 1,
             Self::Dead => 2,
+            Self::Superseded => 3,
+            Self::Expired => 4,
         }
     }
 
@@ -183,6 +231,8 @@ impl DeliveryState {
             "pending" => Self::Pending,
             "delivered" => Self::Delivered,
             "dead" => Self::Dead,
+            "superseded" => Self::Superseded,
+            "expired" => Self::Expired,
             _ => return None,
         })
     }
@@ -191,8 +241,35 @@ impl DeliveryState {
         match code {
             1 => Self::Delivered,
             2 => Self::Dead,
+            3 => Self::Superseded,
+            4 => Self::Expired,
             _ => Self::Pending,
         }
+    }
+}
+
+/// Why a claim ended a by-call delivery unsent, or `None` to send it: `superseded_by` is the
+/// event of a later status of the call delivered or queued (when the destination
+/// supersedes), `age_ms` how long the delivery has waited. Both stores decide with this.
+pub(crate) fn stale(
+    rules: &crate::config::CallRules,
+    rank: Option<i16>,
+    superseded_by: Option<Uuid>,
+    age_ms: i64,
+) -> Option<(DeliveryState, String)> {
+    if let Some(later) = superseded_by.filter(|_| rules.supersede) {
+        return Some((
+            DeliveryState::Superseded,
+            format!("not sent: superseded by event {later}, a later status of the call"),
+        ));
+    }
+    let live = rank.is_some_and(|r| r <= crate::normalize::Status::LAST_LIVE_RANK);
+    match rules.live_ttl {
+        Some(ttl) if live && age_ms >= ttl.as_millis() as i64 => Some((
+            DeliveryState::Expired,
+            format!("not sent: a live status still unsent after live_ttl ({})", humantime::format_duration(ttl)),
+        )),
+        _ => None,
     }
 }
 

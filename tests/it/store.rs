@@ -8,11 +8,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchboard::config::CallRules;
 use switchboard::config::{self, Backend, Synchronous};
 use switchboard::store::admin::{DeliveryQuery, EventQuery, Replay, ReplayFilter};
 use switchboard::store::{
-    AttemptRecord, ClaimRequest, Committed, Completion, Dedupe, DeliveryState, NewEvent, Next, PgStore, SqliteStore,
-    Store, now_ms,
+    AttemptRecord, CallPlace, ClaimRequest, ClaimedDelivery, Committed, Completion, Dedupe, DeliveryState, NewEvent,
+    Next, PgStore, SqliteStore, Store, Target, now_ms,
 };
 use uuid::Uuid;
 
@@ -78,6 +79,10 @@ conformance!(
     pause_is_persisted,
     listings_page_and_filter,
     responder_exchanges_are_recorded_as_finished_deliveries,
+    an_ordered_call_goes_one_delivery_at_a_time_and_others_are_not_held,
+    a_status_the_call_has_left_is_superseded_not_sent,
+    a_live_status_past_its_ttl_expires,
+    a_sequenced_call_waits_for_its_turn_within_the_window,
 );
 
 fn event(tenant: &str, destinations: &[&str]) -> NewEvent {
@@ -90,14 +95,21 @@ fn event(tenant: &str, destinations: &[&str]) -> NewEvent {
         query: Some("a=1".into()),
         body: bytes::Bytes::from_static(b"{\"cmiuid\":\"c1\"}"),
         normalized: "{\"status\":\"completed\"}".into(),
-        destinations: destinations.iter().map(|d| d.to_string()).collect(),
+        destinations: destinations.iter().map(|&d| d.into()).collect(),
+        call: None,
         dedupe: Vec::new(),
         call_id: Some("c1".into()),
     }
 }
 
 fn request(destination: &str, lease: Duration) -> ClaimRequest {
-    ClaimRequest { tenant: "acme".into(), destination: destination.into(), limit: 100, lease }
+    ClaimRequest {
+        tenant: "acme".into(),
+        destination: destination.into(),
+        limit: 100,
+        lease,
+        calls: Default::default(),
+    }
 }
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -508,7 +520,7 @@ async fn postgres_nodes_starting_together_migrate_once() {
     let versions: i64 = client.query_one("SELECT count(*) FROM switchboard_migrations", &[]).await.unwrap().get(0);
     let distinct: i64 =
         client.query_one("SELECT count(DISTINCT version) FROM switchboard_migrations", &[]).await.unwrap().get(0);
-    assert_eq!((versions, distinct), (2, 2));
+    assert_eq!((versions, distinct), (3, 3));
     for store in stores {
         store.close().await;
     }
@@ -605,4 +617,164 @@ async fn postgres_a_delivery_whose_event_is_gone_ends_dead_at_the_claim() {
     );
     assert!(store.claim(request("crm", Duration::from_secs(30))).await.unwrap().deliveries.is_empty());
     store.close().await;
+}
+
+/// An event of `call` with a status of `rank`, to one destination that goes by call.
+fn call_event(call: &str, rank: Option<i16>, sequence: Option<(i64, i64)>) -> NewEvent {
+    NewEvent {
+        destinations: vec![Target { destination: "crm".into(), by_call: true }],
+        call: Some(CallPlace { key: call.into(), rank, sequence }),
+        call_id: Some(call.into()),
+        ..event("acme", &[])
+    }
+}
+
+fn by_call(calls: CallRules) -> ClaimRequest {
+    ClaimRequest { calls, ..request("crm", LEASE) }
+}
+
+const ORDERED: CallRules = CallRules { ordered: true, supersede: false, live_ttl: None };
+
+/// Claims and returns the claimed deliveries' event ids.
+async fn claim_events(store: &Shared, calls: CallRules) -> Vec<(Uuid, ClaimedDelivery)> {
+    let claim = store.claim(by_call(calls)).await.unwrap();
+    claim.deliveries.into_iter().map(|d| (d.event_id, d)).collect()
+}
+
+async fn finish(store: &Shared, d: &ClaimedDelivery, next: Next) {
+    let status = if next == Next::Delivered { 200 } else { 500 };
+    assert!(
+        store.complete(Completion { delivery: d.id, lease: d.lease, attempt: attempt(status), next }).await.unwrap()
+    );
+}
+
+async fn an_ordered_call_goes_one_delivery_at_a_time_and_others_are_not_held(store: Shared) {
+    let a: Vec<NewEvent> = (0..3).map(|_| call_event("call-a", Some(2), None)).collect();
+    let b = call_event("call-b", Some(2), None);
+    let loose = NewEvent { call: None, ..call_event("", None, None) };
+    for e in a.iter().chain([&b, &loose]) {
+        store.commit(e.clone()).await.unwrap();
+    }
+    // The first of each call, and the event that names no call.
+    let first = claim_events(&store, ORDERED).await;
+    let ids: HashSet<Uuid> = first.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, HashSet::from([a[0].id, b.id, loose.id]));
+    // Nothing more of call-a while its first is in flight.
+    assert!(claim_events(&store, ORDERED).await.is_empty());
+    // A retry keeps the call's turn: call-a's second waits for its first, even past due.
+    let a0 = &first.iter().find(|(id, _)| *id == a[0].id).unwrap().1;
+    finish(&store, a0, Next::Retry { at: now_ms() - 1 }).await;
+    let again = claim_events(&store, ORDERED).await;
+    assert_eq!(again.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [a[0].id], "the retry, not the next event");
+    finish(&store, &again[0].1, Next::Dead { reason: "gave up".into() }).await;
+    // Dead ends its turn: the second goes, then the third after it.
+    let second = claim_events(&store, ORDERED).await;
+    assert_eq!(second.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [a[1].id]);
+    finish(&store, &second[0].1, Next::Delivered).await;
+    let third = claim_events(&store, ORDERED).await;
+    assert_eq!(third.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [a[2].id]);
+    // Unordered, the same destination would have sent every event of the call at once.
+    let c: Vec<NewEvent> = (0..3).map(|_| call_event("call-c", Some(2), None)).collect();
+    for e in &c {
+        store.commit(e.clone()).await.unwrap();
+    }
+    assert_eq!(claim_events(&store, CallRules { ordered: false, ..ORDERED }).await.len(), 3);
+}
+
+async fn a_status_the_call_has_left_is_superseded_not_sent(store: Shared) {
+    let supersede = CallRules { ordered: true, supersede: true, live_ttl: None };
+    // completed arrives before ringing and in-progress.
+    let completed = call_event("call-a", Some(4), None);
+    let ringing = call_event("call-a", Some(2), None);
+    let report = call_event("call-a", Some(4), None);
+    for e in [&completed, &ringing, &report] {
+        store.commit(e.clone()).await.unwrap();
+    }
+    let first = claim_events(&store, supersede).await;
+    assert_eq!(first.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [completed.id]);
+    finish(&store, &first[0].1, Next::Delivered).await;
+    // ringing's turn: the call has left it, so it ends unsent; the report (same rank as
+    // completed) is not stale and goes.
+    let claim = store.claim(by_call(supersede)).await.unwrap();
+    assert_eq!(claim.superseded, 1);
+    assert_eq!(claim.deliveries.iter().map(|d| d.event_id).collect::<Vec<_>>(), [report.id]);
+    let history = store.deliveries_of(ringing.id).await.unwrap();
+    assert_eq!(history[0].state, DeliveryState::Superseded);
+    let reason = history[0].last_error.as_deref().unwrap();
+    assert!(reason.contains(&completed.id.to_string()), "{reason}");
+    assert!(history[0].attempts.is_empty(), "never sent");
+    // Queued behind: ringing then in-progress then completed, all waiting: only completed goes.
+    let shuffled: Vec<NewEvent> = [Some(2), Some(3), Some(4)].map(|r| call_event("call-b", r, None)).into();
+    for e in &shuffled {
+        store.commit(e.clone()).await.unwrap();
+    }
+    let claim = store.claim(by_call(supersede)).await.unwrap();
+    assert_eq!(claim.superseded, 2);
+    assert_eq!(claim.deliveries.iter().map(|d| d.event_id).collect::<Vec<_>>(), [shuffled[2].id]);
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!(stats.superseded, 3);
+    assert_eq!(store.pending_deliveries(), 2, "report and call-b's completed are in flight; nothing else pending");
+    // A bulk replay of dead deliveries never brings a superseded one back.
+    let replayed = store
+        .replay_matching(ReplayFilter {
+            tenant: None,
+            destination: None,
+            state: DeliveryState::Dead,
+            since: None,
+            until: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(replayed, 0);
+    // An unknown status has no rank: it neither supersedes nor is superseded.
+    let unknown = call_event("call-c", None, None);
+    let ended = call_event("call-c", Some(4), None);
+    store.commit(unknown.clone()).await.unwrap();
+    store.commit(ended.clone()).await.unwrap();
+    let claim = store.claim(by_call(CallRules { ordered: false, ..supersede })).await.unwrap();
+    assert_eq!(claim.superseded, 0);
+    assert_eq!(claim.deliveries.len(), 2);
+}
+
+async fn a_live_status_past_its_ttl_expires(store: Shared) {
+    let ttl = CallRules { ordered: false, supersede: false, live_ttl: Some(Duration::from_secs(60)) };
+    let old = |rank| NewEvent { received_at: now_ms() - 120_000, ..call_event("call-a", rank, None) };
+    let (ringing, completed, fresh) = (old(Some(2)), old(Some(4)), call_event("call-b", Some(3), None));
+    for e in [&ringing, &completed, &fresh] {
+        store.commit(e.clone()).await.unwrap();
+    }
+    let claim = store.claim(by_call(ttl)).await.unwrap();
+    assert_eq!(claim.expired, 1);
+    let sent: HashSet<Uuid> = claim.deliveries.iter().map(|d| d.event_id).collect();
+    assert_eq!(sent, HashSet::from([completed.id, fresh.id]), "a report keeps its retry deadline");
+    assert_eq!(store.deliveries_of(ringing.id).await.unwrap()[0].state, DeliveryState::Expired);
+    assert_eq!(store.queue_stats().await.unwrap().expired, 1);
+}
+
+async fn a_sequenced_call_waits_for_its_turn_within_the_window(store: Shared) {
+    let later = now_ms() + 60_000;
+    // Sequence 1 arrives before 0: it waits for 0, which goes at once.
+    let one = call_event("call-a", Some(3), Some((1, later)));
+    let zero = call_event("call-a", Some(2), Some((0, later)));
+    store.commit(one.clone()).await.unwrap();
+    store.commit(zero.clone()).await.unwrap();
+    let first = claim_events(&store, ORDERED).await;
+    assert_eq!(first.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [zero.id]);
+    finish(&store, &first[0].1, Next::Delivered).await;
+    // 1 follows the last one finished: it goes without waiting out its window.
+    let second = claim_events(&store, ORDERED).await;
+    assert_eq!(second.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [one.id]);
+    finish(&store, &second[0].1, Next::Delivered).await;
+    // A gap (3 without 2) waits for the window; the claim says when to look again.
+    let three = call_event("call-a", Some(4), Some((3, later)));
+    store.commit(three.clone()).await.unwrap();
+    let claim = store.claim(by_call(ORDERED)).await.unwrap();
+    assert!(claim.deliveries.is_empty());
+    assert_eq!(claim.next_due, Some(later), "woken when the window ends");
+    // Once the window has passed, it goes without 2.
+    let five = call_event("call-b", Some(4), Some((5, now_ms() - 1)));
+    store.commit(five.clone()).await.unwrap();
+    let claimed = claim_events(&store, ORDERED).await;
+    assert_eq!(claimed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [five.id]);
 }

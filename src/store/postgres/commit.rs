@@ -195,20 +195,17 @@ async fn write(pool: &Pool, batch: &[Queued]) -> Result<Vec<Result<Committed, St
             // Keys written above for events that were not stored would hide real repeats.
             tx.execute("DELETE FROM dedupe WHERE event_id = ANY($1)", &[&refused]).await.map_err(pg_error)?;
         }
-        let (mut event_ids, mut tenants, mut destinations, mut created) = (vec![], vec![], vec![], vec![]);
+        let mut rows = DeliveryRows::default();
         for &i in new.iter().filter(|&&i| matches!(plan[i], Plan::Insert)) {
-            for destination in &events[i].destinations {
-                event_ids.push(events[i].id);
-                tenants.push(&*events[i].tenant);
-                destinations.push(&**destination);
-                created.push(events[i].received_at);
-            }
+            rows.add(events[i]);
         }
-        if !event_ids.is_empty() {
+        if !rows.event_ids.is_empty() {
+            let r = &rows;
             tx.execute(
-                "INSERT INTO deliveries (event_id, tenant, destination, created_at, due_at)
-                 SELECT e, t, d, c, c FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[]) AS x(e, t, d, c)",
-                &[&event_ids, &tenants, &destinations, &created],
+                "INSERT INTO deliveries (event_id, tenant, destination, created_at, due_at, call_key, status_rank, seq, hold_until)
+                 SELECT e, t, d, c, c, k, r, s, h FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[],
+                     $5::text[], $6::int2[], $7::int8[], $8::int8[]) AS x(e, t, d, c, k, r, s, h)",
+                &[&r.event_ids, &r.tenants, &r.destinations, &r.created, &r.call_keys, &r.ranks, &r.seqs, &r.holds],
             )
             .await
             .map_err(pg_error)?;
@@ -232,4 +229,33 @@ async fn write(pool: &Pool, batch: &[Queued]) -> Result<Vec<Result<Committed, St
             p => answer(p).unwrap_or_else(|| Err(StoreError::Setup("a repeat in the batch was not resolved".into()))),
         })
         .collect())
+}
+
+/// The deliveries of a batch's new events, as columns for one `unnest` insert.
+#[derive(Default)]
+struct DeliveryRows<'a> {
+    event_ids: Vec<Uuid>,
+    tenants: Vec<&'a str>,
+    destinations: Vec<&'a str>,
+    created: Vec<i64>,
+    call_keys: Vec<Option<&'a str>>,
+    ranks: Vec<Option<i16>>,
+    seqs: Vec<Option<i64>>,
+    holds: Vec<Option<i64>>,
+}
+
+impl<'a> DeliveryRows<'a> {
+    fn add(&mut self, event: &'a NewEvent) {
+        for target in &event.destinations {
+            let call = event.call.as_ref().filter(|_| target.by_call);
+            self.event_ids.push(event.id);
+            self.tenants.push(&event.tenant);
+            self.destinations.push(&target.destination);
+            self.created.push(event.received_at);
+            self.call_keys.push(call.map(|c| c.key.as_str()));
+            self.ranks.push(call.and_then(|c| c.rank));
+            self.seqs.push(call.and_then(|c| c.sequence.map(|s| s.0)));
+            self.holds.push(call.and_then(|c| c.sequence.map(|s| s.1)));
+        }
+    }
 }

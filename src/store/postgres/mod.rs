@@ -40,6 +40,9 @@ use super::{
 const QUEUE_CAPACITY: usize = 8192;
 /// How often the shared pending count is read back (other nodes change it too).
 const PENDING_REFRESH: Duration = Duration::from_secs(1);
+/// How many times one by-call claim looks again for a call's next delivery after ending
+/// stale ones (as the embedded store).
+const STALE_PASSES: usize = 8;
 /// Connection attempts at start, for a database that comes up with the gateway.
 const CONNECT_ATTEMPTS: u32 = 6;
 
@@ -219,6 +222,183 @@ fn event_summary(r: &Row) -> EventSummary {
     EventSummary { event_id: r.get(0), tenant: r.get(1), source: r.get(2), call_id: r.get(3), received_at: r.get(4) }
 }
 
+/// Columns of a claimed delivery and its event, as `claimed` reads them.
+const CLAIMED_COLUMNS: &str = "d.id, d.lease_token, d.event_id, d.attempts - d.series_start, d.created_at,
+    e.content_type, e.query, e.body, e.normalized, e.id IS NULL";
+
+/// The claimed deliveries of `rows` (in `CLAIMED_COLUMNS`), and how many ended dead because
+/// their event is gone (not re-claimed forever).
+async fn claimed(
+    client: &impl tokio_postgres::GenericClient,
+    rows: &[Row],
+    now: i64,
+) -> Result<(Vec<ClaimedDelivery>, u64), StoreError> {
+    let missing: Vec<i64> = rows.iter().filter(|r| r.get::<_, bool>(9)).map(|r| r.get(0)).collect();
+    if !missing.is_empty() {
+        tracing::error!(deliveries = ?missing, "deliveries ended dead: their event is no longer stored");
+        client
+            .execute(
+                "UPDATE deliveries SET state = 2, finished_at = $2, due_at = $2, claimed_by = NULL,
+                     lease_token = NULL, last_error = 'not sent: the delivery''s event is no longer stored'
+                 WHERE id = ANY($1) AND state = 0",
+                &[&missing, &now],
+            )
+            .await
+            .map_err(pg_error)?;
+    }
+    let deliveries = rows
+        .iter()
+        .filter(|r| !r.get::<_, bool>(9))
+        .map(|r| ClaimedDelivery {
+            id: r.get(0),
+            lease: r.get(1),
+            event_id: r.get(2),
+            attempt: r.get::<_, i32>(3).max(0) as u32 + 1,
+            created_at: r.get(4),
+            content_type: r.get(5),
+            query: r.get(6),
+            body: Bytes::from(r.get::<_, Vec<u8>>(7)),
+            normalized: r.get(8),
+        })
+        .collect();
+    Ok((deliveries, missing.len() as u64))
+}
+
+impl PgStore {
+    /// `claim` for a destination that goes by call: the rules of the embedded store's
+    /// `lease_by_call`, in one transaction. Claims of one such destination run one at a
+    /// time across nodes (an advisory lock on the destination, taken before the query reads
+    /// its snapshot), so every claim sees what the last one leased, and two nodes never
+    /// hold two deliveries of one call at once.
+    async fn claim_by_call(&self, request: ClaimRequest) -> Result<Claim, StoreError> {
+        let now = now_ms();
+        let lease_until = now + request.lease.as_millis() as i64;
+        let rules = request.calls;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 17))",
+            &[&request.tenant, &request.destination],
+        )
+        .await
+        .map_err(pg_error)?;
+        let token: i64 = tx.query_one("SELECT nextval('lease_tokens')", &[]).await.map_err(pg_error)?.get(0);
+        let candidates_sql = tx
+            .prepare_cached(
+                "SELECT d.id, d.created_at, d.status_rank,
+                   CASE WHEN $5 AND d.status_rank IS NOT NULL THEN
+                     (SELECT s.event_id FROM deliveries s
+                      WHERE s.tenant = d.tenant AND s.destination = d.destination AND s.call_key = d.call_key
+                        AND s.id <> d.id AND s.status_rank > d.status_rank AND s.state IN (0, 1)
+                      ORDER BY s.state DESC, s.id LIMIT 1) END
+                 FROM deliveries d
+                 WHERE d.tenant = $1 AND d.destination = $2 AND d.state = 0 AND d.due_at <= $3
+                   AND NOT EXISTS (SELECT 1 FROM paused p WHERE p.tenant = $1 AND p.destination = $2)
+                   AND (NOT $6 OR d.call_key IS NULL OR (
+                     NOT EXISTS (SELECT 1 FROM deliveries p
+                       WHERE p.tenant = d.tenant AND p.destination = d.destination AND p.call_key = d.call_key
+                         AND p.state = 0 AND p.id <> d.id
+                         AND ((p.lease_token IS NOT NULL AND p.due_at > $3)
+                              OR CASE WHEN p.seq IS NULL OR d.seq IS NULL OR p.seq = d.seq THEN p.id < d.id
+                                      ELSE p.seq < d.seq END))
+                     AND (d.seq IS NULL OR d.hold_until <= $3 OR d.seq <= (SELECT coalesce(max(f.seq) + 1, 0)
+                       FROM deliveries f WHERE f.tenant = d.tenant AND f.destination = d.destination
+                         AND f.call_key = d.call_key AND f.state <> 0))))
+                 ORDER BY d.due_at LIMIT $4
+                 FOR UPDATE OF d SKIP LOCKED",
+            )
+            .await
+            .map_err(pg_error)?;
+        let mut claim = Claim::default();
+        let mut leased: Vec<i64> = Vec::new();
+        for _ in 0..STALE_PASSES {
+            let limit = (request.limit - leased.len()) as i64;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                [&request.tenant, &request.destination, &now, &limit, &rules.supersede, &rules.ordered];
+            let candidates = tx.query(&candidates_sql, &params).await.map_err(pg_error)?;
+            if candidates.is_empty() {
+                break;
+            }
+            let (mut ended_ids, mut ended_states, mut reasons) = (Vec::new(), Vec::new(), Vec::new());
+            let mut picked = Vec::new();
+            for row in &candidates {
+                let id: i64 = row.get(0);
+                match super::stale(&rules, row.get(2), row.get(3), now - row.get::<_, i64>(1)) {
+                    Some((state, reason)) => {
+                        match state {
+                            DeliveryState::Superseded => claim.superseded += 1,
+                            _ => claim.expired += 1,
+                        }
+                        ended_ids.push(id);
+                        ended_states.push(state.code() as i16);
+                        reasons.push(reason);
+                    }
+                    None => picked.push(id),
+                }
+            }
+            if !ended_ids.is_empty() {
+                tx.execute(
+                    "UPDATE deliveries d SET state = x.s, last_error = x.r, finished_at = $4, due_at = $4,
+                         claimed_by = NULL, lease_token = NULL
+                     FROM unnest($1::int8[], $2::int2[], $3::text[]) AS x(id, s, r) WHERE d.id = x.id",
+                    &[&ended_ids, &ended_states, &reasons, &now],
+                )
+                .await
+                .map_err(pg_error)?;
+            }
+            if !picked.is_empty() {
+                tx.execute(
+                    "UPDATE deliveries SET due_at = $2, claimed_by = $3, lease_token = $4 WHERE id = ANY($1)",
+                    &[&picked, &lease_until, &self.node, &token],
+                )
+                .await
+                .map_err(pg_error)?;
+                leased.extend(picked);
+            }
+            if ended_ids.is_empty() || leased.len() >= request.limit {
+                break;
+            }
+        }
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {CLAIMED_COLUMNS} FROM deliveries d LEFT JOIN events e ON e.id = d.event_id
+                     WHERE d.id = ANY($1) ORDER BY d.id"
+                ),
+                &[&leased],
+            )
+            .await
+            .map_err(pg_error)?;
+        let (deliveries, dead) = claimed(&*tx, &rows, now).await?;
+        // Deliveries waiting for their call's turn are not due to the worker (see SQLite).
+        let next_due: Option<i64> = tx
+            .query_one(
+                "SELECT min(CASE WHEN due_at > $3 THEN due_at ELSE hold_until END) FROM deliveries
+                 WHERE tenant = $1 AND destination = $2 AND state = 0 AND (due_at > $3 OR hold_until > $3)
+                   AND NOT EXISTS (SELECT 1 FROM paused p WHERE p.tenant = $1 AND p.destination = $2)",
+                &[&request.tenant, &request.destination, &now],
+            )
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        tx.commit().await.map_err(pg_error)?;
+        claim.deliveries = deliveries;
+        claim.dead = dead;
+        claim.next_due = next_due;
+        self.finished_at_claim(&claim);
+        Ok(claim)
+    }
+
+    /// This node's pending count loses what a claim finished unsent (the shared count is
+    /// read back every `PENDING_REFRESH` anyway).
+    fn finished_at_claim(&self, claim: &Claim) {
+        let ended = claim.ended();
+        if ended > 0 {
+            let _ = self.pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(ended)));
+        }
+    }
+}
+
 /// A replay is a new attempt series: attempts restart (their rows keep their numbers), as
 /// does the retry deadline.
 const REPLAY: &str = "UPDATE deliveries SET state = 0, due_at = $1, created_at = $1, series_start = attempts,
@@ -233,6 +413,9 @@ impl Store for PgStore {
     }
 
     async fn claim(&self, request: ClaimRequest) -> Result<Claim, StoreError> {
+        if request.calls.by_call() {
+            return self.claim_by_call(request).await;
+        }
         let now = now_ms();
         let lease_until = now + request.lease.as_millis() as i64;
         let limit = request.limit as i64;
@@ -256,33 +439,8 @@ impl Store for PgStore {
                 &[&request.tenant, &request.destination, &now, &limit, &lease_until, &self.node],
             )
             .await?;
-        // A delivery whose event is gone ends dead with the reason, not re-claimed forever.
-        let missing: Vec<i64> = rows.iter().filter(|r| r.get::<_, bool>(9)).map(|r| r.get(0)).collect();
-        if !missing.is_empty() {
-            tracing::error!(deliveries = ?missing, "deliveries ended dead: their event is no longer stored");
-            self.query(
-                "UPDATE deliveries SET state = 2, finished_at = $2, due_at = $2, claimed_by = NULL,
-                     lease_token = NULL, last_error = 'not sent: the delivery''s event is no longer stored'
-                 WHERE id = ANY($1) AND state = 0",
-                &[&missing, &now],
-            )
-            .await?;
-        }
-        let deliveries = rows
-            .iter()
-            .filter(|r| !r.get::<_, bool>(9))
-            .map(|r| ClaimedDelivery {
-                id: r.get(0),
-                lease: r.get(1),
-                event_id: r.get(2),
-                attempt: r.get::<_, i32>(3).max(0) as u32 + 1,
-                created_at: r.get(4),
-                content_type: r.get(5),
-                query: r.get(6),
-                body: Bytes::from(r.get::<_, Vec<u8>>(7)),
-                normalized: r.get(8),
-            })
-            .collect();
+        let client = self.client().await?;
+        let (deliveries, dead) = claimed(&**client, &rows, now).await?;
         let next_due = self
             .query(
                 // Paused (perhaps by another node): nothing is due, the worker polls.
@@ -293,7 +451,9 @@ impl Store for PgStore {
             .await?
             .first()
             .and_then(|r| r.get(0));
-        Ok(Claim { deliveries, next_due, dead: missing.len() as u64 })
+        let claim = Claim { deliveries, next_due, dead, ..Claim::default() };
+        self.finished_at_claim(&claim);
+        Ok(claim)
     }
 
     async fn complete(&self, completion: Completion) -> Result<bool, StoreError> {
@@ -432,6 +592,8 @@ impl Store for PgStore {
                 DeliveryState::Pending => stats.pending = count,
                 DeliveryState::Delivered => stats.delivered = count,
                 DeliveryState::Dead => stats.dead = count,
+                DeliveryState::Superseded => stats.superseded = count,
+                DeliveryState::Expired => stats.expired = count,
             }
         }
         stats.per_destination = self
@@ -500,7 +662,7 @@ impl Store for PgStore {
             .query(
                 "WITH doomed AS (
                     SELECT id FROM deliveries
-                    WHERE (state = 1 AND finished_at < $1) OR (state = 2 AND finished_at < $2)
+                    WHERE (state IN (1, 3, 4) AND finished_at < $1) OR (state = 2 AND finished_at < $2)
                     LIMIT $3 FOR UPDATE SKIP LOCKED),
                  a AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM doomed) RETURNING 1),
                  d AS (DELETE FROM deliveries WHERE id IN (SELECT id FROM doomed) RETURNING 1)

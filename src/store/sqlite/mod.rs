@@ -293,6 +293,7 @@ mod tests {
             body: bytes::Bytes::from_static(b"{}"),
             normalized: "{}".into(),
             destinations: vec!["d".into()],
+            call: None,
             dedupe: Vec::new(),
             call_id: None,
         }

@@ -117,6 +117,8 @@ pub fn queue_stats(conn: &Connection) -> rusqlite::Result<QueueStats> {
             DeliveryState::Pending => stats.pending = count,
             DeliveryState::Delivered => stats.delivered = count,
             DeliveryState::Dead => stats.dead = count,
+            DeliveryState::Superseded => stats.superseded = count,
+            DeliveryState::Expired => stats.expired = count,
         }
     }
     stats.per_destination = conn

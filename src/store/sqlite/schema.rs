@@ -68,6 +68,13 @@ const MIGRATIONS: &[&str] = &[
         node TEXT PRIMARY KEY,
         checked_at INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 5: per-call delivery: the call a delivery belongs to, its status's rank, the provider's
+    // sequence and how long an early event waits. Set only for destinations that go by call.
+    "ALTER TABLE deliveries ADD COLUMN call_key TEXT;
+    ALTER TABLE deliveries ADD COLUMN status_rank INTEGER;
+    ALTER TABLE deliveries ADD COLUMN seq INTEGER;
+    ALTER TABLE deliveries ADD COLUMN hold_until INTEGER;
+    CREATE INDEX deliveries_call ON deliveries (tenant, destination, call_key, id) WHERE call_key IS NOT NULL;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

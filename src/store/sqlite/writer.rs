@@ -15,7 +15,9 @@ use uuid::Uuid;
 
 use crate::store::AttemptRecord;
 use crate::store::admin::ReplayFilter;
-use crate::store::{Claim, ClaimRequest, ClaimedDelivery, Committed, Completion, NewEvent, StoreError, now_ms};
+use crate::store::{
+    Claim, ClaimRequest, ClaimedDelivery, Committed, Completion, DeliveryState, NewEvent, StoreError, now_ms,
+};
 
 const MAX_BATCH: usize = 1024;
 
@@ -144,7 +146,7 @@ impl Writer {
                 Ok(Done::Committed { deliveries }) => added += deliveries,
                 Ok(Done::Admin { replayed, .. }) => added += replayed,
                 Ok(Done::Completed { terminal: true, .. }) => finished += 1,
-                Ok(Done::Claimed(claim)) => finished += claim.dead,
+                Ok(Done::Claimed(claim)) => finished += claim.ended(),
                 _ => {}
             }
         }
@@ -363,7 +365,7 @@ fn admin(tx: &Connection, write: &Write, now: i64) -> rusqlite::Result<Done> {
         Write::Purge { delivered_before, dead_before, batch } => {
             let ids: Vec<i64> = tx
                 .prepare_cached(
-                    "SELECT id FROM deliveries WHERE (state = 1 AND finished_at < ?1) OR (state = 2 AND finished_at < ?2) LIMIT ?3",
+                    "SELECT id FROM deliveries WHERE (state IN (1, 3, 4) AND finished_at < ?1) OR (state = 2 AND finished_at < ?2) LIMIT ?3",
                 )?
                 .query_map(params![delivered_before, dead_before, *batch as i64], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
@@ -431,27 +433,152 @@ fn commit(tx: &Connection, event: &NewEvent) -> rusqlite::Result<Done> {
     let mut insert = tx.prepare_cached(
         "INSERT INTO deliveries (event_id, tenant, destination, created_at, due_at) VALUES (?1, ?2, ?3, ?4, ?4)",
     )?;
-    for destination in &event.destinations {
-        insert.execute(params![event.id.as_bytes(), event.tenant, destination, event.received_at])?;
+    for target in event.destinations.iter().filter(|t| !t.by_call || event.call.is_none()) {
+        insert.execute(params![event.id.as_bytes(), event.tenant, target.destination, event.received_at])?;
+    }
+    if let Some(call) = &event.call {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO deliveries (event_id, tenant, destination, created_at, due_at, call_key, status_rank, seq, hold_until)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        let (seq, hold_until) = call.sequence.unzip();
+        for target in event.destinations.iter().filter(|t| t.by_call) {
+            insert.execute(params![
+                event.id.as_bytes(),
+                event.tenant,
+                target.destination,
+                event.received_at,
+                call.key,
+                call.rank,
+                seq,
+                hold_until
+            ])?;
+        }
     }
     Ok(Done::Committed { deliveries: event.destinations.len() as u64 })
 }
 
+/// A leased delivery: id, event id, attempts in this series, created at.
+type Leased = (i64, Vec<u8>, u32, i64);
+
+/// How many times one claim looks again for a call's next delivery after ending stale
+/// ones (a call whose ringing, in-progress and completed all waited ends two, then sends one).
+const STALE_PASSES: usize = 8;
+
 fn claim(tx: &Connection, request: &ClaimRequest, now: i64, node: &str, lease: i64) -> rusqlite::Result<Claim> {
     let lease_until = now + request.lease.as_millis() as i64;
-    let mut claimed = tx.prepare_cached(
-        "UPDATE deliveries SET due_at = ?5, claimed_by = ?6, lease_token = ?7
-         WHERE id IN (SELECT id FROM deliveries
-                      WHERE tenant = ?1 AND destination = ?2 AND state = 0 AND due_at <= ?3
-                      ORDER BY due_at LIMIT ?4)
-         RETURNING id, event_id, attempts - series_start, created_at",
-    )?;
-    let rows = claimed
+    let mut claim = Claim::default();
+    let rows = if request.calls.by_call() {
+        lease_by_call(tx, request, now, node, lease, &mut claim)?
+    } else {
+        tx.prepare_cached(
+            "UPDATE deliveries SET due_at = ?5, claimed_by = ?6, lease_token = ?7
+             WHERE id IN (SELECT id FROM deliveries
+                          WHERE tenant = ?1 AND destination = ?2 AND state = 0 AND due_at <= ?3
+                          ORDER BY due_at LIMIT ?4)
+             RETURNING id, event_id, attempts - series_start, created_at",
+        )?
         .query_map(
             params![request.tenant, request.destination, now, request.limit as i64, lease_until, node, lease],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?, r.get::<_, i64>(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<rusqlite::Result<Vec<Leased>>>()?
+    };
+    load(tx, request, rows, now, lease, claim)
+}
+
+/// Leases due deliveries of a destination that goes by call. With `ordered`, only a call's
+/// first pending delivery (by provider sequence, then commit order) is due, and none while
+/// another of the call is in flight; an early event of a sequenced call waits until its
+/// `hold_until` unless it follows the last one finished. Stale ones (superseded, expired)
+/// end here, unsent, and the call's next is looked for again.
+fn lease_by_call(
+    tx: &Connection,
+    request: &ClaimRequest,
+    now: i64,
+    node: &str,
+    lease: i64,
+    claim: &mut Claim,
+) -> rusqlite::Result<Vec<Leased>> {
+    let rules = request.calls;
+    let lease_until = now + request.lease.as_millis() as i64;
+    let mut leased = Vec::new();
+    for _ in 0..STALE_PASSES {
+        let candidates = tx
+            .prepare_cached(
+                "SELECT d.id, d.event_id, d.attempts - d.series_start, d.created_at, d.status_rank,
+                   CASE WHEN ?5 AND d.status_rank IS NOT NULL THEN
+                     (SELECT s.event_id FROM deliveries s
+                      WHERE s.tenant = d.tenant AND s.destination = d.destination AND s.call_key = d.call_key
+                        AND s.id != d.id AND s.status_rank > d.status_rank AND s.state IN (0, 1)
+                      ORDER BY s.state DESC, s.id LIMIT 1) END
+                 FROM deliveries d
+                 WHERE d.tenant = ?1 AND d.destination = ?2 AND d.state = 0 AND d.due_at <= ?3
+                   AND (NOT ?6 OR d.call_key IS NULL OR (
+                     NOT EXISTS (SELECT 1 FROM deliveries p
+                       WHERE p.tenant = d.tenant AND p.destination = d.destination AND p.call_key = d.call_key
+                         AND p.state = 0 AND p.id != d.id
+                         AND ((p.lease_token IS NOT NULL AND p.due_at > ?3)
+                              OR CASE WHEN p.seq IS NULL OR d.seq IS NULL OR p.seq = d.seq THEN p.id < d.id
+                                      ELSE p.seq < d.seq END))
+                     AND (d.seq IS NULL OR d.hold_until <= ?3 OR d.seq <= (SELECT coalesce(max(f.seq) + 1, 0)
+                       FROM deliveries f WHERE f.tenant = d.tenant AND f.destination = d.destination
+                         AND f.call_key = d.call_key AND f.state != 0))))
+                 ORDER BY d.due_at LIMIT ?4",
+            )?
+            .query_map(
+                params![
+                    request.tenant,
+                    request.destination,
+                    now,
+                    (request.limit - leased.len()) as i64,
+                    rules.supersede,
+                    rules.ordered
+                ],
+                |r| {
+                    Ok((
+                        (r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?, r.get::<_, i64>(3)?),
+                        r.get::<_, Option<i16>>(4)?,
+                        r.get::<_, Option<Vec<u8>>>(5)?,
+                    ))
+                },
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if candidates.is_empty() {
+            break;
+        }
+        let mut ended = 0;
+        for (row, rank, later) in candidates {
+            let later = later.and_then(|id| Uuid::from_slice(&id).ok());
+            if let Some((state, reason)) = crate::store::stale(&rules, rank, later, now - row.3) {
+                end(tx, row.0, state, now, &reason)?;
+                match state {
+                    DeliveryState::Superseded => claim.superseded += 1,
+                    _ => claim.expired += 1,
+                }
+                ended += 1;
+                continue;
+            }
+            tx.prepare_cached("UPDATE deliveries SET due_at = ?2, claimed_by = ?3, lease_token = ?4 WHERE id = ?1")?
+                .execute(params![row.0, lease_until, node, lease])?;
+            leased.push(row);
+        }
+        if ended == 0 || leased.len() >= request.limit {
+            break;
+        }
+    }
+    Ok(leased)
+}
+
+/// Reads the leased deliveries' events and the destination's next due time.
+fn load(
+    tx: &Connection,
+    request: &ClaimRequest,
+    rows: Vec<Leased>,
+    now: i64,
+    lease: i64,
+    mut claim: Claim,
+) -> rusqlite::Result<Claim> {
     let mut event = tx.prepare_cached("SELECT content_type, query, body, normalized FROM events WHERE id = ?1")?;
     let mut deliveries = Vec::with_capacity(rows.len());
     let mut dead = 0;
@@ -471,12 +598,12 @@ fn claim(tx: &Connection, request: &ClaimRequest, now: i64, node: &str, lease: i
         let (event_id, (content_type, query, body, normalized)) = match (Uuid::from_slice(&event_id), stored) {
             (Ok(event_id), Some(stored)) => (event_id, stored),
             (Err(_), _) => {
-                end_dead(tx, id, now, "not sent: the stored event id is not a UUID")?;
+                end_undecodable(tx, id, now, "not sent: the stored event id is not a UUID")?;
                 dead += 1;
                 continue;
             }
             (Ok(_), None) => {
-                end_dead(tx, id, now, "not sent: the delivery's event is no longer stored")?;
+                end_undecodable(tx, id, now, "not sent: the delivery's event is no longer stored")?;
                 dead += 1;
                 continue;
             }
@@ -494,20 +621,37 @@ fn claim(tx: &Connection, request: &ClaimRequest, now: i64, node: &str, lease: i
         });
     }
     deliveries.sort_unstable_by_key(|d| d.id);
-    let next_due = tx
-        .prepare_cached("SELECT min(due_at) FROM deliveries WHERE tenant = ?1 AND destination = ?2 AND state = 0")?
-        .query_row(params![request.tenant, request.destination], |r| r.get(0))?;
-    Ok(Claim { deliveries, next_due, dead })
+    claim.next_due = if request.calls.by_call() {
+        // Deliveries due but waiting for their call's turn are not "due" to the worker: it is
+        // woken when the call's delivery in flight finishes, or at the next retry, lease
+        // expiry or end of a reorder hold.
+        tx.prepare_cached(
+            "SELECT min(CASE WHEN due_at > ?3 THEN due_at ELSE hold_until END) FROM deliveries
+             WHERE tenant = ?1 AND destination = ?2 AND state = 0 AND (due_at > ?3 OR hold_until > ?3)",
+        )?
+        .query_row(params![request.tenant, request.destination, now], |r| r.get(0))?
+    } else {
+        tx.prepare_cached("SELECT min(due_at) FROM deliveries WHERE tenant = ?1 AND destination = ?2 AND state = 0")?
+            .query_row(params![request.tenant, request.destination], |r| r.get(0))?
+    };
+    claim.deliveries = deliveries;
+    claim.dead = dead;
+    Ok(claim)
 }
 
-fn end_dead(tx: &Connection, delivery: i64, now: i64, reason: &str) -> rusqlite::Result<()> {
+fn end_undecodable(tx: &Connection, delivery: i64, now: i64, reason: &str) -> rusqlite::Result<()> {
     tracing::error!(delivery, reason, "delivery ended dead: its stored data does not decode");
+    end(tx, delivery, DeliveryState::Dead, now, reason)
+}
+
+/// Finishes a delivery at a claim, unsent, with the reason.
+fn end(tx: &Connection, delivery: i64, state: DeliveryState, now: i64, reason: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "UPDATE deliveries SET state = 2, finished_at = ?2, due_at = ?2, last_error = ?3,
+        "UPDATE deliveries SET state = ?4, finished_at = ?2, due_at = ?2, last_error = ?3,
              claimed_by = NULL, lease_token = NULL
          WHERE id = ?1",
     )?
-    .execute(params![delivery, now, reason])?;
+    .execute(params![delivery, now, reason, state.code()])?;
     Ok(())
 }
 
