@@ -101,7 +101,8 @@ fn parse_time(v: &str) -> Option<i64> {
 }
 
 fn state(v: &str) -> Result<DeliveryState, ApiError> {
-    DeliveryState::parse(v).ok_or_else(|| ApiError::BadRequest("state must be pending, delivered or dead".into()))
+    DeliveryState::parse(v)
+        .ok_or_else(|| ApiError::BadRequest("state must be pending, delivered, dead, superseded or expired".into()))
 }
 
 fn rfc3339(ms: i64) -> String {

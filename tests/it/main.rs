@@ -2,6 +2,7 @@
 //! HTTP clients and capturing receivers on loopback, over a real SQLite file.
 
 mod attacks;
+mod calls;
 mod cli;
 mod cluster;
 mod crash;

@@ -276,13 +276,14 @@ impl PgStore {
         let rules = request.calls;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 17))",
-            &[&request.tenant, &request.destination],
-        )
-        .await
-        .map_err(pg_error)?;
-        let token: i64 = tx.query_one("SELECT nextval('lease_tokens')", &[]).await.map_err(pg_error)?.get(0);
+        let token: i64 = tx
+            .query_one(
+                "SELECT nextval('lease_tokens') FROM pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 17))",
+                &[&request.tenant, &request.destination],
+            )
+            .await
+            .map_err(pg_error)?
+            .get(0);
         let candidates_sql = tx
             .prepare_cached(
                 "SELECT d.id, d.created_at, d.status_rank,
@@ -310,7 +311,7 @@ impl PgStore {
             .await
             .map_err(pg_error)?;
         let mut claim = Claim::default();
-        let mut leased: Vec<i64> = Vec::new();
+        let mut leased: Vec<Row> = Vec::new();
         for _ in 0..STALE_PASSES {
             let limit = (request.limit - leased.len()) as i64;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
@@ -347,32 +348,32 @@ impl PgStore {
                 .map_err(pg_error)?;
             }
             if !picked.is_empty() {
-                tx.execute(
-                    "UPDATE deliveries SET due_at = $2, claimed_by = $3, lease_token = $4 WHERE id = ANY($1)",
-                    &[&picked, &lease_until, &self.node, &token],
-                )
-                .await
-                .map_err(pg_error)?;
-                leased.extend(picked);
+                // Leased and read with their events in one round trip.
+                let rows = tx
+                    .query(
+                        &format!(
+                            "WITH d AS (UPDATE deliveries SET due_at = $2, claimed_by = $3, lease_token = $4
+                                 WHERE id = ANY($1) RETURNING *)
+                             SELECT {CLAIMED_COLUMNS} FROM d LEFT JOIN events e ON e.id = d.event_id ORDER BY d.id"
+                        ),
+                        &[&picked, &lease_until, &self.node, &token],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                leased.extend(rows);
             }
             if ended_ids.is_empty() || leased.len() >= request.limit {
                 break;
             }
         }
-        let rows = tx
-            .query(
-                &format!(
-                    "SELECT {CLAIMED_COLUMNS} FROM deliveries d LEFT JOIN events e ON e.id = d.event_id
-                     WHERE d.id = ANY($1) ORDER BY d.id"
-                ),
-                &[&leased],
-            )
-            .await
-            .map_err(pg_error)?;
-        let (deliveries, dead) = claimed(&*tx, &rows, now).await?;
-        // Deliveries waiting for their call's turn are not due to the worker (see SQLite).
-        let next_due: Option<i64> = tx
-            .query_one(
+        leased.sort_by_key(|r| r.get::<_, i64>(0));
+        let (deliveries, dead) = claimed(&*tx, &leased, now).await?;
+        // Deliveries waiting for their call's turn are not due to the worker (see SQLite);
+        // only asked when nothing was claimed, as the worker only looks at it then.
+        let next_due: Option<i64> = if !deliveries.is_empty() {
+            None
+        } else {
+            tx.query_one(
                 "SELECT min(CASE WHEN due_at > $3 THEN due_at ELSE hold_until END) FROM deliveries
                  WHERE tenant = $1 AND destination = $2 AND state = 0 AND (due_at > $3 OR hold_until > $3)
                    AND NOT EXISTS (SELECT 1 FROM paused p WHERE p.tenant = $1 AND p.destination = $2)",
@@ -380,7 +381,8 @@ impl PgStore {
             )
             .await
             .map_err(pg_error)?
-            .get(0);
+            .get(0)
+        };
         tx.commit().await.map_err(pg_error)?;
         claim.deliveries = deliveries;
         claim.dead = dead;

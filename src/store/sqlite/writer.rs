@@ -624,7 +624,11 @@ fn load(
     claim.next_due = if request.calls.by_call() {
         // Deliveries due but waiting for their call's turn are not "due" to the worker: it is
         // woken when the call's delivery in flight finishes, or at the next retry, lease
-        // expiry or end of a reorder hold.
+        // expiry or end of a reorder hold. Only asked when nothing was claimed: the worker
+        // looks at it only then, and it reads every pending delivery of the destination.
+        if !deliveries.is_empty() {
+            return Ok(Claim { deliveries, dead, ..claim });
+        }
         tx.prepare_cached(
             "SELECT min(CASE WHEN due_at > ?3 THEN due_at ELSE hold_until END) FROM deliveries
              WHERE tenant = ?1 AND destination = ?2 AND state = 0 AND (due_at > ?3 OR hold_until > ?3)",

@@ -22,6 +22,10 @@ pub struct Captured {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
+    /// When the answer went back (after the reply's delay).
+    pub answered: Instant,
+    /// The status it was answered with.
+    pub status: u16,
 }
 
 impl Captured {
@@ -158,6 +162,8 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<serve
         headers: parts.headers,
         body,
         at: Instant::now(),
+        answered: Instant::now(),
+        status: 0,
     };
     let script = state.script.lock().unwrap().clone();
     let before = state.requests.lock().unwrap().iter().filter(|r| r.path() == captured.path()).count();
@@ -166,6 +172,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<serve
         tokio::time::sleep(reply.delay).await;
     }
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let captured = Captured { answered: Instant::now(), status: reply.status, ..captured };
     {
         let mut requests = state.requests.lock().unwrap();
         requests.push(captured);
