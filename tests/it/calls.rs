@@ -162,7 +162,7 @@ async fn ordered_calls_keep_commit_order_and_a_call_in_retries_holds_no_other(st
         let (call, n) = mark(request);
         let number: usize = call.trim_start_matches("call-").parse().unwrap();
         // Event 1 of every seventh call fails twice, then goes through.
-        if request.path() == "/flaky" && number % 7 == 0 && n == 1 {
+        if request.path() == "/flaky" && number.is_multiple_of(7) && n == 1 {
             let mut failed = failures.lock().unwrap();
             let count = failed.entry(call).or_default();
             if *count < 2 {
