@@ -14,6 +14,7 @@ mod health;
 mod hostile;
 mod isolation;
 mod operate;
+mod ordering_model;
 mod outage;
 mod respond;
 mod seeds;
