@@ -1052,6 +1052,11 @@ fn sequence(file: &mut File, raw: &raw::Source) -> Option<SequenceOrder> {
         }
         return None;
     }
+    let window = file.duration(&raw.reorder_window, Duration::from_secs(2));
+    if window > MAX_REORDER_WINDOW {
+        let span = raw.reorder_window.as_ref().map_or(raw.id.span(), |w| w.span());
+        file.error(span, "reorder_window must be at most 1m");
+    }
     let Some(field) = &raw.sequence else {
         let span = raw.order_by.as_ref().map_or(raw.id.span(), |o| o.span());
         file.error(
@@ -1066,11 +1071,6 @@ fn sequence(file: &mut File, raw: &raw::Source) -> Option<SequenceOrder> {
         }
         return None;
     };
-    let window = file.duration(&raw.reorder_window, Duration::from_secs(2));
-    if window > MAX_REORDER_WINDOW {
-        let span = raw.reorder_window.as_ref().map_or(raw.id.span(), |w| w.span());
-        file.error(span, "reorder_window must be at most 1m");
-    }
     Some(SequenceOrder { path, window: window.min(MAX_REORDER_WINDOW) })
 }
 
@@ -1184,6 +1184,77 @@ mod tests {
         at(10, 11, "invalid duration");
         at(11, 29, "initial_backoff must not exceed max_backoff");
         assert_eq!(errors.len(), 5, "{shown:#?}");
+    }
+
+    #[test]
+    fn call_rules_load_and_their_mistakes_point_at_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(dir.path(), "switchboard.toml", MAIN);
+        let tenant = |source: &str, destination: &str| {
+            format!(
+                "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{{ scheme = \"none\" }}]\n{source}\n\
+                 [[destination]]\nid = \"crm\"\nurl = \"https://crm.example/\"\n{destination}\n"
+            )
+        };
+        write(
+            dir.path(),
+            "tenants/acme.toml",
+            &tenant(
+                "call_key = \"payload.data.call_sid\"\norder_by = \"provider_sequence\"\nsequence = \"payload.SequenceNumber\"\nreorder_window = \"3s\"",
+                "ordering = \"per_call\"\nsupersede = true\nlive_ttl = \"2m\"",
+            ),
+        );
+        let config = load(&main).unwrap();
+        let acme = &config.tenants["acme"];
+        let calls = acme.destinations[0].calls;
+        assert_eq!(calls, CallRules { ordered: true, supersede: true, live_ttl: Some(Duration::from_secs(120)) });
+        let source = acme.source("s").unwrap();
+        assert_eq!(source.call_key, CallKey::Payload(vec!["data".into(), "call_sid".into()]));
+        let sequence = source.sequence.as_ref().unwrap();
+        assert_eq!(
+            (sequence.path.as_slice(), sequence.window),
+            (&["SequenceNumber".to_string()][..], Duration::from_secs(3))
+        );
+
+        // Defaults: the call id, arrival order, nothing by call.
+        write(dir.path(), "tenants/acme.toml", &tenant("", ""));
+        let config = load(&main).unwrap();
+        let acme = &config.tenants["acme"];
+        assert!(!acme.destinations[0].calls.by_call());
+        assert_eq!(acme.source("s").unwrap().call_key, CallKey::Field(Field::Id));
+        assert!(acme.source("s").unwrap().sequence.is_none());
+
+        write(
+            dir.path(),
+            "tenants/acme.toml",
+            &tenant(
+                "call_key = \"started_at\"\norder_by = \"provider_sequence\"\nreorder_window = \"5m\"",
+                "ordering = \"fifo\"\nlive_ttl = \"soon\"",
+            ),
+        );
+        let errors = load(&main).unwrap_err().to_string();
+        for expected in [
+            "acme.toml:6:12: call_key \"started_at\" is not a normalized field",
+            "acme.toml:7:12: order_by = \"provider_sequence\" needs `sequence`",
+            "acme.toml:12:12: ordering must be \"none\" or \"per_call\", not \"fifo\"",
+            "acme.toml:13:12: invalid duration \"soon\"",
+        ] {
+            assert!(errors.contains(expected), "{expected}\n{errors}");
+        }
+        write(
+            dir.path(),
+            "tenants/acme.toml",
+            &tenant("order_by = \"provider_sequence\"\nsequence = \"SequenceNumber\"\nreorder_window = \"5m\"", ""),
+        );
+        let errors = load(&main).unwrap_err().to_string();
+        assert!(
+            errors.contains("acme.toml:7:12: sequence must name a payload field: \"payload.SequenceNumber\""),
+            "{errors}"
+        );
+        assert!(errors.contains("acme.toml:8:18: reorder_window must be at most 1m"), "{errors}");
+        write(dir.path(), "tenants/acme.toml", &tenant("reorder_window = \"2s\"", ""));
+        let errors = load(&main).unwrap_err().to_string();
+        assert!(errors.contains("acme.toml:6:18: `reorder_window` applies only with order_by"), "{errors}");
     }
 
     #[test]

@@ -71,6 +71,41 @@ mod tests {
     use crate::normalize::Status;
 
     #[test]
+    fn the_call_place_comes_from_the_sources_key_and_sequence() {
+        use crate::config::{CallKey, SequenceOrder, Source};
+        let mut payload = Payload::default();
+        payload.merge_json(br#"{"data": {"sid": "CA1", "seq": "7"}, "n": 3}"#).unwrap();
+        let event = CallEvent { id: Some("leg-1".into()), status: Status::Ringing, ..CallEvent::default() };
+        let mut source = Source {
+            id: "s".into(),
+            provider: crate::config::Provider::Generic,
+            response: None,
+            destinations: Vec::new(),
+            timezone: jiff::tz::TimeZone::UTC,
+            dedupe_window: None,
+            auth: Vec::new(),
+            rate_limit: None,
+            responder: None,
+            call_key: CallKey::Field(Field::Id),
+            sequence: None,
+        };
+        let place = call_place(&source, &payload, &event, 1000).unwrap();
+        assert_eq!(place, CallPlace { key: "leg-1".into(), rank: Some(2), sequence: None });
+        source.call_key = CallKey::Payload(vec!["data".into(), "sid".into()]);
+        let window = std::time::Duration::from_secs(2);
+        source.sequence = Some(SequenceOrder { path: vec!["data".into(), "seq".into()], window });
+        let place = call_place(&source, &payload, &event, 1000).unwrap();
+        assert_eq!(place, CallPlace { key: "CA1".into(), rank: Some(2), sequence: Some((7, 3000)) });
+        // A number is a key too; a missing key means no call; a missing sequence, arrival order.
+        source.call_key = CallKey::Payload(vec!["n".into()]);
+        source.sequence = Some(SequenceOrder { path: vec!["missing".into()], window });
+        assert_eq!(call_place(&source, &payload, &event, 1000).unwrap().key, "3");
+        assert_eq!(call_place(&source, &payload, &event, 1000).unwrap().sequence, None);
+        source.call_key = CallKey::Payload(vec!["nope".into()]);
+        assert_eq!(call_place(&source, &payload, &event, 1000), None);
+    }
+
+    #[test]
     fn when_needs_every_field_to_match_one_value() {
         let when =
             When(vec![(Field::Status, vec!["completed".into(), "busy".into()]), (Field::Event, vec!["report".into()])]);

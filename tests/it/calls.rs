@@ -46,6 +46,7 @@ both_stores!(
     ordered_calls_keep_commit_order_and_a_call_in_retries_holds_no_other,
     a_destination_back_from_an_outage_gets_each_calls_backlog_in_order,
     a_status_the_call_has_left_is_superseded_and_a_stale_live_one_expires,
+    provider_sequence_puts_shuffled_callbacks_back_in_order,
 );
 
 /// A TeleCMI source (dedupe off: the tests send many events per call) and the given
@@ -400,4 +401,65 @@ async fn two_nodes_never_send_two_events_of_one_call_at_once() {
         receiver.wait_until(Duration::from_secs(60), "every event delivered", |r| r.len() >= CALLS * EVENTS).await;
     assert_in_order(&requests, "/crm", CALLS, EVENTS as u64);
     assert!(receiver.max_concurrent() > 1, "calls went out in parallel; only one call's were serialized");
+}
+
+/// Twilio-style form callbacks carrying `SequenceNumber`, sent shuffled (2, 0, 1 for
+/// every call): the source orders by the provider's sequence, so the destination gets 0, 1,
+/// 2; the early 2 waited for the others rather than for its whole window.
+async fn provider_sequence_puts_shuffled_callbacks_back_in_order(store_extra: String) {
+    const CALLS: usize = 20;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = format!(
+        "id = \"acme\"\n[[source]]\nid = \"twilio\"\nprovider = \"generic\"\nauth = [{{ scheme = \"none\" }}]\n\
+         call_key = \"payload.CallSid\"\norder_by = \"provider_sequence\"\nsequence = \"payload.SequenceNumber\"\n\
+         reorder_window = \"20s\"\n\
+         [[destination]]\nid = \"crm\"\nurl = \"{}\"\nordering = \"per_call\"\n",
+        receiver.url("/crm")
+    );
+    let gateway = start(dir.path(), &store_extra, &tenant).await;
+    let hook = gateway.hook("acme", "twilio");
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for call in 0..CALLS {
+        let hook = hook.clone();
+        tasks.spawn(async move {
+            let http = client();
+            for (seq, status) in [(2, "completed"), (0, "ringing"), (1, "in-progress")] {
+                let body = format!("CallSid=CA{call:04}&CallStatus={status}&SequenceNumber={seq}");
+                let response = http
+                    .post(&hook)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let requests =
+        receiver.wait_until(Duration::from_secs(15), "every callback delivered", |r| r.len() >= CALLS * 3).await;
+    assert!(started.elapsed() < Duration::from_secs(15), "nothing waited out its 20 s window");
+    let mut per_call: HashMap<String, Vec<&Captured>> = HashMap::new();
+    for r in &requests {
+        let body = String::from_utf8_lossy(&r.body).to_string();
+        let sid = body.split('&').find_map(|kv| kv.strip_prefix("CallSid=")).unwrap().to_string();
+        per_call.entry(sid).or_default().push(r);
+    }
+    assert_eq!(per_call.len(), CALLS);
+    for (call, mut list) in per_call {
+        list.sort_by_key(|r| r.at);
+        let order: Vec<String> = list
+            .iter()
+            .map(|r| {
+                let body = String::from_utf8_lossy(&r.body).to_string();
+                body.split('&').find_map(|kv| kv.strip_prefix("SequenceNumber=")).unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(order, ["0", "1", "2"], "{call}");
+    }
 }
