@@ -374,9 +374,13 @@ impl PgStore {
             None
         } else {
             tx.query_one(
-                "SELECT min(CASE WHEN due_at > $3 THEN due_at ELSE hold_until END) FROM deliveries
-                 WHERE tenant = $1 AND destination = $2 AND state = 0 AND (due_at > $3 OR hold_until > $3)
-                   AND NOT EXISTS (SELECT 1 FROM paused p WHERE p.tenant = $1 AND p.destination = $2)",
+                "SELECT min(at) FROM (
+                   SELECT min(due_at) AS at FROM deliveries
+                   WHERE tenant = $1 AND destination = $2 AND state = 0 AND due_at > $3
+                   UNION ALL
+                   SELECT min(hold_until) FROM deliveries
+                   WHERE tenant = $1 AND destination = $2 AND state = 0 AND hold_until IS NOT NULL AND hold_until > $3
+                 ) AS due WHERE NOT EXISTS (SELECT 1 FROM paused p WHERE p.tenant = $1 AND p.destination = $2)",
                 &[&request.tenant, &request.destination, &now],
             )
             .await

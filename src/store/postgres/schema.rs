@@ -75,7 +75,9 @@ const MIGRATIONS: &[&str] = &[
     // 3: per-call delivery, as the embedded store's fifth migration.
     "ALTER TABLE deliveries ADD COLUMN call_key text, ADD COLUMN status_rank smallint,
         ADD COLUMN seq bigint, ADD COLUMN hold_until bigint;
-    CREATE INDEX deliveries_call ON deliveries (tenant, destination, call_key, id) WHERE call_key IS NOT NULL;",
+    CREATE INDEX deliveries_call ON deliveries (tenant, destination, call_key, id) WHERE call_key IS NOT NULL;
+    CREATE INDEX deliveries_hold ON deliveries (tenant, destination, hold_until)
+        WHERE state = 0 AND hold_until IS NOT NULL;",
 ];
 
 pub async fn migrate(client: &mut Client) -> Result<usize, tokio_postgres::Error> {

@@ -74,7 +74,9 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE deliveries ADD COLUMN status_rank INTEGER;
     ALTER TABLE deliveries ADD COLUMN seq INTEGER;
     ALTER TABLE deliveries ADD COLUMN hold_until INTEGER;
-    CREATE INDEX deliveries_call ON deliveries (tenant, destination, call_key, id) WHERE call_key IS NOT NULL;",
+    CREATE INDEX deliveries_call ON deliveries (tenant, destination, call_key, id) WHERE call_key IS NOT NULL;
+    CREATE INDEX deliveries_hold ON deliveries (tenant, destination, hold_until)
+        WHERE state = 0 AND hold_until IS NOT NULL;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

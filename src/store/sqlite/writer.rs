@@ -630,8 +630,12 @@ fn load(
             return Ok(Claim { deliveries, dead, ..claim });
         }
         tx.prepare_cached(
-            "SELECT min(CASE WHEN due_at > ?3 THEN due_at ELSE hold_until END) FROM deliveries
-             WHERE tenant = ?1 AND destination = ?2 AND state = 0 AND (due_at > ?3 OR hold_until > ?3)",
+            "SELECT min(at) FROM (
+               SELECT min(due_at) AS at FROM deliveries
+               WHERE tenant = ?1 AND destination = ?2 AND state = 0 AND due_at > ?3
+               UNION ALL
+               SELECT min(hold_until) FROM deliveries
+               WHERE tenant = ?1 AND destination = ?2 AND state = 0 AND hold_until IS NOT NULL AND hold_until > ?3)",
         )?
         .query_row(params![request.tenant, request.destination, now], |r| r.get(0))?
     } else {
