@@ -5,10 +5,9 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use switchboard::config::{self, Backend, CallRules, Synchronous};
+use switchboard::config::CallRules;
 use switchboard::store::{
-    AttemptRecord, CallPlace, ClaimRequest, ClaimedDelivery, Completion, NewEvent, Next, SqliteStore, Store, Target,
-    now_ms,
+    AttemptRecord, CallPlace, ClaimRequest, ClaimedDelivery, Completion, NewEvent, Next, Target, now_ms,
 };
 use uuid::Uuid;
 
@@ -112,15 +111,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 async fn run(ops: Vec<Op>, rules: CallRules) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("model.db");
-    let config = config::Store {
-        backend: Backend::Sqlite { path: path.clone() },
-        synchronous: Synchronous::Normal,
-        max_size_bytes: None,
-        retention: Duration::from_secs(60),
-        dead_retention: Duration::from_secs(60),
-    };
-    let store = SqliteStore::open(&path, &config, "model").unwrap();
+    let store = crate::store::sqlite(dir.path()).await;
     let mut model: Vec<Delivery> = Vec::new();
     let mut in_flight: Vec<(usize, ClaimedDelivery)> = Vec::new();
     for op in ops {

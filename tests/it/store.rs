@@ -19,9 +19,9 @@ use uuid::Uuid;
 
 use crate::support::postgres::database;
 
-type Shared = Arc<dyn Store>;
+pub(crate) type Shared = Arc<dyn Store>;
 
-async fn sqlite(dir: &std::path::Path) -> Shared {
+pub(crate) async fn sqlite(dir: &std::path::Path) -> Shared {
     let path = dir.join("store.db");
     let config = config::Store {
         backend: Backend::Sqlite { path: path.clone() },
