@@ -83,13 +83,12 @@ fn mark(request: &Captured) -> (String, u64) {
     (body["cmiuuid"].as_str().unwrap().to_string(), body["n"].as_u64().unwrap())
 }
 
-/// Posts each `(call, n, status)` and returns when each was acknowledged, by `(call, n)`.
-/// `lanes` requests go at once; an entry waits for the one before it in its lane.
-async fn send(hook: &str, lanes: Vec<Vec<(usize, usize, &'static str)>>) -> HashMap<(String, u64), Instant> {
-    let acked = Arc::new(Mutex::new(HashMap::new()));
+/// Posts each `(call, n, status)` and checks each was acknowledged. `lanes` requests go at
+/// once; an entry waits for the one before it in its lane.
+async fn send(hook: &str, lanes: Vec<Vec<(usize, usize, &'static str)>>) {
     let mut tasks = tokio::task::JoinSet::new();
     for lane in lanes {
-        let (hook, acked) = (hook.to_string(), acked.clone());
+        let hook = hook.to_string();
         tasks.spawn(async move {
             let http = client();
             for (call, n, status) in lane {
@@ -101,14 +100,12 @@ async fn send(hook: &str, lanes: Vec<Vec<(usize, usize, &'static str)>>) -> Hash
                     .await
                     .unwrap();
                 assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-                acked.lock().unwrap().insert((format!("call-{call}"), n as u64), Instant::now());
             }
         });
     }
     while let Some(done) = tasks.join_next().await {
         done.unwrap();
     }
-    Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
 }
 
 /// Per call: the requests to `path`, in arrival order.
@@ -142,19 +139,15 @@ fn numbers(list: &[&Captured]) -> Vec<(u64, u16)> {
     list.iter().map(|r| (mark(r).1, r.status)).collect()
 }
 
-fn percentile(mut values: Vec<Duration>, p: f64) -> Duration {
-    values.sort();
-    values[((values.len() - 1) as f64 * p).round() as usize]
-}
-
 const CALLS: usize = 200;
 const EVENTS: usize = 3;
 
 /// 200 calls, 3 events each, sent interleaved (each call's events in order, calls shuffled,
 /// 16 at once) to two ordered destinations: `steady` answers every request, `flaky` fails the
 /// first attempts of one event in seven calls. Both get every call in commit order, one
-/// request at a time; while a call waits for its retry, other calls' events are delivered;
-/// and the latency of flaky's untroubled calls stays within 2× of steady's in the same run.
+/// request at a time; and while a call waits for its retry, other calls' events are
+/// delivered to the same destination (no head-of-line blocking, shown by order of arrival,
+/// not by timing).
 async fn ordered_calls_keep_commit_order_and_a_call_in_retries_holds_no_other(store_extra: String) {
     let receiver = Receiver::start().await;
     let failed: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
@@ -178,12 +171,11 @@ async fn ordered_calls_keep_commit_order_and_a_call_in_retries_holds_no_other(st
     let gateway = start(dir.path(), &store_extra, &tenant(&receiver, &[("steady", ordered), ("flaky", ordered)])).await;
     let hook = gateway.hook("acme", "telecmi");
 
-    let mut acked = HashMap::new();
     for n in 0..EVENTS {
         let mut calls: Vec<usize> = (0..CALLS).collect();
         fastrand::shuffle(&mut calls);
         let lanes = calls.chunks(CALLS / 16).map(|c| c.iter().map(|&call| (call, n, "answered")).collect()).collect();
-        acked.extend(send(&hook, lanes).await);
+        send(&hook, lanes).await;
     }
     let total = CALLS * EVENTS;
     let requests = receiver
@@ -212,28 +204,6 @@ async fn ordered_calls_keep_commit_order_and_a_call_in_retries_holds_no_other(st
             .count();
         assert!(others > 0, "{call}: nothing else went out while it waited for its retry");
     }
-
-    // Latency from acknowledgement to delivery, flaky's untroubled calls against steady.
-    let latency = |path: &str, skip_held: bool| -> Vec<Duration> {
-        requests
-            .iter()
-            .filter(|r| r.path() == path && r.status == 200)
-            .filter(|r| !(skip_held && failed.lock().unwrap().contains_key(&mark(r).0)))
-            .map(|r| r.answered.saturating_duration_since(acked[&mark(r)]))
-            .collect()
-    };
-    let (steady, others) = (latency("/steady", false), latency("/flaky", true));
-    let (steady_p90, others_p90) = (percentile(steady.clone(), 0.9), percentile(others.clone(), 0.9));
-    eprintln!(
-        "per-call latency p50/p90: steady {:?}/{steady_p90:?}, flaky's untroubled calls {:?}/{others_p90:?}",
-        percentile(steady, 0.5),
-        percentile(others, 0.5)
-    );
-    // A floor keeps scheduler noise on a loaded machine from failing a millisecond-scale run.
-    assert!(
-        others_p90 <= steady_p90.max(Duration::from_millis(50)) * 2,
-        "calls in retries held the others back: p90 {others_p90:?} against {steady_p90:?}"
-    );
 }
 
 /// The destination fails everything for a while, with each call's backlog growing; once it
