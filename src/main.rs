@@ -9,6 +9,7 @@ use anyhow::Context;
 /// library the gateway links.
 mod cli {
     pub mod client;
+    pub mod providers;
 }
 
 /// mimalloc returns freed memory to the OS within moments; glibc's per-thread arenas kept
@@ -47,17 +48,30 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         tenant: String,
-        #[arg(long)]
-        source: String,
+        /// The source the payload is sent to (with --payload).
+        #[arg(long, requires = "payload", conflicts_with = "provider")]
+        source: Option<String>,
         #[arg(long)]
         destination: String,
         /// A file holding the provider's callback body.
-        #[arg(long)]
-        payload: PathBuf,
+        #[arg(long, requires = "source")]
+        payload: Option<PathBuf>,
+        /// Render one of a provider's embedded callbacks instead (see `switchboard providers`).
+        #[arg(long, requires = "fixture", required_unless_present = "source")]
+        provider: Option<String>,
+        /// The callback's kind, e.g. status-completed.
+        #[arg(long, requires = "provider")]
+        fixture: Option<String>,
         /// The body's type; by default application/x-www-form-urlencoded for .form files and
         /// application/json otherwise.
         #[arg(long)]
         content_type: Option<String>,
+    },
+    /// List the provider profiles: what each normalizes, how it signs, what it expects back,
+    /// and its embedded callbacks for `render --provider P --fixture K`.
+    Providers {
+        /// One provider, with its callbacks in full.
+        name: Option<String>,
     },
     /// List events newest first, or show one event with its deliveries and attempts.
     Events {
@@ -168,8 +182,16 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve { config: "config/switchboard.toml".into() });
     let result = match command {
         Command::Check { config } => return check(&config),
-        Command::Render { config, tenant, source, destination, payload, content_type } => {
-            return render(&config, &tenant, &source, &destination, &payload, content_type);
+        Command::Render { config, tenant, source, destination, payload, provider, fixture, content_type } => {
+            let input = match (source, payload, provider, fixture) {
+                (Some(source), Some(payload), ..) => Input::Payload { source, payload, content_type },
+                (_, _, Some(provider), Some(fixture)) => Input::Fixture { provider, fixture },
+                _ => unreachable!("clap requires --source and --payload, or --provider and --fixture"),
+            };
+            return render(&config, &tenant, &destination, input);
+        }
+        Command::Providers { name } => {
+            return cli::providers::print(name.as_deref());
         }
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(config))),
         Command::Sink { listen, status, quiet } => runtime().and_then(|rt| rt.block_on(sink(listen, status, quiet))),
@@ -202,14 +224,13 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn render(
-    path: &std::path::Path,
-    tenant: &str,
-    source: &str,
-    destination: &str,
-    payload: &std::path::Path,
-    content_type: Option<String>,
-) -> ExitCode {
+enum Input {
+    Payload { source: String, payload: PathBuf, content_type: Option<String> },
+    Fixture { provider: String, fixture: String },
+}
+
+fn render(path: &std::path::Path, tenant: &str, destination: &str, input: Input) -> ExitCode {
+    use switchboard::deliver::preview::{Callback, preview};
     let config = match switchboard::config::load(path) {
         Ok(config) => config,
         Err(errors) => {
@@ -217,22 +238,34 @@ fn render(
             return ExitCode::from(2);
         }
     };
-    let body = match std::fs::read(payload) {
-        Ok(body) => body,
-        Err(e) => {
-            eprintln!("switchboard: cannot read {}: {e}", payload.display());
-            return ExitCode::FAILURE;
+    let rendered = match input {
+        Input::Payload { source, payload, content_type } => {
+            let body = match std::fs::read(&payload) {
+                Ok(body) => body,
+                Err(e) => {
+                    eprintln!("switchboard: cannot read {}: {e}", payload.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let content_type = content_type.unwrap_or_else(|| {
+                if payload.extension().is_some_and(|x| x == "form") {
+                    "application/x-www-form-urlencoded"
+                } else {
+                    "application/json"
+                }
+                .to_string()
+            });
+            preview(
+                &config,
+                tenant,
+                destination,
+                Callback::Payload { source: &source, body: &body, content_type: &content_type },
+            )
         }
+        Input::Fixture { provider, fixture } => cli::providers::fixture(&provider, &fixture)
+            .and_then(|f| preview(&config, tenant, destination, Callback::Fixture(&f))),
     };
-    let content_type = content_type.unwrap_or_else(|| {
-        if payload.extension().is_some_and(|x| x == "form") {
-            "application/x-www-form-urlencoded"
-        } else {
-            "application/json"
-        }
-        .to_string()
-    });
-    match switchboard::deliver::preview::preview(&config, tenant, source, destination, &body, &content_type) {
+    match rendered {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

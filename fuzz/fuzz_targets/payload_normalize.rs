@@ -15,7 +15,7 @@ fuzz_target!(|input: (Option<&str>, &[u8], Option<&str>)| {
     let Ok(kind) = payload::kind(header.as_ref()) else { return };
     let Ok(fields) = payload::fields(kind, body, query) else { return };
     let tz = jiff::tz::TimeZone::get("Asia/Kolkata").unwrap();
-    for provider in [Provider::Wavecell, Provider::Telecmi, Provider::Mobtexting, Provider::Callerdesk, Provider::Generic] {
+    for provider in Provider::ALL {
         let context = Context { event_id: "e", tenant: "t", source: "s", provider, received_at: 0, timezone: &tz };
         let (event, _) = normalize::normalize(&fields, &context);
         serde_json::to_string(&event).unwrap();

@@ -10,6 +10,7 @@
 mod ip;
 pub mod signatures;
 pub mod telnyx;
+pub mod vonage;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 
-pub use ip::client_ip;
+pub use ip::{called_url, client_ip};
 pub use signatures::{Algorithm, Encoding};
 
 /// Why a callback was refused: logged, never sent back.
@@ -64,6 +65,9 @@ pub struct Inbound<'a> {
     pub client: IpAddr,
     /// Unix seconds.
     pub now: i64,
+    /// The URL the provider called, without the query, for schemes that sign it: the
+    /// source's `public_url`, else as a trusted proxy forwarded it, else as received.
+    pub url: Option<&'a str>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,12 +103,17 @@ pub enum Scheme {
         keys: Vec<Vec<u8>>,
     },
     Twilio {
-        public_url: String,
+        /// Overrides the URL the request was received at (see `Inbound::url`).
+        public_url: Option<String>,
         secrets: Vec<Arc<str>>,
     },
     PlivoV3 {
-        public_url: String,
+        public_url: Option<String>,
         secrets: Vec<Arc<str>>,
+    },
+    VonageJwt {
+        secrets: Vec<Arc<str>>,
+        tolerance: Duration,
     },
     Telnyx {
         public_key: ed25519_dalek::VerifyingKey,
@@ -119,7 +128,10 @@ impl Scheme {
     pub fn covers(&self) -> Covers {
         match self {
             Scheme::None | Scheme::Token { .. } | Scheme::Basic { .. } | Scheme::IpAllow { .. } => Covers::Caller,
-            Scheme::Hmac { .. } | Scheme::StandardWebhooks { .. } | Scheme::Telnyx { .. } => Covers::Body,
+            Scheme::Hmac { .. }
+            | Scheme::StandardWebhooks { .. }
+            | Scheme::Telnyx { .. }
+            | Scheme::VonageJwt { .. } => Covers::Body,
             Scheme::Twilio { .. } | Scheme::PlivoV3 { .. } => Covers::UrlAndBody,
         }
     }
@@ -177,9 +189,12 @@ impl Scheme {
                 signatures::verify_standard(request.headers, request.body, request.now, keys)
             }
             Scheme::Twilio { public_url, secrets } => {
-                signatures::verify_twilio(request, public_url, secrets).map(|()| None)
+                signatures::verify_twilio(request, signed_url(public_url, request)?, secrets).map(|()| None)
             }
-            Scheme::PlivoV3 { public_url, secrets } => signatures::verify_plivo_v3(request, public_url, secrets),
+            Scheme::PlivoV3 { public_url, secrets } => {
+                signatures::verify_plivo_v3(request, signed_url(public_url, request)?, secrets)
+            }
+            Scheme::VonageJwt { secrets, tolerance } => vonage::verify(request, secrets, *tolerance),
             Scheme::Telnyx { public_key, tolerance } => telnyx::verify(request, public_key, *tolerance),
             Scheme::IpAllow { cidrs } => {
                 if cidrs.iter().any(|net| net.contains(&request.client)) {
@@ -190,6 +205,16 @@ impl Scheme {
             }
         }
     }
+}
+
+/// The URL a provider signed: the scheme's own `public_url`, else the request's.
+fn signed_url<'a>(public_url: &'a Option<String>, request: &Inbound<'a>) -> Result<&'a str, AuthError> {
+    public_url.as_deref().or(request.url).ok_or_else(|| AuthError("the URL the provider called is unknown".into()))
+}
+
+/// Whether a scheme signs the URL, so ingest must work out the URL the provider called.
+pub fn signs_url(schemes: &[Scheme]) -> bool {
+    schemes.iter().any(|s| s.covers() == Covers::UrlAndBody)
 }
 
 /// All of a source's schemes must pass. Returns the signed message's identity, if a scheme

@@ -160,6 +160,11 @@ fn port_variants(url: &str) -> Vec<String> {
     variants
 }
 
+/// The reason a URL signature failed: most often the URL, not the secret, is wrong.
+fn url_mismatch(header: &str, url: &str) -> String {
+    format!("{header} does not match: signature computed over {url}; is public_url set to the URL the provider calls?")
+}
+
 /// Twilio: base64 HMAC-SHA1 (or SHA-256 when `X-Twilio-Webhooks-Signature-Settings` says
 /// so) over the full URL followed by each POST parameter's name and value, sorted.
 pub fn verify_twilio(request: &Inbound, public_url: &str, secrets: &[Arc<str>]) -> Result<(), AuthError> {
@@ -202,7 +207,7 @@ pub fn verify_twilio(request: &Inbound, public_url: &str, secrets: &[Arc<str>]) 
             ok |= equal(&algorithm.mac(secret.as_bytes(), &[text.as_bytes()]), &presented);
         }
     }
-    if ok { Ok(()) } else { fail("X-Twilio-Signature does not match") }
+    if ok { Ok(()) } else { fail(url_mismatch("X-Twilio-Signature", &url)) }
 }
 
 /// Plivo V3: base64 HMAC-SHA256 over `{url with sorted query}{sorted params}.{nonce}`;
@@ -219,7 +224,7 @@ pub fn verify_plivo_v3(request: &Inbound, public_url: &str, secrets: &[Arc<str>]
         presented.iter().fold(false, |hit, p| equal(&mac, p) | hit) | ok
     });
     if !ok {
-        return fail("X-Plivo-Signature-V3 does not match");
+        return fail(url_mismatch("X-Plivo-Signature-V3", public_url));
     }
     let until = (request.now.saturating_add(NONCE_MEMORY.as_secs() as i64)).saturating_mul(1000);
     Ok(Some(Replay { id: format!("plivo-nonce:{nonce}"), until }))

@@ -423,9 +423,29 @@ fn header_name(file: &mut File, value: &S<String>) -> http::HeaderName {
     })
 }
 
-fn scheme(file: &mut File, raw: &S<raw::Auth>, secrets: &HashMap<String, Arc<str>>) -> Option<Scheme> {
+fn scheme(
+    file: &mut File,
+    raw: &S<raw::Auth>,
+    secrets: &HashMap<String, Arc<str>>,
+    provider: Provider,
+) -> Option<Scheme> {
     let a = raw.get_ref();
-    let name = a.scheme.get_ref().as_str();
+    let mut name = a.scheme.get_ref().as_str();
+    // `scheme = "provider"`: the one the source's provider signs its callbacks with.
+    if name == "provider" {
+        let profile = crate::normalize::profile::of(provider);
+        let Some(scheme) = profile.signature.scheme() else {
+            file.error(
+                a.scheme.span(),
+                format!(
+                    "provider {:?} does not sign its callbacks; use token, basic or ip_allow (see docs/providers.md)",
+                    provider.name()
+                ),
+            );
+            return None;
+        };
+        name = scheme;
+    }
     let applies: &[&str] = match name {
         "none" => &[],
         "token" => &["header", "query", "prefix", "secret"],
@@ -434,11 +454,12 @@ fn scheme(file: &mut File, raw: &S<raw::Auth>, secrets: &HashMap<String, Arc<str
         "standard-webhooks" => &["secret"],
         "twilio" | "plivo-v3" => &["secret", "public_url"],
         "telnyx" => &["public_key", "tolerance"],
+        "vonage-jwt" => &["secret", "tolerance"],
         "ip_allow" => &["cidrs"],
         other => {
             file.error(
                 a.scheme.span(),
-                format!("unknown auth scheme {other:?}; expected none, token, basic, hmac, standard-webhooks, twilio, plivo-v3, telnyx or ip_allow"),
+                format!("unknown auth scheme {other:?}; expected none, token, basic, hmac, standard-webhooks, twilio, plivo-v3, telnyx, vonage-jwt, ip_allow or provider"),
             );
             return None;
         }
@@ -478,17 +499,7 @@ fn scheme(file: &mut File, raw: &S<raw::Auth>, secrets: &HashMap<String, Arc<str
         }
     };
     let prefix = a.prefix.as_ref().map(|p| p.get_ref().clone()).unwrap_or_default();
-    let public_url = |file: &mut File| match &a.public_url {
-        Some(url) if reqwest::Url::parse(url.get_ref()).is_ok_and(|u| u.query().is_none()) => url.get_ref().clone(),
-        Some(url) => {
-            file.error(url.span(), "public_url must be the absolute URL the provider calls, without a query string");
-            String::new()
-        }
-        None => {
-            needs(file, "public_url", false);
-            String::new()
-        }
-    };
+    let public_url = |file: &mut File| public_url(file, &a.public_url);
     let scheme = match name {
         "none" => Scheme::None,
         "token" => {
@@ -563,6 +574,10 @@ fn scheme(file: &mut File, raw: &S<raw::Auth>, secrets: &HashMap<String, Arc<str
             let tolerance = file.duration(&a.tolerance, Duration::from_secs(300));
             Scheme::Telnyx { public_key: key?, tolerance }
         }
+        "vonage-jwt" => {
+            let tolerance = file.duration(&a.tolerance, Duration::from_secs(300));
+            Scheme::VonageJwt { secrets: secret_list(file), tolerance }
+        }
         "ip_allow" => {
             needs(file, "cidrs", a.cidrs.is_some());
             Scheme::IpAllow { cidrs: cidrs(file, &a.cidrs) }
@@ -572,7 +587,23 @@ fn scheme(file: &mut File, raw: &S<raw::Auth>, secrets: &HashMap<String, Arc<str
     ok.then_some(scheme)
 }
 
-fn auth(file: &mut File, source: &raw::Source, secrets: &HashMap<String, Arc<str>>) -> Vec<Scheme> {
+/// `public_url`: the absolute URL the provider calls, without a query (a scheme's, or the
+/// source's for all its schemes).
+fn public_url(file: &mut File, raw: &Option<S<String>>) -> Option<String> {
+    let url = raw.as_ref()?;
+    match reqwest::Url::parse(url.get_ref()) {
+        Ok(u) if u.query().is_none() && matches!(u.scheme(), "http" | "https") => Some(url.get_ref().clone()),
+        _ => {
+            file.error(
+                url.span(),
+                "public_url must be the absolute http(s) URL the provider calls, without a query string",
+            );
+            None
+        }
+    }
+}
+
+fn auth(file: &mut File, source: &raw::Source, secrets: &HashMap<String, Arc<str>>, provider: Provider) -> Vec<Scheme> {
     let Some(list) = &source.auth else {
         file.error(
             source.id.span(),
@@ -586,7 +617,7 @@ fn auth(file: &mut File, source: &raw::Source, secrets: &HashMap<String, Arc<str
     if list.get_ref().is_empty() {
         file.error(list.span(), "auth lists no scheme; write [{ scheme = \"none\" }] to accept anyone");
     }
-    list.get_ref().iter().filter_map(|raw| scheme(file, raw, secrets)).collect()
+    list.get_ref().iter().filter_map(|raw| scheme(file, raw, secrets, provider)).collect()
 }
 
 /// A `{ env = "VAR" }` or `{ file = "path" }` secret (a path relative to the file naming it).
@@ -641,11 +672,19 @@ fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Strin
         let provider = Provider::parse(s.provider.get_ref()).unwrap_or_else(|| {
             file.error(
                 s.provider.span(),
-                format!("unknown provider {:?}; expected one of {}", s.provider.get_ref(), Provider::NAMES.join(", ")),
+                format!(
+                    "unknown provider {:?}; expected one of {}",
+                    s.provider.get_ref(),
+                    Provider::ALL.map(Provider::name).join(", ")
+                ),
             );
             Provider::Generic
         });
-        let response = s.response.as_ref().and_then(|r| fixed_response(file, r));
+        let response = match &s.response {
+            Some(r) => fixed_response(file, r),
+            // The provider's own "nothing to do" answer, where a JSON one would be an error.
+            None => crate::normalize::profile::of(provider).answer.ack.map(|(ct, body)| FixedResponse::of(ct, body)),
+        };
         let timezone = match &s.timezone {
             None => jiff::tz::TimeZone::UTC,
             Some(tz) => jiff::tz::TimeZone::get(tz.get_ref()).unwrap_or_else(|_| {
@@ -667,11 +706,12 @@ fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Strin
             destinations: Vec::new(),
             timezone,
             dedupe_window,
-            auth: auth(file, s, &secrets),
+            auth: auth(file, s, &secrets, provider),
+            public_url: public_url(file, &s.public_url),
             rate_limit: rate_limit(file, &s.rate_limit),
             responder: None,
             call_key: call_key(file, s),
-            sequence: sequence(file, s),
+            sequence: sequence(file, s, provider),
         });
     }
 
@@ -696,7 +736,7 @@ fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Strin
         destinations.push(Arc::new(destination(file, &id, d, &secrets)));
     }
     for (source, raw_source) in sources.iter_mut().zip(&raw.sources) {
-        source.responder = responder(file, raw_source, &destinations);
+        source.responder = responder(file, raw_source, source.provider, &destinations);
         // The responder is answered synchronously; it gets no queued copy unless asked.
         if let Some(r) = &source.responder
             && !raw_source.queue_responder.unwrap_or(false)
@@ -707,7 +747,13 @@ fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Strin
     Tenant { id, rate_limit: rate_limit(file, &raw.rate_limit), sources, destinations }
 }
 
-fn responder(file: &mut File, raw: &raw::Source, destinations: &[Arc<Destination>]) -> Option<Responder> {
+fn responder(
+    file: &mut File,
+    raw: &raw::Source,
+    provider: Provider,
+    destinations: &[Arc<Destination>],
+) -> Option<Responder> {
+    let profile = crate::normalize::profile::of(provider);
     let Some(name) = &raw.respond_with else {
         for (key, present) in [
             ("respond_timeout", raw.respond_timeout.is_some()),
@@ -724,16 +770,20 @@ fn responder(file: &mut File, raw: &raw::Source, destinations: &[Arc<Destination
         file.error(name.span(), format!("respond_with names no destination of this tenant: {:?}", name.get_ref()));
         return None;
     };
-    let timeout = file.duration(&raw.respond_timeout, Duration::from_secs(3));
-    let Some(fallback) = &raw.fallback_response else {
-        file.error(
-            name.span(),
-            "a source with respond_with needs a fallback_response: what the provider gets when the responder fails",
-        );
-        return None;
+    // The provider's own deadline, less a margin, unless the source says otherwise.
+    let timeout = file.duration(&raw.respond_timeout, profile.respond_timeout());
+    let fallback = match (&raw.fallback_response, profile.answer.fallback) {
+        (Some(fallback), _) => fixed_response(file, fallback)?,
+        (None, Some((content_type, body))) => FixedResponse::of(content_type, body),
+        (None, None) => {
+            file.error(
+                name.span(),
+                "a source with respond_with needs a fallback_response: what the provider gets when the responder fails",
+            );
+            return None;
+        }
     };
-    let fallback = fixed_response(file, fallback)?;
-    Some(Responder { destination, timeout, fallback })
+    Some(Responder { destination, timeout, fallback, pass_through: profile.answer.pass_through.to_vec() })
 }
 
 /// A list of HTTP statuses, each checked.
@@ -1035,7 +1085,7 @@ fn call_key(file: &mut File, raw: &raw::Source) -> CallKey {
 /// callback takes longer than this, and an ordered call must not stall behind it.
 const MAX_REORDER_WINDOW: Duration = Duration::from_secs(60);
 
-fn sequence(file: &mut File, raw: &raw::Source) -> Option<SequenceOrder> {
+fn sequence(file: &mut File, raw: &raw::Source, provider: Provider) -> Option<SequenceOrder> {
     let by_sequence = match raw.order_by.as_ref().map(|o| (o, o.get_ref().as_str())) {
         None | Some((_, "commit")) => false,
         Some((_, "provider_sequence")) => true,
@@ -1057,7 +1107,11 @@ fn sequence(file: &mut File, raw: &raw::Source) -> Option<SequenceOrder> {
         let span = raw.reorder_window.as_ref().map_or(raw.id.span(), |w| w.span());
         file.error(span, "reorder_window must be at most 1m");
     }
+    let window = window.min(MAX_REORDER_WINDOW);
     let Some(field) = &raw.sequence else {
+        if crate::normalize::profile::of(provider).sequence.is_some() {
+            return Some(SequenceOrder { path: None, window });
+        }
         let span = raw.order_by.as_ref().map_or(raw.id.span(), |o| o.span());
         file.error(
             span,
@@ -1071,7 +1125,7 @@ fn sequence(file: &mut File, raw: &raw::Source) -> Option<SequenceOrder> {
         }
         return None;
     };
-    Some(SequenceOrder { path, window: window.min(MAX_REORDER_WINDOW) })
+    Some(SequenceOrder { path: Some(path), window })
 }
 
 fn circuit_breaker(file: &mut File, raw: &raw::Destination) -> Option<CircuitBreaker> {
@@ -1212,8 +1266,8 @@ mod tests {
         assert_eq!(source.call_key, CallKey::Payload(vec!["data".into(), "call_sid".into()]));
         let sequence = source.sequence.as_ref().unwrap();
         assert_eq!(
-            (sequence.path.as_slice(), sequence.window),
-            (&["SequenceNumber".to_string()][..], Duration::from_secs(3))
+            (sequence.path.as_deref(), sequence.window),
+            (Some(&["SequenceNumber".to_string()][..]), Duration::from_secs(3))
         );
 
         // Defaults: the call id, arrival order, nothing by call.

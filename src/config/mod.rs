@@ -128,6 +128,9 @@ pub struct Source {
     pub call_key: CallKey,
     /// Order a call's events by the provider's sequence rather than by arrival.
     pub sequence: Option<SequenceOrder>,
+    /// The URL the provider calls, when a proxy between them changes it: what Twilio and
+    /// Plivo signatures are checked against.
+    pub public_url: Option<String>,
 }
 
 /// Where an event's call key comes from.
@@ -144,8 +147,9 @@ pub enum CallKey {
 /// arrives ahead of its turn waits at most `window` for the ones before it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SequenceOrder {
-    /// Payload path of the sequence number (an integer, or integer text).
-    pub path: Vec<String>,
+    /// Payload path of the sequence number (an integer, or integer text); `None`: the
+    /// normalized `sequence`, where the provider profile reads one (Twilio, Telnyx).
+    pub path: Option<Vec<String>>,
     pub window: Duration,
 }
 
@@ -176,19 +180,46 @@ pub struct Responder {
     pub destination: usize,
     pub timeout: Duration,
     pub fallback: FixedResponse,
+    /// Statuses the provider gives meaning to, relayed from the responder as they are
+    /// (besides the destination's success and `pass_through_codes`).
+    pub pass_through: Vec<u16>,
 }
 
+/// A provider profile: how its callbacks are normalized, signed and answered
+/// (`crate::normalize::profile`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
     Wavecell,
     Telecmi,
     Mobtexting,
     Callerdesk,
+    Twilio,
+    Plivo,
+    Exotel,
+    Vonage,
+    Telnyx,
+    Knowlarity,
+    Ozonetel,
+    Myoperator,
     Generic,
 }
 
 impl Provider {
-    pub const NAMES: [&'static str; 5] = ["wavecell", "telecmi", "mobtexting", "callerdesk", "generic"];
+    pub const ALL: [Provider; 13] = [
+        Self::Wavecell,
+        Self::Telecmi,
+        Self::Mobtexting,
+        Self::Callerdesk,
+        Self::Twilio,
+        Self::Plivo,
+        Self::Exotel,
+        Self::Vonage,
+        Self::Telnyx,
+        Self::Knowlarity,
+        Self::Ozonetel,
+        Self::Myoperator,
+        Self::Generic,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -196,19 +227,20 @@ impl Provider {
             Self::Telecmi => "telecmi",
             Self::Mobtexting => "mobtexting",
             Self::Callerdesk => "callerdesk",
+            Self::Twilio => "twilio",
+            Self::Plivo => "plivo",
+            Self::Exotel => "exotel",
+            Self::Vonage => "vonage",
+            Self::Telnyx => "telnyx",
+            Self::Knowlarity => "knowlarity",
+            Self::Ozonetel => "ozonetel",
+            Self::Myoperator => "myoperator",
             Self::Generic => "generic",
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "wavecell" => Self::Wavecell,
-            "telecmi" => Self::Telecmi,
-            "mobtexting" => Self::Mobtexting,
-            "callerdesk" => Self::Callerdesk,
-            "generic" => Self::Generic,
-            _ => return None,
-        })
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == s)
     }
 }
 
@@ -219,6 +251,17 @@ pub struct FixedResponse {
     pub status: StatusCode,
     pub content_type: HeaderValue,
     pub body: Bytes,
+}
+
+impl FixedResponse {
+    /// A 200 with this content type and body.
+    pub fn of(content_type: &'static str, body: &'static str) -> Self {
+        Self {
+            status: StatusCode::OK,
+            content_type: HeaderValue::from_static(content_type),
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
 }
 
 #[derive(Debug)]

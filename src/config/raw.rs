@@ -97,6 +97,8 @@ pub struct Source {
     /// `payload.<path>`: the provider's sequence number.
     pub sequence: Option<S<String>>,
     pub reorder_window: Option<S<String>>,
+    /// The absolute URL the provider calls, for schemes that sign the URL.
+    pub public_url: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

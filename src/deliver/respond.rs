@@ -4,7 +4,7 @@
 //! The exchange bypasses the queue but not the destination's rate limit, SSRF guard,
 //! signing or timeout; its answer is read up to the destination's `max_response_bytes`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use governor::DefaultDirectRateLimiter;
@@ -12,7 +12,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::attempt::{self, AttemptError, RESPONSE_PREFIX, Sent};
 use super::ssrf::Guard;
-use crate::config::Destination;
+use crate::config::{Destination, Responder};
 use crate::store::{AttemptRecord, ClaimedDelivery, now_ms};
 
 /// What the responder said, to hand to the provider.
@@ -42,9 +42,10 @@ pub async fn exchange(
     guard: &Guard,
     destination: &Destination,
     delivery: &ClaimedDelivery,
-    timeout: Duration,
+    responder: &Responder,
     pacer: Option<&DefaultDirectRateLimiter>,
 ) -> (Option<Answer>, Sent) {
+    let timeout = responder.timeout;
     let started_at = now_ms();
     let start = Instant::now();
     let failed = |error: AttemptError, status: Option<u16>| Sent {
@@ -95,7 +96,9 @@ pub async fn exchange(
                 error: None,
                 response_prefix: prefix,
             };
-            let relayed = destination.is_success(status) || destination.pass_through_codes.contains(&status);
+            let relayed = destination.is_success(status)
+                || destination.pass_through_codes.contains(&status)
+                || responder.pass_through.contains(&status);
             (relayed.then_some(answer), Sent { record, retry_after: None, error: None })
         }
     }

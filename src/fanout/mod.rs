@@ -55,10 +55,13 @@ pub fn call_place(source: &Source, payload: &Payload, event: &CallEvent, receive
         return None;
     }
     let sequence = source.sequence.as_ref().and_then(|order| {
-        let n = match payload.lookup(&order.path)? {
-            Value::Number(n) => n.as_i64()?,
-            Value::String(s) => s.trim().parse().ok()?,
-            _ => return None,
+        let n = match &order.path {
+            None => event.sequence?,
+            Some(path) => match payload.lookup(path)? {
+                Value::Number(n) => n.as_i64()?,
+                Value::String(s) => s.trim().parse().ok()?,
+                _ => return None,
+            },
         };
         Some((n, received_at.saturating_add(order.window.as_millis() as i64)))
     });
@@ -87,18 +90,19 @@ mod tests {
             rate_limit: None,
             responder: None,
             call_key: CallKey::Field(Field::Id),
+            public_url: None,
             sequence: None,
         };
         let place = call_place(&source, &payload, &event, 1000).unwrap();
         assert_eq!(place, CallPlace { key: "leg-1".into(), rank: Some(2), sequence: None });
         source.call_key = CallKey::Payload(vec!["data".into(), "sid".into()]);
         let window = std::time::Duration::from_secs(2);
-        source.sequence = Some(SequenceOrder { path: vec!["data".into(), "seq".into()], window });
+        source.sequence = Some(SequenceOrder { path: Some(vec!["data".into(), "seq".into()]), window });
         let place = call_place(&source, &payload, &event, 1000).unwrap();
         assert_eq!(place, CallPlace { key: "CA1".into(), rank: Some(2), sequence: Some((7, 3000)) });
         // A number is a key too; a missing key means no call; a missing sequence, arrival order.
         source.call_key = CallKey::Payload(vec!["n".into()]);
-        source.sequence = Some(SequenceOrder { path: vec!["missing".into()], window });
+        source.sequence = Some(SequenceOrder { path: Some(vec!["missing".into()]), window });
         assert_eq!(call_place(&source, &payload, &event, 1000).unwrap().key, "3");
         assert_eq!(call_place(&source, &payload, &event, 1000).unwrap().sequence, None);
         source.call_key = CallKey::Payload(vec!["nope".into()]);

@@ -183,13 +183,20 @@ impl Ingest {
             read_body(&tables.config, &parts.headers, body, &self.budget, &mut held).await?
         };
         let query = parts.uri.query().filter(|q| !q.is_empty());
+        let trusted_proxies = &tables.config.server.trusted_proxies;
+        let called = match &source.public_url {
+            _ if !auth::signs_url(&source.auth) => None,
+            Some(url) => Some(std::borrow::Cow::Borrowed(url.as_str())),
+            None => auth::called_url(peer.ip(), &parts.headers, parts.uri.path(), trusted_proxies).map(Into::into),
+        };
         let inbound = Inbound {
             method: &parts.method,
             query,
             headers: &parts.headers,
             body: &body,
-            client: auth::client_ip(peer.ip(), &parts.headers, &tables.config.server.trusted_proxies),
+            client: auth::client_ip(peer.ip(), &parts.headers, trusted_proxies),
             now: received_at / 1000,
+            url: called.as_deref(),
         };
         let replay = auth::verify(&source.auth, &inbound).map_err(|e| IngestError::Unauthorized(e.0))?;
         // A credential read from the query is checked, then gone: never stored, shown,
@@ -309,7 +316,7 @@ impl Ingest {
         let destination = &tenant.destinations[responder.destination];
         let pacer = tables.limiters.get(&tenant.id).and_then(|l| l.responders.get(responder.destination)?.as_ref());
         let (client, guard) = self.dispatcher.client();
-        let (answer, sent) = respond::exchange(client, guard, destination, delivery, responder.timeout, pacer).await;
+        let (answer, sent) = respond::exchange(client, guard, destination, delivery, responder, pacer).await;
         let delivered = answer.is_some();
         let outcome = metrics::attempt_outcome(sent.record.status, delivered, sent.error.as_ref());
         let record = sent.record;

@@ -32,6 +32,8 @@ pub struct CallEvent {
     pub received_at: String,
     /// The provider's id for the call (leg): callId, cmiuuid, mid, CallSid.
     pub id: Option<String>,
+    /// The parent call (leg A) of this leg, where the provider has legs: Twilio `ParentCallSid`.
+    pub parent_id: Option<String>,
     /// The provider's id for the whole conversation across legs, when it has one.
     pub session_id: Option<String>,
     /// What happened: received, dtmf, waiting, answered, report, live…
@@ -56,6 +58,9 @@ pub struct CallEvent {
     pub dtmf: Option<String>,
     pub sip_status: Option<i64>,
     pub error_code: Option<String>,
+    /// The provider's order of this call's callbacks: Twilio `SequenceNumber`, Telnyx
+    /// `occurred_at` in Unix microseconds.
+    pub sequence: Option<i64>,
 }
 
 /// A normalized field, resolved from its name when a template is loaded.
@@ -67,6 +72,7 @@ pub enum Field {
     Provider,
     ReceivedAt,
     Id,
+    ParentId,
     SessionId,
     Event,
     Direction,
@@ -84,6 +90,7 @@ pub enum Field {
     Dtmf,
     SipStatus,
     ErrorCode,
+    Sequence,
 }
 
 /// A field's value, borrowed from the event.
@@ -95,13 +102,14 @@ pub enum FieldValue<'a> {
 }
 
 impl Field {
-    pub const NAMES: [(&'static str, Field); 23] = [
+    pub const NAMES: [(&'static str, Field); 25] = [
         ("event_id", Field::EventId),
         ("tenant", Field::Tenant),
         ("source", Field::Source),
         ("provider", Field::Provider),
         ("received_at", Field::ReceivedAt),
         ("id", Field::Id),
+        ("parent_id", Field::ParentId),
         ("session_id", Field::SessionId),
         ("event", Field::Event),
         ("direction", Field::Direction),
@@ -119,6 +127,7 @@ impl Field {
         ("dtmf", Field::Dtmf),
         ("sip_status", Field::SipStatus),
         ("error_code", Field::ErrorCode),
+        ("sequence", Field::Sequence),
     ];
 
     pub fn parse(name: &str) -> Option<Field> {
@@ -145,6 +154,7 @@ impl CallEvent {
             Field::Provider => FieldValue::Text(&self.provider),
             Field::ReceivedAt => FieldValue::Text(&self.received_at),
             Field::Id => text(&self.id),
+            Field::ParentId => text(&self.parent_id),
             Field::SessionId => text(&self.session_id),
             Field::Event => text(&self.event),
             Field::Direction => self.direction.map_or(FieldValue::Missing, |d| FieldValue::Text(d.as_str())),
@@ -162,6 +172,7 @@ impl CallEvent {
             Field::Dtmf => text(&self.dtmf),
             Field::SipStatus => int(self.sip_status),
             Field::ErrorCode => text(&self.error_code),
+            Field::Sequence => int(self.sequence),
         }
     }
 }

@@ -172,6 +172,21 @@ impl Payload {
         keys.iter().find_map(|k| self.string(k))
     }
 
+    /// A nested field as text, by object keys (Telnyx's `data.payload.from`).
+    pub fn text_at(&self, path: &[&str]) -> Option<String> {
+        let (first, rest) = path.split_first()?;
+        let mut value = self.0.get(*first)?;
+        for key in rest {
+            value = value.as_object()?.get(*key)?;
+        }
+        match value {
+            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+
     /// A nested value by path: object keys, and array indexes as numbers.
     pub fn lookup<'a>(&'a self, path: &[String]) -> Option<&'a Value> {
         let (first, rest) = path.split_first()?;

@@ -5,11 +5,21 @@
 
 mod callerdesk;
 pub mod event;
+mod exotel;
 pub mod fields;
+pub mod fixture;
+mod knowlarity;
 mod mobtexting;
+mod myoperator;
+mod ozonetel;
+mod plivo;
+pub mod profile;
 mod status;
 mod telecmi;
+mod telnyx;
 pub mod time;
+mod twilio;
+mod vonage;
 mod wavecell;
 
 pub use event::{CallEvent, Direction, Field};
@@ -46,12 +56,25 @@ pub fn normalize(payload: &Payload, ctx: &Context) -> (CallEvent, Option<String>
         Provider::Telecmi => telecmi::map(payload, ctx, &mut event),
         Provider::Mobtexting => mobtexting::map(payload, ctx, &mut event),
         Provider::Callerdesk => callerdesk::map(payload, ctx, &mut event),
+        Provider::Twilio => twilio::map(payload, ctx, &mut event),
+        Provider::Plivo => plivo::map(payload, ctx, &mut event),
+        Provider::Exotel => exotel::map(payload, ctx, &mut event),
+        Provider::Vonage => vonage::map(payload, ctx, &mut event),
+        Provider::Telnyx => telnyx::map(payload, ctx, &mut event),
+        Provider::Knowlarity => knowlarity::map(payload, ctx, &mut event),
+        Provider::Ozonetel => ozonetel::map(payload, ctx, &mut event),
+        Provider::Myoperator => myoperator::map(payload, ctx, &mut event),
         Provider::Generic => None,
     };
     if let Some(sip) = event.sip_status {
         event.status = event.status.refined_by_sip(sip);
     }
     (event, key)
+}
+
+/// A provider time field, as RFC 3339 in the source's zone.
+fn time_of(p: &Payload, key: &str, ctx: &Context) -> Option<String> {
+    p.get(key).and_then(|v| time::parse(v, ctx.timezone)).map(|t| time::format(t, ctx.timezone))
 }
 
 /// Joins the parts of a dedupe key; `None` if any part is missing.

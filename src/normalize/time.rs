@@ -1,5 +1,5 @@
 //! Provider times to RFC 3339 with an offset. Recognized: RFC 3339 / ISO 8601 instants,
-//! epoch seconds and epoch milliseconds (as numbers or digit strings), and zone-less local
+//! RFC 2822 dates, epoch seconds and epoch milliseconds (as numbers or digit strings), and zone-less local
 //! times ("2021-04-09 16:27:39"), which are read in the source's configured time zone.
 
 use jiff::Timestamp;
@@ -36,6 +36,12 @@ fn parse_text(s: &str, tz: &TimeZone) -> Option<Timestamp> {
     }
     if let Ok(ts) = s.parse::<Timestamp>() {
         return Some(ts);
+    }
+    // Twilio's `Timestamp`: "Wed, 01 May 2024 10:00:05 +0000".
+    if s.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+        && let Ok(zoned) = jiff::fmt::rfc2822::parse(s)
+    {
+        return Some(zoned.timestamp());
     }
     let local: DateTime = s.parse().ok()?;
     local.to_zoned_datetime(tz.clone()).ok().map(|z| z.timestamp())
@@ -84,6 +90,7 @@ mod tests {
         assert_eq!(iso, secs);
         assert_eq!(iso, ms);
         assert_eq!(iso, ms_text);
+        assert_eq!(iso, parse(&Value::from("Wed, 16 Oct 2019 08:12:01 +0000"), &tz).unwrap());
         assert_eq!(format(iso, &tz), "2019-10-16T08:12:01+00:00");
     }
 

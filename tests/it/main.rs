@@ -16,6 +16,7 @@ mod isolation;
 mod operate;
 mod ordering_model;
 mod outage;
+mod providers;
 mod respond;
 mod seeds;
 mod soak;

@@ -49,6 +49,20 @@ elif op == "telnyx-sign":
     key = SigningKey(base64.b64decode(req["seed"]))
     message = (str(req["timestamp"]) + "|" + req["body"]).encode("utf-8")
     out["signature"] = base64.b64encode(key.sign(message).signature).decode()
+elif op == "vonage-sign":
+    # A Vonage signed webhook: an HS256 JWT under the signature secret, carrying the
+    # SHA-256 of the body as Vonage documents it.
+    import uuid
+    import jwt
+    claims = {
+        "iat": req["iat"],
+        "jti": str(uuid.uuid4()),
+        "iss": "Vonage",
+        "payload_hash": hashlib.sha256(req["body"].encode("utf-8")).hexdigest(),
+        "api_key": "abcd1234",
+        "application_id": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+    }
+    out["token"] = jwt.encode(claims, req["secret"], algorithm="HS256")
 elif op == "hmac":
     digest = hmac.new(req["key"].encode(), req["message"].encode(), getattr(hashlib, req["algorithm"])).digest()
     out["signature"] = digest.hex() if req["encoding"] == "hex" else base64.b64encode(digest).decode()
