@@ -81,7 +81,7 @@ pub fn parse(provider: &'static str, kind: &'static str, text: &'static str) -> 
     loop {
         match next_line(&mut rest) {
             None => break,
-            Some(line) if line.is_empty() => break,
+            Some("") => break,
             Some(line) => {
                 let (name, value) =
                     line.split_once(':').ok_or_else(|| format!("{provider}/{kind}: bad header line {line:?}"))?;

@@ -66,7 +66,14 @@ pub fn normalize(payload: &Payload, ctx: &Context) -> (CallEvent, Option<String>
         Provider::Myoperator => myoperator::map(payload, ctx, &mut event),
         Provider::Generic => None,
     };
-    if let Some(sip) = event.sip_status {
+    // A SIP final response names a failure more precisely than a vague word, but not more
+    // than a specific one: Twilio's no-answer comes with 487 (the dial was cancelled).
+    if let Some(sip) = event.sip_status
+        && !matches!(
+            event.status,
+            Status::Completed | Status::Busy | Status::NoAnswer | Status::Canceled | Status::Rejected
+        )
+    {
         event.status = event.status.refined_by_sip(sip);
     }
     (event, key)

@@ -14,7 +14,7 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.event = Some(
         if p.get("RecordUrl").is_some() || p.get("RecordingID").is_some() {
             "recording"
-        } else if p.get("Digits").is_some() {
+        } else if p.text("Digits").is_some() {
             "dtmf"
         } else {
             match plivo_event.as_deref().map(word).as_deref() {
@@ -39,10 +39,11 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
         "inprogress" | "answered" => Status::InProgress,
         "completed" => Status::Completed,
         "busy" => Status::Busy,
-        "noanswer" | "timeout" => Status::NoAnswer,
+        "noanswer" => Status::NoAnswer,
         "cancel" | "canceled" | "cancelled" => Status::Canceled,
         "rejected" => Status::Rejected,
-        "failed" => Status::Failed,
+        // Plivo's `timeout` is a carrier or network failure, not a ring timeout.
+        "failed" | "timeout" => Status::Failed,
         _ => Status::Unknown,
     });
     e.duration = p.int("Duration");

@@ -127,7 +127,8 @@ pub fn of(provider: Provider) -> Profile {
             "Plivo",
             "form POST: answer, ring and hangup URLs, GetInput digits, recording callbacks",
             Signature::PlivoV3,
-            answer("Plivo XML (application/xml)", Some((XML, EMPTY_XML)), 15),
+            // Plivo's documented defaults: 40 s to read the answer (55 s in all).
+            answer("Plivo XML (application/xml)", Some((XML, EMPTY_XML)), 40),
             None,
         ),
         Provider::Exotel => (
@@ -151,7 +152,8 @@ pub fn of(provider: Provider) -> Profile {
             "Telnyx",
             "JSON envelopes: call.initiated, call.answered, call.dtmf.received, call.hangup, call.recording.saved…",
             Signature::Telnyx,
-            answer("200, then commands by API", None, 2),
+            // The connection's `webhook_timeout_secs`; Telnyx documents no default.
+            answer("200, then commands by API", None, 0),
             Some("occurred_at"),
         ),
         Provider::Knowlarity => (
@@ -163,9 +165,12 @@ pub fn of(provider: Provider) -> Profile {
         ),
         Provider::Ozonetel => (
             "Ozonetel",
-            "form POST: the CloudAgent call details after each call; KooKoo IVR requests by GET",
+            "CloudAgent call summaries (form field `data`) and live events (JSON); KooKoo IVR GETs",
             Signature::None,
-            answer("KooKoo XML (application/xml)", None, 0),
+            Answer {
+                fallback: Some((XML, "<?xml version=\"1.0\" encoding=\"UTF-8\"?><response><hangup/></response>")),
+                ..answer("KooKoo XML <response> (application/xml)", None, 0)
+            },
             None,
         ),
         Provider::Myoperator => {

@@ -23,7 +23,6 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
         match kind {
             "call.dtmf.received" | "call.gather.ended" => "dtmf",
             "call.recording.saved" => "recording",
-            "call.hangup" => "hangup",
             "call.initiated" if e.direction == Some(Direction::Inbound) => "received",
             _ => "status",
         }
@@ -46,7 +45,7 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.ended_at = at("end_time");
     let occurred = p.lookup(&["data".into(), "occurred_at".into()]).and_then(|v| time::parse(v, ctx.timezone));
     e.occurred_at = occurred.map(|t| time::format(t, ctx.timezone));
-    e.sequence = occurred.and_then(|t| i64::try_from(t.as_microsecond()).ok());
+    e.sequence = occurred.map(|t| t.as_microsecond());
     if let (Some(start), Some(end)) = (occurred_of(&e.started_at), occurred_of(&e.ended_at)) {
         e.duration = Some((end - start).max(0));
     }
@@ -66,11 +65,14 @@ fn occurred_of(t: &Option<String>) -> Option<i64> {
 /// `call.hangup`'s `hangup_cause`.
 fn hangup(cause: &str) -> Status {
     match word(cause).as_str() {
-        "normalclearing" => Status::Completed,
+        // `time_limit`: answered, then cut at the call's time limit.
+        "normalclearing" | "timelimit" => Status::Completed,
         "userbusy" => Status::Busy,
         "timeout" | "noanswer" => Status::NoAnswer,
         "originatorcancel" => Status::Canceled,
         "callrejected" => Status::Rejected,
+        // `sip_hangup_cause` may say more (a SIP status refines an unknown one).
+        "unspecified" | "" => Status::Unknown,
         _ => Status::Failed,
     }
 }

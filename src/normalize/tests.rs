@@ -401,3 +401,51 @@ proptest::proptest! {
         }
     }
 }
+
+/// The zone the fixtures' local times are in: India's providers write IST.
+fn fixture_zone(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Exotel | Provider::Knowlarity | Provider::Ozonetel | Provider::Myoperator => "Asia/Kolkata",
+        _ => "UTC",
+    }
+}
+
+/// Every documented callback (tests/fixtures/providers) normalizes to the event checked
+/// beside it. (The same files go through the binary in tests/it/providers.rs.)
+#[test]
+fn every_fixture_normalizes_to_its_checked_event() {
+    use crate::ingest::payload;
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for provider in Provider::ALL {
+        for f in super::fixture::of(provider) {
+            let header = f.content_type().map(|ct| http::HeaderValue::from_str(ct).unwrap());
+            let kind = payload::kind(header.as_ref()).unwrap();
+            let fields = payload::fields(kind, f.body, f.query).unwrap();
+            let (event, _) = run(provider, fields, fixture_zone(provider));
+            let mut got = serde_json::to_value(&event).unwrap();
+            for key in ["event_id", "tenant", "source", "provider", "received_at"] {
+                got.as_object_mut().unwrap().remove(key);
+            }
+            let path = format!(
+                "{}/tests/fixtures/providers/{}/{}.expected.json",
+                env!("CARGO_MANIFEST_DIR"),
+                f.provider,
+                f.kind
+            );
+            let want: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            if got != want {
+                let (got, want) = (got.as_object().unwrap(), want.as_object().unwrap());
+                let keys: std::collections::BTreeSet<&String> = got.keys().chain(want.keys()).collect();
+                let diff: Vec<String> = keys
+                    .into_iter()
+                    .filter(|k| got.get(*k) != want.get(*k))
+                    .map(|k| format!("  {k}: got {:?}, expected {:?}", got.get(k), want.get(k)))
+                    .collect();
+                failures.push(format!("{}/{}:\n{}", f.provider, f.kind, diff.join("\n")));
+            }
+            checked += 1;
+        }
+    }
+    assert!(failures.is_empty(), "{} of {checked} fixtures differ:\n{}", failures.len(), failures.join("\n"));
+}

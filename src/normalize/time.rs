@@ -47,6 +47,16 @@ fn parse_text(s: &str, tz: &TimeZone) -> Option<Timestamp> {
     local.to_zoned_datetime(tz.clone()).ok().map(|z| z.timestamp())
 }
 
+/// A duration written `HH:MM:SS` (or `MM:SS`, or plain seconds), as Ozonetel and
+/// MyOperator send them, in whole seconds.
+pub fn clock(text: &str) -> Option<i64> {
+    let mut seconds = 0i64;
+    for part in text.trim().split(':') {
+        seconds = seconds.checked_mul(60)?.checked_add(part.trim().parse::<i64>().ok()?)?;
+    }
+    Some(seconds)
+}
+
 /// RFC 3339 in the zone's offset at that instant, e.g. `2021-04-09T16:27:39+05:30`.
 pub fn format(ts: Timestamp, tz: &TimeZone) -> String {
     ts.display_with_offset(tz.to_offset(ts)).to_string()
@@ -100,6 +110,15 @@ mod tests {
         assert_eq!(format(ts, &kolkata()), "2021-04-09T16:27:39+05:30");
         assert_eq!(format(ts, &TimeZone::UTC), "2021-04-09T10:57:39+00:00");
         assert!(parse(&Value::from("not a time"), &kolkata()).is_none());
+    }
+
+    #[test]
+    fn clock_durations_read_as_seconds() {
+        assert_eq!(clock("00:02:06"), Some(126));
+        assert_eq!(clock("1:00:00"), Some(3600));
+        assert_eq!(clock("74"), Some(74));
+        assert_eq!(clock("a:b"), None);
+        assert_eq!(clock("3074457345618258602:59"), None, "overflow");
     }
 
     #[test]

@@ -9,11 +9,14 @@ use super::{Context, Payload, dedupe_key, time_of};
 pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.id = p.string("CallSid");
     e.parent_id = p.string("ParentCallSid");
-    let recording = p.get("RecordingSid").is_some() || p.get("RecordingUrl").is_some();
+    // A recording status callback carries no CallStatus; a call's own status callback may
+    // carry its recording's URL and is still a status.
+    let recording =
+        p.get("RecordingStatus").is_some() || (p.get("RecordingSid").is_some() && p.get("CallStatus").is_none());
     e.event = Some(
         if recording {
             "recording"
-        } else if p.get("Digits").is_some() {
+        } else if p.text("Digits").is_some() {
             "dtmf"
         } else if p.get("CallbackSource").is_some() || p.get("SequenceNumber").is_some() {
             "status"
@@ -22,9 +25,10 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
         }
         .to_string(),
     );
+    // Elastic SIP Trunking: origination brings PSTN calls in, termination takes them out.
     e.direction = match p.text("Direction").as_deref() {
-        Some("inbound") => Some(Direction::Inbound),
-        Some(d) if d.starts_with("outbound") => Some(Direction::Outbound),
+        Some("inbound" | "trunking-originating") => Some(Direction::Inbound),
+        Some(d) if d.starts_with("outbound") || d == "trunking-terminating" => Some(Direction::Outbound),
         _ => None,
     };
     e.from = p.string("From");
@@ -45,6 +49,7 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
         Some(e.provider_status.as_deref().unwrap_or("")),
         Some(p.text("SequenceNumber").as_deref().unwrap_or("")),
         Some(p.text("RecordingSid").as_deref().unwrap_or("")),
+        Some(p.text("RecordingStatus").as_deref().unwrap_or("")),
         Some(e.dtmf.as_deref().unwrap_or("")),
     ])
 }

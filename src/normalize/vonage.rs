@@ -39,8 +39,9 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
         Some("cancelled" | "canceled") => Status::Canceled,
         Some("rejected") => Status::Rejected,
         Some("failed") => Status::Failed,
-        // The answer URL is asked while the caller waits.
+        // The answer URL is asked while the caller waits; input comes from a call going on.
         None if e.event.as_deref() == Some("received") => Status::Ringing,
+        None if e.event.as_deref() == Some("dtmf") => Status::InProgress,
         _ => Status::Unknown,
     };
     e.duration = p.int("duration");
