@@ -60,3 +60,52 @@ pub fn verify(request: &Inbound, secrets: &[Arc<str>], tolerance: Duration) -> R
     let id = claims.get("jti").and_then(|v| v.as_str()).map(str::to_owned);
     Ok(id.map(|jti| Replay { id: format!("vonage:{jti}"), until: until(iat, tolerance) }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "vonage-signature-secret";
+
+    fn token(header: &str, claims: serde_json::Value, secret: &str) -> String {
+        let signed = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let mac = Algorithm::Sha256.mac(secret.as_bytes(), &[signed.as_bytes()]);
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac))
+    }
+
+    fn check(token: &str, body: &[u8]) -> Result<Option<Replay>, AuthError> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        let request = Inbound {
+            method: &http::Method::POST,
+            query: None,
+            headers: &headers,
+            body,
+            client: std::net::IpAddr::from([127, 0, 0, 1]),
+            now: 1_700_000_000,
+            url: None,
+        };
+        verify(&request, &[Arc::from(SECRET)], Duration::from_secs(300))
+    }
+
+    #[test]
+    fn the_token_vouches_for_the_body_and_nothing_else() {
+        let body = br#"{"status":"completed"}"#;
+        let hash = hex::encode(sha2::Sha256::digest(body));
+        let claims = serde_json::json!({"iat": 1_700_000_000, "jti": "j1", "payload_hash": hash});
+        let good = token(r#"{"alg":"HS256","typ":"JWT"}"#, claims.clone(), SECRET);
+        assert_eq!(check(&good, body).unwrap().unwrap().id, "vonage:j1");
+        assert!(check(&good, br#"{"status":"answered"}"#).is_err(), "another body under the token");
+        assert!(check(&token(r#"{"alg":"HS256"}"#, claims.clone(), "other"), body).is_err(), "another secret");
+        // `alg` is not obeyed: `none` with no signature, or another algorithm, is refused.
+        let unsigned =
+            format!("{}.{}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#), URL_SAFE_NO_PAD.encode(claims.to_string()));
+        assert!(check(&unsigned, body).is_err());
+        assert!(check(&token(r#"{"alg":"HS512"}"#, claims, SECRET), body).is_err());
+        let no_hash = token(r#"{"alg":"HS256"}"#, serde_json::json!({"iat": 1_700_000_000}), SECRET);
+        assert!(check(&no_hash, body).is_err(), "a body the token does not cover");
+        let stale = serde_json::json!({"iat": 1_699_990_000, "payload_hash": hash});
+        assert!(check(&token(r#"{"alg":"HS256"}"#, stale, SECRET), body).is_err(), "issued too long ago");
+        assert!(check("not-a-jwt", body).is_err());
+    }
+}

@@ -1312,6 +1312,49 @@ mod tests {
     }
 
     #[test]
+    fn provider_profiles_give_defaults_and_refuse_what_the_provider_cannot_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(dir.path(), "switchboard.toml", MAIN);
+        write(
+            dir.path(),
+            "tenants/acme.toml",
+            "id = \"acme\"\n[secrets]\nt = { env = \"PATH\" }\n\
+             [[source]]\nid = \"voice\"\nprovider = \"twilio\"\npublic_url = \"https://hooks.example.com/v1/hooks/acme/voice\"\n\
+             auth = [{ scheme = \"provider\", secret = \"t\" }]\norder_by = \"provider_sequence\"\nrespond_with = \"ivr\"\n\
+             [[source]]\nid = \"vonage\"\nprovider = \"vonage\"\nauth = [{ scheme = \"provider\", secret = \"t\" }]\n\
+             [[destination]]\nid = \"ivr\"\nurl = \"https://ivr.example/\"\n",
+        );
+        let config = load(&main).unwrap();
+        let acme = &config.tenants["acme"];
+        let voice = acme.source("voice").unwrap();
+        assert!(matches!(voice.auth[..], [Scheme::Twilio { public_url: None, .. }]), "{:?}", voice.auth);
+        assert_eq!(voice.public_url.as_deref(), Some("https://hooks.example.com/v1/hooks/acme/voice"));
+        // Twilio numbers its callbacks: no `sequence` needed.
+        assert_eq!(voice.sequence.as_ref().map(|s| s.path.is_none()), Some(true));
+        // Twilio waits 15 s: the responder gets 12 s, and empty TwiML when it fails.
+        let responder = voice.responder.as_ref().unwrap();
+        assert_eq!(responder.timeout, Duration::from_secs(12));
+        assert_eq!(responder.fallback.body, "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>");
+        assert_eq!(voice.response.as_ref().unwrap().content_type, "application/xml");
+        assert!(matches!(acme.source("vonage").unwrap().auth[..], [Scheme::VonageJwt { .. }]));
+
+        write(
+            dir.path(),
+            "tenants/acme.toml",
+            "id = \"acme\"\n[[source]]\nid = \"ivr\"\nprovider = \"exotel\"\nauth = [{ scheme = \"provider\" }]\n\
+             order_by = \"provider_sequence\"\npublic_url = \"https://x.example/?a=1\"\n\
+             [[source]]\nid = \"v\"\nprovider = \"vonage\"\nauth = [{ scheme = \"none\" }]\nrespond_with = \"d\"\n\
+             [[destination]]\nid = \"d\"\nurl = \"https://ivr.example/\"\n",
+        );
+        let errors = load(&main).unwrap_err().to_string();
+        assert!(errors.contains("acme.toml:5:20: provider \"exotel\" does not sign its callbacks"), "{errors}");
+        assert!(errors.contains("acme.toml:6:12: order_by = \"provider_sequence\" needs `sequence`"), "{errors}");
+        assert!(errors.contains("acme.toml:7:14: public_url must be the absolute http(s) URL"), "{errors}");
+        // Vonage documents no do-nothing NCCO: its responder needs a fallback written out.
+        assert!(errors.contains("acme.toml:12:16: a source with respond_with needs a fallback_response"), "{errors}");
+    }
+
+    #[test]
     fn on_status_overrides_the_defaults_and_refuses_what_cannot_be() {
         let dir = tempfile::tempdir().unwrap();
         let main = write(dir.path(), "switchboard.toml", MAIN);

@@ -145,7 +145,9 @@ pub fn of(provider: Provider) -> Profile {
             "Vonage",
             "JSON: answer URL (GET query), event URL statuses, input (DTMF), recordings",
             Signature::VonageJwt,
-            answer("NCCO (JSON array)", None, 5),
+            // Events want a bare 200 (a body could be read as an NCCO); what an empty NCCO
+            // does to a call is undocumented, so a responder's fallback is the user's to write.
+            Answer { fallback: None, ..answer("NCCO (JSON array)", Some(("text/plain", "")), 5) },
             None,
         ),
         Provider::Telnyx => (

@@ -6,7 +6,8 @@ use super::status::{Status, word};
 use super::{Context, Payload, dedupe_key, time_of};
 
 pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
-    e.id = p.string("uuid");
+    // Machine detection events name the call `call_uuid`.
+    e.id = p.first(&["uuid", "call_uuid"]);
     e.session_id = p.string("conversation_uuid");
     let digits = p.text_at(&["dtmf", "digits"]);
     e.provider_status = p.string("status");
@@ -32,7 +33,7 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.status = match e.provider_status.as_deref().map(word).as_deref() {
         Some("started") => Status::Initiated,
         Some("ringing") => Status::Ringing,
-        Some("answered") => Status::InProgress,
+        Some("answered" | "human" | "machine") => Status::InProgress,
         Some("completed") => Status::Completed,
         Some("busy") => Status::Busy,
         Some("timeout" | "unanswered") => Status::NoAnswer,
@@ -50,6 +51,8 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.ended_at = time_of(p, "end_time", ctx);
     e.recording_url = p.string("recording_url");
     e.dtmf = digits;
+    // Why a call did not connect: `unavailable`, `declined`, `invalid_number`…
+    e.error_code = p.string("detail");
     dedupe_key(&[
         e.id.as_deref().or(e.session_id.as_deref()),
         e.event.as_deref(),
