@@ -94,6 +94,20 @@ pub fn parse(provider: &'static str, kind: &'static str, text: &'static str) -> 
     Ok(Fixture { provider, kind, notes, method, query, headers, body: body.as_bytes() })
 }
 
+/// The fields where a normalized event (as JSON, less what the context gives) differs from
+/// the one checked beside its fixture, one line each; empty when they agree.
+pub fn differences(got: &serde_json::Value, want: &serde_json::Value) -> Vec<String> {
+    let context = ["event_id", "tenant", "source", "provider", "received_at"];
+    let empty = serde_json::Map::new();
+    let (got, want) = (got.as_object().unwrap_or(&empty), want.as_object().unwrap_or(&empty));
+    let keys: std::collections::BTreeSet<&String> =
+        got.keys().chain(want.keys()).filter(|k| !context.contains(&k.as_str())).collect();
+    keys.into_iter()
+        .filter(|k| got.get(*k) != want.get(*k))
+        .map(|k| format!("  {k}: got {:?}, expected {:?}", got.get(k), want.get(k)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
