@@ -72,6 +72,10 @@ fn open_connection(path: &Path, config: &config::Store) -> rusqlite::Result<Conn
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // The writer cycles through some thirty statements (commits, claims by call or not,
+    // completions, admin writes): rusqlite's default cache of 16 would evict and re-parse
+    // them in the hot loop.
+    conn.set_prepared_statement_cache_capacity(64);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     let sync = match config.synchronous {
         Synchronous::Full => "FULL",
