@@ -183,7 +183,9 @@ impl PgStore {
 
 /// Every node's ingest and workers change the pending count; read it back regularly.
 async fn refresh_pending(pool: Pool, pending: Arc<AtomicU64>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(PENDING_REFRESH);
+    // The store has just counted at open: a first count now could finish after a commit's
+    // increment and overwrite it with the older figure.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PENDING_REFRESH, PENDING_REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -398,7 +398,7 @@ fn admin(tx: &Connection, write: &Write, now: i64) -> rusqlite::Result<Done> {
 fn commit(tx: &Connection, event: &NewEvent) -> rusqlite::Result<Done> {
     for dedupe in &event.dedupe {
         let existing: Option<(Vec<u8>, i64)> = tx
-            .prepare_cached("SELECT event_id, expires_at FROM dedupe WHERE tenant = ?1 AND source = ?2 AND key = ?3")?
+            .prepare_cached(DEDUPE_SQL)?
             .query_map(params![event.tenant, event.source, dedupe.key], |r| Ok((r.get(0)?, r.get(1)?)))?
             .next()
             .transpose()?;
@@ -471,21 +471,54 @@ fn claim(tx: &Connection, request: &ClaimRequest, now: i64, node: &str, lease: i
     let rows = if request.calls.by_call() {
         lease_by_call(tx, request, now, node, lease, &mut claim)?
     } else {
-        tx.prepare_cached(
-            "UPDATE deliveries SET due_at = ?5, claimed_by = ?6, lease_token = ?7
-             WHERE id IN (SELECT id FROM deliveries
-                          WHERE tenant = ?1 AND destination = ?2 AND state = 0 AND due_at <= ?3
-                          ORDER BY due_at LIMIT ?4)
-             RETURNING id, event_id, attempts - series_start, created_at",
-        )?
-        .query_map(
-            params![request.tenant, request.destination, now, request.limit as i64, lease_until, node, lease],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )?
-        .collect::<rusqlite::Result<Vec<Leased>>>()?
+        tx.prepare_cached(CLAIM_SQL)?
+            .query_map(
+                params![request.tenant, request.destination, now, request.limit as i64, lease_until, node, lease],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?
+            .collect::<rusqlite::Result<Vec<Leased>>>()?
     };
     load(tx, request, rows, now, lease, claim)
 }
+
+/// The claim's statements. A parameter compared with an indexed column or used as a LIMIT
+/// makes SQLite compile the statement again at every new binding, unless it is written
+/// `+?N` (an expression, not a bare parameter): the plan is the same, and the re-preparing,
+/// which was most of a by-call claim's cost, is gone. `hot_statements_are_not_prepared_again`
+/// checks it.
+const CLAIM_SQL: &str = "UPDATE deliveries SET due_at = ?5, claimed_by = ?6, lease_token = ?7
+     WHERE id IN (SELECT id FROM deliveries
+                  WHERE tenant = +?1 AND destination = +?2 AND state = 0 AND due_at <= ?3
+                  ORDER BY due_at LIMIT +?4)
+     RETURNING id, event_id, attempts - series_start, created_at";
+const BY_CALL_SQL: &str = "SELECT d.id, d.event_id, d.attempts - d.series_start, d.created_at, d.status_rank,
+                   CASE WHEN ?5 AND d.status_rank IS NOT NULL THEN
+                     (SELECT s.event_id FROM deliveries s
+                      WHERE s.tenant = d.tenant AND s.destination = d.destination AND s.call_key = d.call_key
+                        AND s.id != d.id AND s.status_rank > d.status_rank AND s.state IN (0, 1)
+                      ORDER BY s.state DESC, s.id LIMIT 1) END
+                 FROM deliveries d
+                 WHERE d.tenant = +?1 AND d.destination = +?2 AND d.state = 0 AND d.due_at <= ?3
+                   AND (NOT ?6 OR d.call_key IS NULL OR (
+                     NOT EXISTS (SELECT 1 FROM deliveries p
+                       WHERE p.tenant = d.tenant AND p.destination = d.destination AND p.call_key = d.call_key
+                         AND p.state = 0 AND p.id != d.id
+                         AND ((p.lease_token IS NOT NULL AND p.due_at > ?3)
+                              OR CASE WHEN p.seq IS NULL OR d.seq IS NULL OR p.seq = d.seq THEN p.id < d.id
+                                      ELSE p.seq < d.seq END))
+                     AND (d.seq IS NULL OR d.hold_until <= ?3 OR d.seq <= (SELECT coalesce(max(f.seq) + 1, 0)
+                       FROM deliveries f WHERE f.tenant = d.tenant AND f.destination = d.destination
+                         AND f.call_key = d.call_key AND f.state != 0))))
+
+                 ORDER BY d.due_at LIMIT +?4";
+const NEXT_DUE_BY_CALL_SQL: &str = "SELECT min(at) FROM (
+       SELECT min(due_at) AS at FROM deliveries
+       WHERE tenant = +?1 AND destination = +?2 AND state = 0 AND due_at > ?3
+       UNION ALL
+       SELECT min(hold_until) FROM deliveries
+       WHERE tenant = +?1 AND destination = +?2 AND state = 0 AND hold_until IS NOT NULL AND hold_until > ?3)";
+const DEDUPE_SQL: &str = "SELECT event_id, expires_at FROM dedupe WHERE tenant = ?1 AND source = ?2 AND key = ?3";
+const NEXT_DUE_SQL: &str = "SELECT min(due_at) FROM deliveries WHERE tenant = +?1 AND destination = +?2 AND state = 0";
 
 /// Leases due deliveries of a destination that goes by call. With `ordered`, only a call's
 /// first pending delivery (by provider sequence, then commit order) is due, and none while
@@ -505,27 +538,7 @@ fn lease_by_call(
     let mut leased = Vec::new();
     for _ in 0..STALE_PASSES {
         let candidates = tx
-            .prepare_cached(
-                "SELECT d.id, d.event_id, d.attempts - d.series_start, d.created_at, d.status_rank,
-                   CASE WHEN ?5 AND d.status_rank IS NOT NULL THEN
-                     (SELECT s.event_id FROM deliveries s
-                      WHERE s.tenant = d.tenant AND s.destination = d.destination AND s.call_key = d.call_key
-                        AND s.id != d.id AND s.status_rank > d.status_rank AND s.state IN (0, 1)
-                      ORDER BY s.state DESC, s.id LIMIT 1) END
-                 FROM deliveries d
-                 WHERE d.tenant = ?1 AND d.destination = ?2 AND d.state = 0 AND d.due_at <= ?3
-                   AND (NOT ?6 OR d.call_key IS NULL OR (
-                     NOT EXISTS (SELECT 1 FROM deliveries p
-                       WHERE p.tenant = d.tenant AND p.destination = d.destination AND p.call_key = d.call_key
-                         AND p.state = 0 AND p.id != d.id
-                         AND ((p.lease_token IS NOT NULL AND p.due_at > ?3)
-                              OR CASE WHEN p.seq IS NULL OR d.seq IS NULL OR p.seq = d.seq THEN p.id < d.id
-                                      ELSE p.seq < d.seq END))
-                     AND (d.seq IS NULL OR d.hold_until <= ?3 OR d.seq <= (SELECT coalesce(max(f.seq) + 1, 0)
-                       FROM deliveries f WHERE f.tenant = d.tenant AND f.destination = d.destination
-                         AND f.call_key = d.call_key AND f.state != 0))))
-                 ORDER BY d.due_at LIMIT ?4",
-            )?
+            .prepare_cached(BY_CALL_SQL)?
             .query_map(
                 params![
                     request.tenant,
@@ -629,18 +642,10 @@ fn load(
         if !deliveries.is_empty() {
             return Ok(Claim { deliveries, dead, ..claim });
         }
-        tx.prepare_cached(
-            "SELECT min(at) FROM (
-               SELECT min(due_at) AS at FROM deliveries
-               WHERE tenant = ?1 AND destination = ?2 AND state = 0 AND due_at > ?3
-               UNION ALL
-               SELECT min(hold_until) FROM deliveries
-               WHERE tenant = ?1 AND destination = ?2 AND state = 0 AND hold_until IS NOT NULL AND hold_until > ?3)",
-        )?
-        .query_row(params![request.tenant, request.destination, now], |r| r.get(0))?
+        tx.prepare_cached(NEXT_DUE_BY_CALL_SQL)?
+            .query_row(params![request.tenant, request.destination, now], |r| r.get(0))?
     } else {
-        tx.prepare_cached("SELECT min(due_at) FROM deliveries WHERE tenant = ?1 AND destination = ?2 AND state = 0")?
-            .query_row(params![request.tenant, request.destination], |r| r.get(0))?
+        tx.prepare_cached(NEXT_DUE_SQL)?.query_row(params![request.tenant, request.destination], |r| r.get(0))?
     };
     claim.deliveries = deliveries;
     claim.dead = dead;
@@ -695,4 +700,36 @@ fn complete(tx: &Connection, c: &Completion, pressure: bool) -> rusqlite::Result
     )?
     .execute(params![c.delivery, n, a.started_at, a.latency.as_micros() as i64, a.status, a.error, prefix,])?;
     Ok(Done::Completed { recorded: true, terminal: state != 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each claim statement, run three times with new values, is compiled once.
+    #[test]
+    fn hot_statements_are_not_prepared_again() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::sqlite::schema::migrate(&mut conn).unwrap();
+        let statements = [
+            ("claim", CLAIM_SQL),
+            ("claim by call", BY_CALL_SQL),
+            ("next due by call", NEXT_DUE_BY_CALL_SQL),
+            ("next due", NEXT_DUE_SQL),
+            ("dedupe", DEDUPE_SQL),
+        ];
+        for (name, sql) in statements {
+            let mut stmt = conn.prepare(sql).unwrap();
+            for round in 0..3i64 {
+                let values: [&dyn rusqlite::ToSql; 7] =
+                    [&format!("t{round}"), &format!("d{round}"), &round, &(round + 1), &true, &"node", &round];
+                for (i, value) in values.iter().take(stmt.parameter_count()).enumerate() {
+                    stmt.raw_bind_parameter(i + 1, value).unwrap();
+                }
+                let mut rows = stmt.raw_query();
+                while rows.next().unwrap().is_some() {}
+            }
+            assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "{name} was compiled again");
+        }
+    }
 }
