@@ -499,7 +499,6 @@ fn scheme(
         }
     };
     let prefix = a.prefix.as_ref().map(|p| p.get_ref().clone()).unwrap_or_default();
-    let public_url = |file: &mut File| public_url(file, &a.public_url);
     let scheme = match name {
         "none" => Scheme::None,
         "token" => {
@@ -560,8 +559,8 @@ fn scheme(
                 .collect();
             Scheme::StandardWebhooks { keys }
         }
-        "twilio" => Scheme::Twilio { public_url: public_url(file), secrets: secret_list(file) },
-        "plivo-v3" => Scheme::PlivoV3 { public_url: public_url(file), secrets: secret_list(file) },
+        "twilio" => Scheme::Twilio { public_url: public_url(file, &a.public_url), secrets: secret_list(file) },
+        "plivo-v3" => Scheme::PlivoV3 { public_url: public_url(file, &a.public_url), secrets: secret_list(file) },
         "telnyx" => {
             let key = a.public_key.as_ref().and_then(|k| {
                 let key = crate::auth::telnyx::public_key(k.get_ref());

@@ -4,7 +4,7 @@
 
 use super::event::{CallEvent, Direction};
 use super::status::{Status, dialer, word};
-use super::{Context, Payload, dedupe_key, time};
+use super::{Context, Payload, dedupe_key, time_of};
 
 pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     let is_report = p.get("EndTime").is_some() || p.get("CallDuration").is_some();
@@ -27,9 +27,8 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     };
     e.duration = p.int("CallDuration");
     e.talk_duration = p.int("TalkDuration");
-    let at = |key: &str| p.get(key).and_then(|v| time::parse(v, ctx.timezone)).map(|t| time::format(t, ctx.timezone));
-    e.started_at = at("StartTime");
-    e.ended_at = at("EndTime");
+    e.started_at = time_of(p, "StartTime", ctx);
+    e.ended_at = time_of(p, "EndTime", ctx);
     e.recording_url = p.string("CallRecordingUrl");
     e.error_code = p.string("error_code");
     dedupe_key(&[e.id.as_deref(), e.event.as_deref(), e.provider_status.as_deref()])

@@ -172,14 +172,10 @@ impl Payload {
         keys.iter().find_map(|k| self.string(k))
     }
 
-    /// A nested field as text, by object keys (Telnyx's `data.payload.from`).
-    pub fn text_at(&self, path: &[&str]) -> Option<String> {
-        let (first, rest) = path.split_first()?;
-        let mut value = self.0.get(*first)?;
-        for key in rest {
-            value = value.as_object()?.get(*key)?;
-        }
-        match value {
+    /// A nested field as text, by path (Telnyx's `data.payload.from`); empty strings count as
+    /// absent.
+    pub fn text_at<K: AsRef<str>>(&self, path: &[K]) -> Option<String> {
+        match self.lookup(path)? {
             Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
             Value::Number(n) => Some(n.to_string()),
             Value::Bool(b) => Some(b.to_string()),
@@ -188,10 +184,11 @@ impl Payload {
     }
 
     /// A nested value by path: object keys, and array indexes as numbers.
-    pub fn lookup<'a>(&'a self, path: &[String]) -> Option<&'a Value> {
+    pub fn lookup<'a, K: AsRef<str>>(&'a self, path: &[K]) -> Option<&'a Value> {
         let (first, rest) = path.split_first()?;
-        let mut value = self.0.get(first)?;
+        let mut value = self.0.get(first.as_ref())?;
         for segment in rest {
+            let segment = segment.as_ref();
             value = match value {
                 Value::Object(map) => map.get(segment)?,
                 Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,

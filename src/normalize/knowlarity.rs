@@ -7,7 +7,7 @@
 
 use super::event::{CallEvent, Direction};
 use super::status::{Status, word};
-use super::{Context, Payload, dedupe_key, time_of};
+use super::{Context, Payload, dedupe_key, parties, time_of};
 
 pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.id = p.string("uuid");
@@ -18,7 +18,7 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     };
     let customer = p.first(&["customer_number", "caller_id", "caller"]);
     let number = p.first(&["knowlarity_number", "dispnumber"]);
-    (e.from, e.to) = if e.direction == Some(Direction::Outbound) { (number, customer) } else { (customer, number) };
+    parties(e, customer, number);
     e.agent = p.string("agent_number");
     e.duration = p.int("call_duration");
     e.started_at = time_of(p, "start_time", ctx);

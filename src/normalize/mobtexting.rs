@@ -3,7 +3,7 @@
 
 use super::event::{CallEvent, Direction};
 use super::status::{Status, dialer};
-use super::{Context, Payload, dedupe_key, time};
+use super::{Context, Payload, dedupe_key, time_of};
 
 pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.id = p.string("mid");
@@ -15,9 +15,8 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.provider_status = p.string("status");
     e.status = e.provider_status.as_deref().map_or(Status::Unknown, dialer);
     e.duration = p.int("duration");
-    let at = |key: &str| p.get(key).and_then(|v| time::parse(v, ctx.timezone)).map(|t| time::format(t, ctx.timezone));
-    e.started_at = at("start_at");
-    e.ended_at = at("end_at");
+    e.started_at = time_of(p, "start_at", ctx);
+    e.ended_at = time_of(p, "end_at", ctx);
     e.recording_url = p.string("recording_url");
     // `mid` names the campaign message and may be shared by the calls of one campaign, so
     // the callee and start time are part of what makes a report a repeat.

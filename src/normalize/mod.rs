@@ -81,7 +81,18 @@ pub fn normalize(payload: &Payload, ctx: &Context) -> (CallEvent, Option<String>
 
 /// A provider time field, as RFC 3339 in the source's zone.
 fn time_of(p: &Payload, key: &str, ctx: &Context) -> Option<String> {
-    p.get(key).and_then(|v| time::parse(v, ctx.timezone)).map(|t| time::format(t, ctx.timezone))
+    time_at(p, &[key], ctx)
+}
+
+/// A nested provider time field (`data.payload.start_time`), as RFC 3339 in the source's zone.
+fn time_at(p: &Payload, path: &[&str], ctx: &Context) -> Option<String> {
+    p.lookup(path).and_then(|v| time::parse(v, ctx.timezone)).map(|t| time::format(t, ctx.timezone))
+}
+
+/// Caller and callee from the customer's number and the business number the call used:
+/// the customer calls in, the business calls out.
+fn parties(e: &mut CallEvent, customer: Option<String>, business: Option<String>) {
+    (e.from, e.to) = if e.direction == Some(Direction::Outbound) { (business, customer) } else { (customer, business) };
 }
 
 /// Joins the parts of a dedupe key; `None` if any part is missing.

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::event::{CallEvent, Direction};
 use super::status::{Status, word};
-use super::{Context, Payload, dedupe_key, time, time_of};
+use super::{Context, Payload, dedupe_key, parties, time, time_at, time_of};
 
 pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     if let Some(Value::String(log)) = p.get("myoperator") {
@@ -25,9 +25,9 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     };
     let customer = p.string("customer_identifier").or_else(|| payload("customer_number"));
     let did = payload("did").or_else(|| p.string("system_identifier"));
-    (e.from, e.to) = if e.direction == Some(Direction::Outbound) { (did, customer) } else { (customer, did) };
+    parties(e, customer, did);
     let legs: Vec<&Map<String, Value>> = p
-        .lookup(&["payload".into(), "legs".into()])
+        .lookup(&["payload", "legs"])
         .and_then(Value::as_array)
         .map(|legs| legs.iter().filter_map(Value::as_object).collect())
         .unwrap_or_default();
@@ -56,15 +56,10 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
         ("call.answered", _) => Status::InProgress,
         _ => Status::Unknown,
     };
-    e.duration = p.lookup(&["payload".into(), "duration".into()]).and_then(Value::as_i64);
+    e.duration = p.lookup(&["payload", "duration"]).and_then(Value::as_i64);
     e.occurred_at = time_of(p, "timestamp", ctx);
-    let at = |key: &str| {
-        p.lookup(&["payload".into(), key.into()])
-            .and_then(|v| time::parse(v, ctx.timezone))
-            .map(|t| time::format(t, ctx.timezone))
-    };
-    e.started_at = at("started_at");
-    e.ended_at = at("ended_at");
+    e.started_at = time_at(p, &["payload", "started_at"], ctx);
+    e.ended_at = time_at(p, &["payload", "ended_at"], ctx);
     e.sequence = p.int("event_sequence");
     p.string("event_id")
         .or_else(|| dedupe_key(&[e.session_id.as_deref(), event_type.as_deref(), p.text("event_sequence").as_deref()]))

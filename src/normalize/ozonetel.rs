@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::event::{CallEvent, Direction};
 use super::status::{Status, word};
-use super::{Context, Payload, dedupe_key, time, time_of};
+use super::{Context, Payload, dedupe_key, parties, time, time_of};
 
 pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     match p.get("data") {
@@ -33,17 +33,13 @@ fn direction(kind: Option<&str>) -> Option<Direction> {
     }
 }
 
-/// `CallerID` is always the customer; the `Did` is the business number.
-fn numbers(e: &mut CallEvent, customer: Option<String>, did: Option<String>) {
-    (e.from, e.to) = if e.direction == Some(Direction::Outbound) { (did, customer) } else { (customer, did) };
-}
-
 fn summary_of(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.id = p.string("monitorUCID");
     e.session_id = e.id.clone();
     e.event = Some("report".into());
     e.direction = direction(p.text("Type").as_deref());
-    numbers(e, p.string("CallerID"), p.string("Did"));
+    // `CallerID` is always the customer; the `Did` is the business number.
+    parties(e, p.string("CallerID"), p.string("Did"));
     e.agent = p.first(&["AgentPhoneNumber", "DialedNumber"]);
     e.provider_status = p.string("Status");
     let customer = p.text("CustomerStatus").map(|s| word(&s));
@@ -84,7 +80,7 @@ fn live(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.session_id = p.string("monitor_ucid");
     e.event = Some("status".into());
     e.direction = direction(p.text("call_type").as_deref());
-    numbers(e, p.string("caller_id"), p.string("did"));
+    parties(e, p.string("caller_id"), p.string("did"));
     e.agent = p.string("agent_number");
     e.provider_status = p.string("action");
     e.status = match e.provider_status.as_deref().map(word).as_deref() {

@@ -3,7 +3,7 @@
 
 use super::event::{CallEvent, Direction};
 use super::status::{Status, word};
-use super::{Context, Payload, dedupe_key, time};
+use super::{Context, Payload, dedupe_key, time_of};
 
 pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     let kind = p.string("type");
@@ -38,6 +38,6 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.duration = p.int("duration");
     e.talk_duration = p.int("answeredsec");
     e.recording_url = p.first(&["recording_url", "record_url"]);
-    e.occurred_at = p.get("time").and_then(|v| time::parse(v, ctx.timezone)).map(|t| time::format(t, ctx.timezone));
+    e.occurred_at = time_of(p, "time", ctx);
     dedupe_key(&[e.id.as_deref(), kind.as_deref(), e.provider_status.as_deref()])
 }

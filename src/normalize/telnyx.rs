@@ -36,19 +36,16 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
         _ => Status::Unknown,
     };
     e.provider_status = if kind == "call.hangup" { hangup_cause.or(event_type.clone()) } else { event_type.clone() };
-    let at = |key: &str| {
-        p.lookup(&["data".into(), "payload".into(), key.into()])
-            .and_then(|v| time::parse(v, ctx.timezone))
-            .map(|t| time::format(t, ctx.timezone))
-    };
-    e.started_at = at("start_time");
-    e.ended_at = at("end_time");
-    let occurred = p.lookup(&["data".into(), "occurred_at".into()]).and_then(|v| time::parse(v, ctx.timezone));
+    let instant = |path: &[&str]| p.lookup(path).and_then(|v| time::parse(v, ctx.timezone));
+    let (start, end) = (instant(&["data", "payload", "start_time"]), instant(&["data", "payload", "end_time"]));
+    if let (Some(start), Some(end)) = (start, end) {
+        e.duration = Some((end.as_second() - start.as_second()).max(0));
+    }
+    e.started_at = start.map(|t| time::format(t, ctx.timezone));
+    e.ended_at = end.map(|t| time::format(t, ctx.timezone));
+    let occurred = instant(&["data", "occurred_at"]);
     e.occurred_at = occurred.map(|t| time::format(t, ctx.timezone));
     e.sequence = occurred.map(|t| t.as_microsecond());
-    if let (Some(start), Some(end)) = (occurred_of(&e.started_at), occurred_of(&e.ended_at)) {
-        e.duration = Some((end - start).max(0));
-    }
     e.recording_url = p.text_at(&["data", "payload", "recording_urls", "mp3"]).or_else(|| {
         p.text_at(&["data", "payload", "recording_urls", "wav"])
             .or_else(|| p.text_at(&["data", "payload", "public_recording_urls", "mp3"]))
@@ -56,10 +53,6 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.dtmf = field("digits").or_else(|| field("digit"));
     e.sip_status = field("sip_hangup_cause").and_then(|s| s.parse().ok());
     p.text_at(&["data", "id"])
-}
-
-fn occurred_of(t: &Option<String>) -> Option<i64> {
-    t.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok()).map(|t| t.as_second())
 }
 
 /// `call.hangup`'s `hangup_cause`.

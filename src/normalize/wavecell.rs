@@ -3,7 +3,7 @@
 
 use super::event::{CallEvent, Direction};
 use super::status::{Status, word};
-use super::{Context, Payload, dedupe_key, time};
+use super::{Context, Payload, dedupe_key, time_of};
 
 pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.id = p.string("callId");
@@ -35,8 +35,7 @@ pub fn map(p: &Payload, ctx: &Context, e: &mut CallEvent) -> Option<String> {
     e.duration = p.int("duration");
     e.dtmf = p.string("dtmf");
     e.sip_status = p.int("sipStatus");
-    e.occurred_at =
-        p.get("timestamp").and_then(|v| time::parse(v, ctx.timezone)).map(|t| time::format(t, ctx.timezone));
+    e.occurred_at = time_of(p, "timestamp", ctx);
     // Two DTMF events of one call differ only by their digits.
     dedupe_key(&[e.id.as_deref(), event_type.as_deref(), Some(e.dtmf.as_deref().unwrap_or(""))])
 }
