@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod control;
 pub mod deliver;
 pub mod fanout;
 pub mod ingest;
@@ -46,6 +47,8 @@ pub enum RunError {
     Client(#[from] reqwest::Error),
     #[error("cannot read paused destinations: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Catalog(String),
 }
 
 pub struct Listeners {
@@ -67,7 +70,10 @@ pub struct Gateway {
     pub store: Arc<dyn Store>,
     ingest: Arc<ingest::Ingest>,
     dispatcher: Arc<Dispatcher>,
-    reloading: tokio::sync::Mutex<()>,
+    /// What this node serves of the tenant catalog; held while tenants are swapped, so
+    /// reloads and catalog changes take turns.
+    catalog: tokio::sync::Mutex<control::Applied>,
+    sealer: Option<Arc<control::seal::Sealer>>,
     /// The queue gauges of `/metrics`, read from the store at most every few seconds.
     pub queue_figures: metrics::QueueFigures,
 }
@@ -99,12 +105,32 @@ impl Gateway {
     /// Loads and validates the config file again; if valid, it replaces the running one for
     /// the next callbacks and deliveries. If not, the running config stays.
     pub async fn reload(&self) -> Result<Reloaded, config::ConfigErrors> {
-        let _one_at_a_time = self.reloading.lock().await;
-        let path = self.config.load().path.clone();
+        let _one_at_a_time = self.catalog.lock().await;
+        let current = self.config.load_full();
+        let path = current.path.clone();
         let loaded = tokio::task::spawn_blocking(move || config::load(&path))
             .await
             .unwrap_or_else(|e| Err(config::ConfigErrors(vec![config::ConfigError::task_failed(e.to_string())])))?;
-        let config = Arc::new(loaded);
+        // Tenants of the API stay as they are; a file may not take one's id.
+        let mut tenants = loaded.tenants.clone();
+        let mut clashes = Vec::new();
+        for (id, tenant) in current.tenants.iter().filter(|(_, t)| matches!(t.origin, config::Origin::Api { .. })) {
+            match loaded.tenants.get(id).map(|t| &t.origin) {
+                Some(config::Origin::File(file)) => clashes.push(config::ConfigError {
+                    file: file.clone(),
+                    position: None,
+                    offset: None,
+                    message: format!("tenant {id:?} is managed through the API; delete it there first, or use another id"),
+                }),
+                _ => {
+                    tenants.insert(id.clone(), tenant.clone());
+                }
+            }
+        }
+        if !clashes.is_empty() {
+            return Err(config::ConfigErrors(clashes));
+        }
+        let config = Arc::new(loaded.with_tenants(tenants));
         self.ingest.swap(config.clone());
         let applied = self.dispatcher.apply(&config);
         self.config.store(config.clone());
@@ -134,6 +160,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     metrics::install();
+    let sealer = config.secrets_key.as_ref().map(|k| Arc::new(control::seal::Sealer::new(k)));
+    let (config, applied) = control::load(store.as_ref(), &config, sealer.as_deref()).await.map_err(RunError::Catalog)?;
+    let config = Arc::new(config);
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
@@ -150,7 +179,8 @@ pub async fn run(
         store: store.clone(),
         ingest: ingest.clone(),
         dispatcher,
-        reloading: tokio::sync::Mutex::new(()),
+        catalog: tokio::sync::Mutex::new(applied),
+        sealer,
         queue_figures: metrics::QueueFigures::default(),
     });
 
@@ -166,6 +196,7 @@ pub async fn run(
     tracker.spawn(retention(gateway.clone(), stop.clone()));
     tracker.spawn(metrics::upkeep(stop.clone()));
     tracker.spawn(reload_on_hangup(gateway.clone(), stop.clone()));
+    tracker.spawn(control::follow(gateway.clone(), stop.clone()));
 
     shutdown.await;
     tracing::info!("shutting down");

@@ -183,6 +183,7 @@ pub async fn render(config: &Config, store: &dyn Store, figures: &QueueFigures) 
                 ("dead", stats.dead),
                 ("superseded", stats.superseded),
                 ("expired", stats.expired),
+                ("cancelled", stats.cancelled),
             ] {
                 gauge!("switchboard_deliveries", "state" => state).set(n as f64);
             }

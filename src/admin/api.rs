@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::ApiError;
+use super::{ApiError, Principal};
 use crate::Gateway;
 use crate::server::{Body, json_response};
 use crate::store::admin::{DeliveryQuery, EventQuery, Replay, ReplayFilter};
@@ -18,23 +18,32 @@ const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 1000;
 const MAX_BULK: usize = 10_000;
 
-pub async fn handle(gateway: &Gateway, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn handle(
+    gateway: &Gateway,
+    principal: &Principal,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
     let query = Params::parse(request.uri().query());
+    if matches!(segments.first(), Some(&("tenants" | "audit"))) {
+        return super::tenants::handle(gateway, principal, request, &segments, &query).await;
+    }
     match (request.method().clone(), segments.as_slice()) {
-        (Method::GET, ["events"]) => events(gateway, &query).await,
-        (Method::GET, ["events", id]) => event(gateway, id).await,
-        (Method::GET, ["deliveries"]) => deliveries(gateway, &query).await,
-        (Method::POST, ["deliveries", id, "replay"]) => replay_one(gateway, id).await,
-        (Method::POST, ["replay"]) => replay_bulk(gateway, request).await,
+        (Method::GET, ["events"]) => events(gateway, principal, &query).await,
+        (Method::GET, ["events", id]) => event(gateway, principal, id).await,
+        (Method::GET, ["deliveries"]) => deliveries(gateway, principal, &query).await,
+        (Method::POST, ["deliveries", id, "replay"]) => replay_one(gateway, principal, id).await,
+        (Method::POST, ["replay"]) => replay_bulk(gateway, principal, request).await,
         (Method::GET, ["destinations"]) => {
-            Ok(json_response(StatusCode::OK, &json!({ "destinations": gateway.dispatcher().status() })))
+            let mut all = gateway.dispatcher().status();
+            all.retain(|d| d.destination.split_once('/').is_some_and(|(t, _)| principal.sees(t)));
+            Ok(json_response(StatusCode::OK, &json!({ "destinations": all })))
         }
         (Method::POST, ["destinations", tenant, id, action @ ("pause" | "resume")]) => {
-            pause(gateway, tenant, id, *action == "pause").await
+            pause(gateway, principal, tenant, id, *action == "pause").await
         }
-        (Method::POST, ["reload"]) => match gateway.reload().await {
+        (Method::POST, ["reload"]) => match principal.admin_only().map(|_| gateway.reload())?.await {
             Ok(reloaded) => Ok(json_response(StatusCode::OK, &serde_json::to_value(reloaded).unwrap_or_default())),
             Err(errors) => {
                 Err(ApiError::InvalidConfig(format!("configuration not reloaded; the running one stays:\n{errors}")))
@@ -55,18 +64,18 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>) -> Result<Res
 }
 
 /// Query-string parameters, with typed readers that say what was wrong.
-struct Params(Vec<(String, String)>);
+pub(super) struct Params(Vec<(String, String)>);
 
 impl Params {
     fn parse(query: Option<&str>) -> Self {
         Params(form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect())
     }
 
-    fn get(&self, name: &str) -> Option<String> {
+    pub(super) fn get(&self, name: &str) -> Option<String> {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).filter(|v| !v.is_empty())
     }
 
-    fn limit(&self) -> Result<usize, ApiError> {
+    pub(super) fn limit(&self) -> Result<usize, ApiError> {
         match self.get("limit") {
             None => Ok(DEFAULT_LIMIT),
             Some(v) => match v.parse::<usize>() {
@@ -77,7 +86,7 @@ impl Params {
     }
 
     /// The `next_cursor` of a previous page.
-    fn cursor<T: std::str::FromStr>(&self) -> Result<Option<T>, ApiError> {
+    pub(super) fn cursor<T: std::str::FromStr>(&self) -> Result<Option<T>, ApiError> {
         self.get("cursor")
             .map(|c| c.parse::<T>().map_err(|_| ApiError::BadRequest("cursor is not one this API gave".into())))
             .transpose()
@@ -102,18 +111,18 @@ fn parse_time(v: &str) -> Option<i64> {
 
 fn state(v: &str) -> Result<DeliveryState, ApiError> {
     DeliveryState::parse(v)
-        .ok_or_else(|| ApiError::BadRequest("state must be pending, delivered, dead, superseded or expired".into()))
+        .ok_or_else(|| ApiError::BadRequest("state must be pending, delivered, dead, superseded, expired or cancelled".into()))
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(super) fn rfc3339(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
 }
 
-async fn events(gateway: &Gateway, params: &Params) -> Result<Response<Body>, ApiError> {
+async fn events(gateway: &Gateway, principal: &Principal, params: &Params) -> Result<Response<Body>, ApiError> {
     let limit = params.limit()?;
     let before = params.cursor::<Uuid>()?;
     let query = EventQuery {
-        tenant: params.get("tenant"),
+        tenant: principal.scope(params.get("tenant"))?,
         source: params.get("source"),
         call_id: params.get("call_id"),
         since: params.time("since")?,
@@ -155,9 +164,14 @@ fn delivery_json(d: &DeliveryRecord) -> Value {
     })
 }
 
-async fn event(gateway: &Gateway, id: &str) -> Result<Response<Body>, ApiError> {
+async fn event(gateway: &Gateway, principal: &Principal, id: &str) -> Result<Response<Body>, ApiError> {
     let uuid = id.parse::<Uuid>().map_err(|_| ApiError::NotFound(format!("no event {id}")))?;
-    let event = gateway.store.event(uuid).await?.ok_or_else(|| ApiError::NotFound(format!("no event {id}")))?;
+    let event = gateway
+        .store
+        .event(uuid)
+        .await?
+        .filter(|e| principal.sees(&e.summary.tenant))
+        .ok_or_else(|| ApiError::NotFound(format!("no event {id}")))?;
     let body = match std::str::from_utf8(&event.body) {
         Ok(text) => json!(text),
         Err(_) => json!(crate::auth::signatures::base64_encode(&event.body)),
@@ -180,11 +194,11 @@ async fn event(gateway: &Gateway, id: &str) -> Result<Response<Body>, ApiError> 
     ))
 }
 
-async fn deliveries(gateway: &Gateway, params: &Params) -> Result<Response<Body>, ApiError> {
+async fn deliveries(gateway: &Gateway, principal: &Principal, params: &Params) -> Result<Response<Body>, ApiError> {
     let limit = params.limit()?;
     let before = params.cursor::<i64>()?;
     let query = DeliveryQuery {
-        tenant: params.get("tenant"),
+        tenant: principal.scope(params.get("tenant"))?,
         destination: params.get("destination"),
         state: params.get("state").map(|s| state(&s)).transpose()?,
         since: params.time("since")?,
@@ -208,8 +222,14 @@ async fn deliveries(gateway: &Gateway, params: &Params) -> Result<Response<Body>
     Ok(json_response(StatusCode::OK, &json!({ "deliveries": items, "next_cursor": next })))
 }
 
-async fn replay_one(gateway: &Gateway, id: &str) -> Result<Response<Body>, ApiError> {
+async fn replay_one(gateway: &Gateway, principal: &Principal, id: &str) -> Result<Response<Body>, ApiError> {
     let id: i64 = id.parse().map_err(|_| ApiError::NotFound(format!("no delivery {id}")))?;
+    if !matches!(principal, Principal::Admin) {
+        let tenant = gateway.store.delivery_tenant(id).await?;
+        if !tenant.is_some_and(|t| principal.sees(&t)) {
+            return Err(ApiError::NotFound(format!("no delivery {id}")));
+        }
+    }
     match gateway.store.replay(id).await? {
         Replay::Queued => {
             gateway.dispatcher().wake_all();
@@ -231,7 +251,11 @@ struct BulkReplay {
     limit: Option<usize>,
 }
 
-async fn replay_bulk(gateway: &Gateway, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn replay_bulk(
+    gateway: &Gateway,
+    principal: &Principal,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let body = Limited::new(request.into_body(), 64 * 1024)
         .collect()
         .await
@@ -257,7 +281,7 @@ async fn replay_bulk(gateway: &Gateway, request: Request<Incoming>) -> Result<Re
     let queued = gateway
         .store
         .replay_matching(ReplayFilter {
-            tenant: filter.tenant,
+            tenant: principal.scope(filter.tenant)?,
             destination: filter.destination,
             state,
             since: time(filter.since, "since")?,
@@ -271,9 +295,16 @@ async fn replay_bulk(gateway: &Gateway, request: Request<Incoming>) -> Result<Re
     Ok(json_response(StatusCode::OK, &json!({ "queued": queued })))
 }
 
-async fn pause(gateway: &Gateway, tenant: &str, id: &str, paused: bool) -> Result<Response<Body>, ApiError> {
+async fn pause(
+    gateway: &Gateway,
+    principal: &Principal,
+    tenant: &str,
+    id: &str,
+    paused: bool,
+) -> Result<Response<Body>, ApiError> {
     let config = gateway.config();
-    let exists = config.tenants.get(tenant).is_some_and(|t| t.destinations.iter().any(|d| d.id == id));
+    let exists = principal.sees(tenant)
+        && config.tenants.get(tenant).is_some_and(|t| t.destinations.iter().any(|d| d.id == id));
     if !exists {
         return Err(ApiError::NotFound(format!("no destination {tenant}/{id}")));
     }

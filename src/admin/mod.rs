@@ -1,8 +1,11 @@
 //! The operator-facing listener. `/healthz` (process up), `/readyz` (the store can commit) and
 //! `/metrics` (Prometheus text) are open; everything under `/v1/` needs
-//! `Authorization: Bearer <[admin] token>`. Errors have the same JSON shape as ingest.
+//! `Authorization: Bearer <token>`: the `[admin] token` (everything), or a tenant-scoped
+//! key (its own tenant's destinations, secrets, events and deliveries; anything of
+//! another tenant is not found). Errors have the same JSON shape as ingest.
 
 mod api;
+mod tenants;
 
 use std::sync::Arc;
 
@@ -48,8 +51,8 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
             );
             response
         }
-        (_, p) if p.starts_with("/v1/") => match authorized(&gateway, &request) {
-            Ok(()) => api::handle(&gateway, request).await.unwrap_or_else(ApiError::into_response),
+        (_, p) if p.starts_with("/v1/") => match authorized(&gateway, &request).await {
+            Ok(principal) => api::handle(&gateway, &principal, request).await.unwrap_or_else(ApiError::into_response),
             Err(e) => e.into_response(),
         },
         (_, "/healthz" | "/readyz" | "/metrics") => {
@@ -59,19 +62,73 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
     }
 }
 
-fn authorized(gateway: &Gateway, request: &Request<Incoming>) -> Result<(), ApiError> {
-    let config = gateway.config();
-    let Some(token) = config.admin_token.as_deref() else {
-        return Err(ApiError::Unauthorized("the admin API is off: set [admin] token in the configuration"));
-    };
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    /// A tenant-scoped key: its tenant, and its id (for the audit trail).
+    Tenant { tenant: String, key_id: String },
+}
+
+impl Principal {
+    pub fn actor(&self) -> crate::control::Actor {
+        match self {
+            Principal::Admin => crate::control::Actor::Admin,
+            Principal::Tenant { key_id, .. } => crate::control::Actor::Key(key_id.clone()),
+        }
+    }
+
+    /// Whether this caller may see `tenant` at all. Others' tenants are not found, never
+    /// forbidden: a key cannot learn which tenants exist.
+    pub fn sees(&self, tenant: &str) -> bool {
+        match self {
+            Principal::Admin => true,
+            Principal::Tenant { tenant: own, .. } => own == tenant,
+        }
+    }
+
+    /// The tenant a listing is confined to: a key's own, whatever the query asked.
+    pub fn scope(&self, asked: Option<String>) -> Result<Option<String>, ApiError> {
+        match self {
+            Principal::Admin => Ok(asked),
+            Principal::Tenant { tenant, .. } => match asked {
+                Some(other) if other != *tenant => Err(ApiError::NotFound(format!("no tenant {other}"))),
+                _ => Ok(Some(tenant.clone())),
+            },
+        }
+    }
+
+    /// Only the admin token may: answers 403 to a tenant key.
+    pub fn admin_only(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin => Ok(()),
+            Principal::Tenant { .. } => Err(ApiError::Forbidden("a tenant key cannot do this; it takes the admin token")),
+        }
+    }
+}
+
+async fn authorized(gateway: &Gateway, request: &Request<Incoming>) -> Result<Principal, ApiError> {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
+    if let Some((key_id, secret)) = crate::control::keys::parse(presented) {
+        let key = gateway.store.key(key_id).await?;
+        return match key {
+            Some(key) if crate::control::keys::matches(secret, &key.hash) => {
+                Ok(Principal::Tenant { tenant: key.tenant, key_id: key.key_id })
+            }
+            _ => Err(ApiError::Unauthorized("unauthorized")),
+        };
+    }
+    let config = gateway.config();
+    let Some(token) = config.admin_token.as_deref() else {
+        return Err(ApiError::Unauthorized("the admin API is off: set [admin] token in the configuration"));
+    };
     if crate::auth::signatures::equal(presented.as_bytes(), token.as_bytes()) {
-        Ok(())
+        Ok(Principal::Admin)
     } else {
         Err(ApiError::Unauthorized("unauthorized"))
     }
@@ -81,6 +138,8 @@ fn authorized(gateway: &Gateway, request: &Request<Incoming>) -> Result<(), ApiE
 pub enum ApiError {
     #[error("{0}")]
     Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -93,11 +152,40 @@ pub enum ApiError {
     InvalidConfig(String),
     #[error("the store could not answer; retry later")]
     Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Control(#[from] crate::control::ControlError),
 }
 
 impl ApiError {
     fn into_response(self) -> Response<Body> {
+        use crate::control::ControlError;
+        if let Self::Control(ControlError::Invalid(problems)) = &self {
+            let body = serde_json::json!({ "error": {
+                "code": "invalid_config",
+                "message": self.to_string(),
+                "errors": problems,
+            }});
+            return json_response(StatusCode::UNPROCESSABLE_ENTITY, &body);
+        }
         let (status, code) = match &self {
+            Self::Control(e) => match e {
+                ControlError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+                ControlError::ManagedByFile(_) => (StatusCode::CONFLICT, "managed_by_file"),
+                ControlError::PreconditionFailed { .. } => (StatusCode::PRECONDITION_FAILED, "version_mismatch"),
+                ControlError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_config"),
+                ControlError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+                ControlError::NoSecretsKey => (StatusCode::CONFLICT, "no_secrets_key"),
+                ControlError::Seal(e) => {
+                    tracing::error!(error = %e, "a tenant secret could not be sealed or opened");
+                    (StatusCode::INTERNAL_SERVER_ERROR, "secrets_unavailable")
+                }
+                ControlError::Contended => (StatusCode::CONFLICT, "contended"),
+                ControlError::Store(e) => {
+                    tracing::error!(error = %e, "admin request failed in the store");
+                    (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+                }
+            },
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),

@@ -18,8 +18,9 @@ use serde::de::DeserializeOwned;
 
 use super::raw::{self, S};
 use super::{
-    Backend, CallKey, CallRules, CircuitBreaker, Config, Destination, FixedResponse, OnStatus, Provider, RateLimit,
-    Responder, RetryPolicy, SequenceOrder, Server, Source, StatusAction, Store, Synchronous, Tenant,
+    Backend, CallKey, CallRules, CircuitBreaker, Config, Destination, FixedResponse, OnStatus, Origin, Provider,
+    RateLimit, Responder, RetryPolicy, SecretsKey, SequenceOrder, Server, Source, StatusAction, Store, Synchronous,
+    Tenant,
 };
 use crate::auth::{Algorithm, Encoding, Scheme, TokenAt};
 use crate::fanout::When;
@@ -32,13 +33,15 @@ pub struct ConfigError {
     pub file: PathBuf,
     /// 1-based line and column, when the error has a place in the file.
     pub position: Option<(usize, usize)>,
+    /// The byte offset in the text validated, where `position` is.
+    pub offset: Option<usize>,
     pub message: String,
 }
 
 impl ConfigError {
     /// Loading itself failed (not the file's content).
     pub fn task_failed(message: String) -> Self {
-        Self { file: PathBuf::new(), position: None, message }
+        Self { file: PathBuf::new(), position: None, offset: None, message }
     }
 }
 
@@ -84,6 +87,7 @@ impl File<'_> {
         self.errors.push(ConfigError {
             file: self.path.to_path_buf(),
             position: Some(line_column(self.text, span.start)),
+            offset: Some(span.start),
             message: message.into(),
         });
     }
@@ -135,9 +139,7 @@ impl File<'_> {
 
     fn id(&mut self, value: &S<String>, what: &str) {
         let v = value.get_ref();
-        let ok =
-            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !ok {
+        if !super::valid_id(v) {
             self.error(
                 value.span(),
                 format!("{what} id {v:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '-' or '_'"),
@@ -158,7 +160,12 @@ fn read(path: &Path, errors: &mut Vec<ConfigError>) -> Option<String> {
     match std::fs::read_to_string(path) {
         Ok(text) => Some(text),
         Err(e) => {
-            errors.push(ConfigError { file: path.to_path_buf(), position: None, message: format!("cannot read: {e}") });
+            errors.push(ConfigError {
+                file: path.to_path_buf(),
+                position: None,
+                offset: None,
+                message: format!("cannot read: {e}"),
+            });
             None
         }
     }
@@ -171,6 +178,7 @@ fn parse<T: DeserializeOwned>(path: &Path, text: &str, errors: &mut Vec<ConfigEr
             errors.push(ConfigError {
                 file: path.to_path_buf(),
                 position: e.span().map(|s| line_column(text, s.start)),
+                offset: e.span().map(|s| s.start),
                 message: e.message().trim_end().to_string(),
             });
             None
@@ -194,6 +202,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     let server = server(&mut file, &main.server);
     let store = store(&mut file, &main.store, base, env);
     let admin_token = main.admin.token.as_ref().and_then(|t| resolve_secret(&mut file, "admin token", t, env));
+    let secrets_key = main.admin.secrets_key.as_ref().and_then(|k| secrets_key(&mut file, k, env));
     let tenants_dir = base.join(main.server.tenants_dir.as_ref().map_or("tenants", |d| d.get_ref()));
 
     let mut tenants: HashMap<String, Arc<Tenant>> = HashMap::new();
@@ -206,7 +215,8 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
             continue;
         };
         let mut file = File { path: &tenant_path, text: &text, errors: &mut errors };
-        let tenant = tenant(&mut file, &raw, env);
+        let secrets = secrets(&mut file, &raw, env);
+        let tenant = tenant(&mut file, &raw, &secrets, Origin::File(tenant_path.clone()));
         if let Some(other) = defined_in.get(&tenant.id) {
             let message = format!("tenant {:?} is already defined in {}", tenant.id, other.display());
             file.error(raw.id.span(), message);
@@ -217,7 +227,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     }
 
     if errors.is_empty() {
-        Ok(Config { path: path.to_path_buf(), server, store, tenants, admin_token })
+        Ok(Config { path: path.to_path_buf(), server, store, tenants, admin_token, secrets_key })
     } else {
         Err(ConfigErrors(errors))
     }
@@ -230,6 +240,7 @@ fn tenant_files(dir: &Path, main: &Path, errors: &mut Vec<ConfigError>) -> Vec<P
             errors.push(ConfigError {
                 file: main.to_path_buf(),
                 position: None,
+                offset: None,
                 message: format!("cannot read tenants_dir {}: {e}", dir.display()),
             });
             return Vec::new();
@@ -647,6 +658,47 @@ fn resolve_secret(
     }
 }
 
+/// 32 random bytes, written as 64 hex digits or in base64.
+fn secrets_key(file: &mut File, secret: &S<raw::Secret>, env: &dyn Fn(&str) -> Option<String>) -> Option<SecretsKey> {
+    let text = resolve_secret(file, "secrets_key", secret, env)?;
+    let text = text.trim();
+    let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        hex::decode(text).ok()
+    } else {
+        crate::auth::signatures::base64_decode(text)
+    };
+    match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+        Some(key) => Some(SecretsKey(key)),
+        None => {
+            file.error(
+                secret.span(),
+                "secrets_key must be 32 random bytes, as 64 hex digits or base64 (e.g. `openssl rand -hex 32`)",
+            );
+            None
+        }
+    }
+}
+
+/// Validates a tenant of the control plane: `text` is its document written as TOML (see
+/// `control::document`), `secrets` its secret values. The same checks and template
+/// compiler as a tenant file; errors carry byte offsets into `text`.
+pub fn tenant_document(
+    text: &str,
+    secrets: &HashMap<String, Arc<str>>,
+    version: i64,
+) -> Result<Tenant, Vec<ConfigError>> {
+    let path = Path::new("<api>");
+    let mut errors = Vec::new();
+    let Some(raw) = parse::<raw::Tenant>(path, text, &mut errors) else { return Err(errors) };
+    let mut file = File { path, text, errors: &mut errors };
+    if !raw.secrets.is_empty() {
+        let span = raw.id.span();
+        file.error(span, "secrets are written with PUT /v1/tenants/{tenant}/secrets/{name}, never read from files or the environment");
+    }
+    let tenant = tenant(&mut file, &raw, secrets, Origin::Api { version });
+    if errors.is_empty() { Ok(tenant) } else { Err(errors) }
+}
+
 fn secrets(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<String>) -> HashMap<String, Arc<str>> {
     let mut secrets = HashMap::new();
     for (name, secret) in &raw.secrets {
@@ -657,10 +709,9 @@ fn secrets(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Stri
     secrets
 }
 
-fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<String>) -> Tenant {
+fn tenant(file: &mut File, raw: &raw::Tenant, secrets: &HashMap<String, Arc<str>>, origin: Origin) -> Tenant {
     file.id(&raw.id, "tenant");
     let id = raw.id.get_ref().clone();
-    let secrets = secrets(file, raw, env);
 
     let mut sources: Vec<Source> = Vec::with_capacity(raw.sources.len());
     for s in &raw.sources {
@@ -705,7 +756,7 @@ fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Strin
             destinations: Vec::new(),
             timezone,
             dedupe_window,
-            auth: auth(file, s, &secrets, provider),
+            auth: auth(file, s, secrets, provider),
             public_url: public_url(file, &s.public_url),
             rate_limit: rate_limit(file, &s.rate_limit),
             responder: None,
@@ -732,7 +783,7 @@ fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Strin
                 }
             }
         }
-        destinations.push(Arc::new(destination(file, &id, d, &secrets)));
+        destinations.push(Arc::new(destination(file, &id, d, secrets)));
     }
     for (source, raw_source) in sources.iter_mut().zip(&raw.sources) {
         source.responder = responder(file, raw_source, source.provider, &destinations);
@@ -743,7 +794,7 @@ fn tenant(file: &mut File, raw: &raw::Tenant, env: &dyn Fn(&str) -> Option<Strin
             source.destinations.retain(|&i| i != r.destination);
         }
     }
-    Tenant { id, rate_limit: rate_limit(file, &raw.rate_limit), sources, destinations }
+    Tenant { id, rate_limit: rate_limit(file, &raw.rate_limit), sources, destinations, origin }
 }
 
 fn responder(

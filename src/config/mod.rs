@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 
-pub use load::{ConfigError, ConfigErrors, load, load_with_env};
+pub use load::{ConfigError, ConfigErrors, load, load_with_env, tenant_document};
 
 #[derive(Debug)]
 pub struct Config {
@@ -25,6 +25,46 @@ pub struct Config {
     pub tenants: HashMap<String, Arc<Tenant>>,
     /// The bearer token of the admin API; without one the API refuses every call.
     pub admin_token: Option<Arc<str>>,
+    /// Seals the secrets of tenants managed by API; without one they cannot have secrets.
+    pub secrets_key: Option<SecretsKey>,
+}
+
+impl Config {
+    /// The same settings, serving `tenants`.
+    pub fn with_tenants(&self, tenants: HashMap<String, Arc<Tenant>>) -> Self {
+        Config {
+            path: self.path.clone(),
+            server: self.server.clone(),
+            store: self.store.clone(),
+            tenants,
+            admin_token: self.admin_token.clone(),
+            secrets_key: self.secrets_key.clone(),
+        }
+    }
+}
+
+/// Tenant, source, destination and secret ids: 1 to 64 of A-Z, a-z, 0-9, '-' or '_'
+/// (they appear in URLs, metric labels and file names).
+pub fn valid_id(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The key sealing API-managed secrets at rest. Never printed.
+#[derive(Clone)]
+pub struct SecretsKey(pub [u8; 32]);
+
+impl std::fmt::Debug for SecretsKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretsKey(..)")
+    }
+}
+
+/// Where a tenant is defined: a file under `tenants_dir` (read-only through the API), or
+/// the control-plane API, at a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    File(PathBuf),
+    Api { version: i64 },
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +140,7 @@ pub struct Tenant {
     pub rate_limit: Option<RateLimit>,
     pub sources: Vec<Source>,
     pub destinations: Vec<Arc<Destination>>,
+    pub origin: Origin,
 }
 
 impl Tenant {

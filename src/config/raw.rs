@@ -21,6 +21,8 @@ pub struct Main {
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub token: Option<S<Secret>>,
+    /// Seals tenant secrets written through the API.
+    pub secrets_key: Option<S<Secret>>,
 }
 
 #[derive(Deserialize)]

@@ -50,7 +50,7 @@ struct Handle {
     destination: ArcSwap<Destination>,
     wake: Notify,
     paused: AtomicBool,
-    breaker: breaker::Breaker,
+    breaker: Arc<breaker::Breaker>,
     /// The spacing its own answers (429, 503, …) ask for.
     slowdown: slowdown::Slowdown,
     /// Stops this worker alone (its destination was removed or reshaped).
@@ -77,6 +77,13 @@ pub struct DestinationStatus {
     pub circuit: breaker::Circuit,
 }
 
+fn stop_all(tenant: &str, workers: HashMap<String, Running>, applied: &mut Applied) {
+    for (id, running) in workers {
+        running.handle.stop.cancel();
+        applied.removed.push(format!("{tenant}/{id}"));
+    }
+}
+
 /// What a reload changed.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Applied {
@@ -101,12 +108,12 @@ impl Dispatcher {
         dispatcher
     }
 
-    fn spawn(&self, destination: &Arc<Destination>, paused: bool) -> Running {
+    fn spawn(&self, destination: &Arc<Destination>, paused: bool, breaker: Option<Arc<breaker::Breaker>>) -> Running {
         let handle = Arc::new(Handle {
             destination: ArcSwap::new(destination.clone()),
             wake: Notify::new(),
             paused: AtomicBool::new(paused),
-            breaker: breaker::Breaker::default(),
+            breaker: breaker.unwrap_or_default(),
             slowdown: slowdown::Slowdown::default(),
             stop: self.stop.child_token(),
         });
@@ -118,46 +125,72 @@ impl Dispatcher {
     pub fn apply(&self, config: &Config) -> Applied {
         let mut applied = Applied::default();
         let mut workers = self.workers.write().unwrap_or_else(|p| p.into_inner());
-        let mut next: Workers = HashMap::new();
+        let mut next: Workers = HashMap::with_capacity(config.tenants.len());
         for tenant in config.tenants.values() {
-            let mut old = workers.remove(&tenant.id).unwrap_or_default();
-            let mut running_now = HashMap::new();
-            for destination in &tenant.destinations {
-                let name = format!("{}/{}", tenant.id, destination.id);
-                let shape = (destination.max_in_flight, destination.rate_limit);
-                let running = match old.remove(&destination.id) {
-                    Some(running) if running.shape == shape => {
-                        running.handle.destination.store(destination.clone());
-                        applied.updated.push(name);
-                        running
-                    }
-                    Some(running) => {
-                        // Slots and pacing belong to the worker: start a fresh one.
-                        running.handle.stop.cancel();
-                        applied.updated.push(name);
-                        self.spawn(destination, running.handle.paused.load(Ordering::Relaxed))
-                    }
-                    None => {
-                        applied.started.push(name);
-                        self.spawn(destination, false)
-                    }
-                };
-                running_now.insert(destination.id.clone(), running);
-            }
-            for (id, running) in old {
-                running.handle.stop.cancel();
-                applied.removed.push(format!("{}/{id}", tenant.id));
-            }
-            next.insert(tenant.id.clone(), running_now);
+            let old = workers.remove(&tenant.id).unwrap_or_default();
+            next.insert(tenant.id.clone(), self.tenant_workers(tenant, old, &mut applied));
         }
         for (tenant, old) in workers.drain() {
-            for (id, running) in old {
-                running.handle.stop.cancel();
-                applied.removed.push(format!("{tenant}/{id}"));
-            }
+            stop_all(&tenant, old, &mut applied);
         }
         *workers = next;
         applied
+    }
+
+    /// Brings the workers of the tenants `ids` alone in line with `config`: what a change
+    /// to a few tenants costs, however many others there are.
+    pub fn apply_tenants(&self, config: &Config, ids: &[&str]) -> Applied {
+        let mut applied = Applied::default();
+        let mut workers = self.workers.write().unwrap_or_else(|p| p.into_inner());
+        for &id in ids {
+            let old = workers.remove(id).unwrap_or_default();
+            match config.tenants.get(id) {
+                Some(tenant) => {
+                    let running = self.tenant_workers(tenant, old, &mut applied);
+                    workers.insert(id.to_string(), running);
+                }
+                None => stop_all(id, old, &mut applied),
+            }
+        }
+        applied
+    }
+
+    /// One tenant's workers: kept where the destination's shape is the same, restarted
+    /// (with its circuit state) where it changed, started for new destinations, stopped
+    /// for removed ones.
+    fn tenant_workers(
+        &self,
+        tenant: &Tenant,
+        mut old: HashMap<String, Running>,
+        applied: &mut Applied,
+    ) -> HashMap<String, Running> {
+        let mut running_now = HashMap::with_capacity(tenant.destinations.len());
+        for destination in &tenant.destinations {
+            let name = format!("{}/{}", tenant.id, destination.id);
+            let shape = (destination.max_in_flight, destination.rate_limit);
+            let running = match old.remove(&destination.id) {
+                Some(running) if running.shape == shape => {
+                    running.handle.destination.store(destination.clone());
+                    applied.updated.push(name);
+                    running
+                }
+                Some(running) => {
+                    // Slots and pacing belong to the worker: start a fresh one. A tripped
+                    // breaker stays tripped: the destination is the same one.
+                    running.handle.stop.cancel();
+                    applied.updated.push(name);
+                    let paused = running.handle.paused.load(Ordering::Relaxed);
+                    self.spawn(destination, paused, Some(running.handle.breaker.clone()))
+                }
+                None => {
+                    applied.started.push(name);
+                    self.spawn(destination, false, None)
+                }
+            };
+            running_now.insert(destination.id.clone(), running);
+        }
+        stop_all(&tenant.id, old, applied);
+        running_now
     }
 
     /// Wakes the workers of every destination `source` fans out to.

@@ -30,7 +30,7 @@ use uuid::Uuid;
 pub use error::IngestError;
 
 use crate::auth::{self, Inbound};
-use crate::config::{Config, FixedResponse, Responder, Source, Tenant};
+use crate::config::{Config, FixedResponse, RateLimit, Responder, Source, Tenant};
 use crate::deliver::{Dispatcher, respond};
 use crate::metrics;
 use crate::normalize;
@@ -43,36 +43,63 @@ struct Limiters {
     sources: Vec<Option<DefaultDirectRateLimiter>>,
     /// Aligned with `destinations`: the pacing of synchronous responder calls.
     responders: Vec<Option<DefaultDirectRateLimiter>>,
+    /// The limits these were built from: a tenant changed with the same limits keeps its
+    /// buckets (a change must not refill them).
+    shape: LimitShape,
+}
+
+type LimitShape = (Option<RateLimit>, Vec<(String, Option<RateLimit>)>, Vec<Option<RateLimit>>);
+
+fn limit_shape(t: &Tenant) -> LimitShape {
+    let is_responder = |i: usize| t.sources.iter().any(|s| s.responder.as_ref().is_some_and(|r| r.destination == i));
+    (
+        t.rate_limit,
+        t.sources.iter().map(|s| (s.id.clone(), s.rate_limit)).collect(),
+        t.destinations.iter().enumerate().map(|(i, d)| d.rate_limit.filter(|_| is_responder(i))).collect(),
+    )
+}
+
+impl Limiters {
+    fn new(t: &Tenant) -> Self {
+        let shape = limit_shape(t);
+        Limiters {
+            tenant: shape.0.map(|r| r.limiter()),
+            sources: shape.1.iter().map(|(_, r)| r.map(|r| r.limiter())).collect(),
+            responders: shape.2.iter().map(|r| r.map(|r| r.limiter())).collect(),
+            shape,
+        }
+    }
 }
 
 /// The routing tables of one config version. A reload swaps them whole; a request in
 /// flight keeps the version it started with.
 struct Tables {
     config: Arc<Config>,
-    limiters: HashMap<String, Limiters>,
+    limiters: HashMap<String, Arc<Limiters>>,
 }
 
 impl Tables {
     fn new(config: Arc<Config>) -> Self {
-        let limiters = config
-            .tenants
-            .values()
-            .map(|t| {
-                let is_responder =
-                    |i: usize| t.sources.iter().any(|s| s.responder.as_ref().is_some_and(|r| r.destination == i));
-                let limiters = Limiters {
-                    tenant: t.rate_limit.map(|r| r.limiter()),
-                    sources: t.sources.iter().map(|s| s.rate_limit.map(|r| r.limiter())).collect(),
-                    responders: t
-                        .destinations
-                        .iter()
-                        .enumerate()
-                        .map(|(i, d)| d.rate_limit.filter(|_| is_responder(i)).map(|r| r.limiter()))
-                        .collect(),
-                };
-                (t.id.clone(), limiters)
-            })
-            .collect();
+        let limiters = config.tenants.values().map(|t| (t.id.clone(), Arc::new(Limiters::new(t)))).collect();
+        Self { config, limiters }
+    }
+
+    /// The tables of `config`, where only the tenants `ids` changed since `self`.
+    fn with_changes(&self, config: Arc<Config>, ids: &[&str]) -> Self {
+        let mut limiters = self.limiters.clone();
+        for &id in ids {
+            match config.tenants.get(id) {
+                None => {
+                    limiters.remove(id);
+                }
+                Some(t) => {
+                    let kept = limiters.get(id).is_some_and(|l| l.shape == limit_shape(t));
+                    if !kept {
+                        limiters.insert(id.to_string(), Arc::new(Limiters::new(t)));
+                    }
+                }
+            }
+        }
         Self { config, limiters }
     }
 }
@@ -104,6 +131,12 @@ impl Ingest {
     /// Takes a new config for the next requests. Rate-limit buckets start full again.
     pub fn swap(&self, config: Arc<Config>) {
         self.tables.store(Arc::new(Tables::new(config)));
+    }
+
+    /// Takes a config where only the tenants `ids` changed; the others keep their buckets.
+    pub fn update(&self, config: Arc<Config>, ids: &[&str]) {
+        let next = self.tables.load().with_changes(config, ids);
+        self.tables.store(Arc::new(next));
     }
 
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {

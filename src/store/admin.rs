@@ -84,6 +84,7 @@ pub struct QueueStats {
     pub dead: u64,
     pub superseded: u64,
     pub expired: u64,
+    pub cancelled: u64,
     /// (tenant, destination, pending count, oldest pending creation time in ms).
     pub per_destination: Vec<(String, String, u64, i64)>,
 }

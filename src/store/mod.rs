@@ -6,6 +6,7 @@
 //! Times are Unix milliseconds throughout.
 
 pub mod admin;
+pub mod catalog;
 mod error;
 pub mod postgres;
 pub mod sqlite;
@@ -213,6 +214,8 @@ pub enum DeliveryState {
     Superseded,
     /// Not sent: a live status that outlived the destination's `live_ttl`.
     Expired,
+    /// Not sent: its destination or tenant was removed through the control plane.
+    Cancelled,
 }
 
 impl DeliveryState {
@@ -223,6 +226,7 @@ impl DeliveryState {
             Self::Dead => 2,
             Self::Superseded => 3,
             Self::Expired => 4,
+            Self::Cancelled => 5,
         }
     }
 
@@ -233,6 +237,7 @@ impl DeliveryState {
             "dead" => Self::Dead,
             "superseded" => Self::Superseded,
             "expired" => Self::Expired,
+            "cancelled" => Self::Cancelled,
             _ => return None,
         })
     }
@@ -243,6 +248,7 @@ impl DeliveryState {
             2 => Self::Dead,
             3 => Self::Superseded,
             4 => Self::Expired,
+            5 => Self::Cancelled,
             _ => Self::Pending,
         }
     }
@@ -285,7 +291,7 @@ pub struct DeliveryRecord {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: catalog::Catalog + Send + Sync + 'static {
     /// Durably commits the event and one pending delivery per destination — unless its
     /// dedupe key names an event stored within the window, which is returned instead.
     /// Returns only after the commit (group-committed with concurrent callers).
@@ -304,6 +310,8 @@ pub trait Store: Send + Sync + 'static {
     /// read-only must take the node out of its load balancer).
     async fn ready(&self) -> Result<(), StoreError>;
     async fn deliveries_of(&self, event: Uuid) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// The tenant a delivery belongs to, if it exists.
+    async fn delivery_tenant(&self, delivery: i64) -> Result<Option<String>, StoreError>;
     /// Flushes what was submitted and stops the writer.
     async fn close(&self);
 

@@ -11,6 +11,7 @@
 //! synchronized clocks (NTP); leases are tens of seconds, far above usual skew.
 
 mod batch;
+mod catalog;
 mod commit;
 mod complete;
 mod schema;
@@ -500,6 +501,11 @@ impl Store for PgStore {
         super::recently_failed(&self.last_failure)
     }
 
+    async fn delivery_tenant(&self, delivery: i64) -> Result<Option<String>, StoreError> {
+        let rows = self.query("SELECT tenant FROM deliveries WHERE id = $1", &[&delivery]).await?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
     async fn deliveries_of(&self, event: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {
         let mut deliveries: Vec<DeliveryRecord> = self
             .query(
@@ -602,6 +608,7 @@ impl Store for PgStore {
                 DeliveryState::Dead => stats.dead = count,
                 DeliveryState::Superseded => stats.superseded = count,
                 DeliveryState::Expired => stats.expired = count,
+                DeliveryState::Cancelled => stats.cancelled = count,
             }
         }
         stats.per_destination = self
@@ -670,7 +677,7 @@ impl Store for PgStore {
             .query(
                 "WITH doomed AS (
                     SELECT id FROM deliveries
-                    WHERE (state IN (1, 3, 4) AND finished_at < $1) OR (state = 2 AND finished_at < $2)
+                    WHERE (state IN (1, 3, 4, 5) AND finished_at < $1) OR (state = 2 AND finished_at < $2)
                     LIMIT $3 FOR UPDATE SKIP LOCKED),
                  a AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM doomed) RETURNING 1),
                  d AS (DELETE FROM deliveries WHERE id IN (SELECT id FROM doomed) RETURNING 1)

@@ -78,6 +78,43 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_call ON deliveries (tenant, destination, call_key, id) WHERE call_key IS NOT NULL;
     CREATE INDEX deliveries_hold ON deliveries (tenant, destination, hold_until)
         WHERE state = 0 AND hold_until IS NOT NULL;",
+    // 4: the tenant catalog, as the embedded store's sixth migration. Writers lock the
+    // `catalog_seq` row, so sequence numbers commit in order.
+    "CREATE TABLE catalog_seq (id integer PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL);
+    INSERT INTO catalog_seq (id, seq) VALUES (1, 0);
+    CREATE TABLE tenants (
+        id text PRIMARY KEY,
+        version bigint NOT NULL,
+        seq bigint NOT NULL,
+        document text,
+        updated_at bigint NOT NULL
+    );
+    CREATE INDEX tenants_seq ON tenants (seq);
+    CREATE TABLE tenant_secrets (
+        tenant text NOT NULL,
+        name text NOT NULL,
+        sealed bytea NOT NULL,
+        PRIMARY KEY (tenant, name)
+    );
+    CREATE TABLE tenant_keys (
+        key_id text PRIMARY KEY,
+        tenant text NOT NULL,
+        hash bytea NOT NULL,
+        created_at bigint NOT NULL
+    );
+    CREATE INDEX tenant_keys_tenant ON tenant_keys (tenant);
+    CREATE TABLE audit (
+        seq bigserial PRIMARY KEY,
+        at bigint NOT NULL,
+        actor text NOT NULL,
+        tenant text NOT NULL,
+        kind text NOT NULL,
+        target text NOT NULL,
+        action text NOT NULL,
+        before_version bigint,
+        after_version bigint
+    );
+    CREATE INDEX audit_tenant ON audit (tenant, seq);",
 ];
 
 pub async fn migrate(client: &mut Client) -> Result<usize, tokio_postgres::Error> {

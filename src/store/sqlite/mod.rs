@@ -4,6 +4,7 @@
 //! writer writes), so one slow listing does not hold up the next. Only one process may use a file at a time, so
 //! leases found at open belong to a dead process and are released at once.
 
+mod catalog;
 mod queries;
 mod schema;
 mod writer;
@@ -21,6 +22,7 @@ use uuid::Uuid;
 use super::admin::{
     DeliveryQuery, DeliverySummary, EventDetail, EventQuery, EventSummary, QueueStats, Replay, ReplayFilter,
 };
+use super::catalog::{AuditEntry, AuditRecord, Catalog, Change, KeyRecord, StoredTenant, Written};
 use super::{
     AttemptRecord, Claim, ClaimRequest, Committed, Completion, DeliveryRecord, DeliveryState, NewEvent, Store,
     StoreError,
@@ -173,6 +175,58 @@ impl SqliteStore {
 }
 
 #[async_trait]
+impl Catalog for SqliteStore {
+    async fn catalog_seq(&self) -> Result<i64, StoreError> {
+        self.read(catalog::seq).await
+    }
+
+    async fn catalog_changes(&self, after: i64) -> Result<Vec<StoredTenant>, StoreError> {
+        self.read(move |conn| catalog::changes(conn, after)).await
+    }
+
+    async fn catalog_tenant(&self, id: &str) -> Result<Option<StoredTenant>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| catalog::tenant(conn, &id)).await
+    }
+
+    async fn catalog_list(&self, after: Option<String>, limit: usize) -> Result<Vec<StoredTenant>, StoreError> {
+        self.read(move |conn| catalog::list(conn, after.as_deref(), limit)).await
+    }
+
+    async fn catalog_write(&self, change: Change) -> Result<Written, StoreError> {
+        self.call(|reply| Command::Catalog { change: Box::new(change), reply }).await
+    }
+
+    async fn key_create(&self, key: KeyRecord, audit: AuditEntry) -> Result<bool, StoreError> {
+        self.call(|reply| Command::Admin { write: Write::KeyCreate(key, audit), reply }).await.map(|n| n == 1)
+    }
+
+    async fn key_delete(&self, tenant: &str, key_id: &str, audit: AuditEntry) -> Result<bool, StoreError> {
+        let write = Write::KeyDelete { tenant: tenant.to_string(), key_id: key_id.to_string(), audit };
+        self.call(|reply| Command::Admin { write, reply }).await.map(|n| n == 1)
+    }
+
+    async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let key_id = key_id.to_string();
+        self.read(move |conn| catalog::key(conn, &key_id)).await
+    }
+
+    async fn keys(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        let tenant = tenant.to_string();
+        self.read(move |conn| catalog::keys(conn, &tenant)).await
+    }
+
+    async fn audit(
+        &self,
+        tenant: Option<String>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read(move |conn| catalog::audit_trail(conn, tenant.as_deref(), before, limit)).await
+    }
+}
+
+#[async_trait]
 impl Store for SqliteStore {
     async fn commit(&self, event: NewEvent) -> Result<Committed, StoreError> {
         let (reply, rx) = oneshot::channel();
@@ -206,6 +260,16 @@ impl Store for SqliteStore {
 
     async fn deliveries_of(&self, event: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {
         self.read(move |conn| queries::deliveries_of(conn, event)).await
+    }
+
+    async fn delivery_tenant(&self, delivery: i64) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT tenant FROM deliveries WHERE id = ?1")?
+                .query_row(params![delivery], |r| r.get(0))
+                .optional()
+        })
+        .await
     }
 
     async fn events(&self, query: EventQuery) -> Result<Vec<EventSummary>, StoreError> {

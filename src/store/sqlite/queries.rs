@@ -119,6 +119,7 @@ pub fn queue_stats(conn: &Connection) -> rusqlite::Result<QueueStats> {
             DeliveryState::Dead => stats.dead = count,
             DeliveryState::Superseded => stats.superseded = count,
             DeliveryState::Expired => stats.expired = count,
+            DeliveryState::Cancelled => stats.cancelled = count,
         }
     }
     stats.per_destination = conn

@@ -77,6 +77,44 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_call ON deliveries (tenant, destination, call_key, id) WHERE call_key IS NOT NULL;
     CREATE INDEX deliveries_hold ON deliveries (tenant, destination, hold_until)
         WHERE state = 0 AND hold_until IS NOT NULL;",
+    // 6: the tenant catalog: tenants managed by API (tombstones kept: versions only rise),
+    // their sealed secrets, tenant-scoped keys and the audit trail. `catalog_seq` numbers
+    // every change, for nodes following the catalog.
+    "CREATE TABLE catalog_seq (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
+    INSERT INTO catalog_seq (id, seq) VALUES (1, 0);
+    CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        document TEXT,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX tenants_seq ON tenants (seq);
+    CREATE TABLE tenant_secrets (
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        PRIMARY KEY (tenant, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE tenant_keys (
+        key_id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        hash BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX tenant_keys_tenant ON tenant_keys (tenant);
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        action TEXT NOT NULL,
+        before_version INTEGER,
+        after_version INTEGER
+    );
+    CREATE INDEX audit_tenant ON audit (tenant, seq);",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::store::AttemptRecord;
 use crate::store::admin::ReplayFilter;
+use crate::store::catalog::{AuditEntry, Change, KeyRecord, Written};
 use crate::store::{
     Claim, ClaimRequest, ClaimedDelivery, Committed, Completion, DeliveryState, NewEvent, StoreError, now_ms,
 };
@@ -44,6 +45,11 @@ pub enum Command {
         write: Write,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    /// A change to the tenant catalog.
+    Catalog {
+        change: Box<Change>,
+        reply: oneshot::Sender<Result<Written, StoreError>>,
+    },
     /// Commit what is queued, then stop.
     Shutdown,
 }
@@ -55,6 +61,7 @@ enum Done {
     Completed { recorded: bool, terminal: bool },
     Released,
     Admin { count: u64, replayed: u64 },
+    Catalog(Written),
 }
 
 pub enum Write {
@@ -72,6 +79,13 @@ pub enum Write {
     },
     /// A readiness probe: a one-row write, refused past the ingest ceiling like an event.
     Probe,
+    /// A tenant-scoped key, added (count 0 when the tenant does not exist) or removed.
+    KeyCreate(KeyRecord, AuditEntry),
+    KeyDelete {
+        tenant: String,
+        key_id: String,
+        audit: AuditEntry,
+    },
     /// A synchronous responder exchange, recorded as a finished delivery with one attempt.
     Exchange {
         event: Uuid,
@@ -147,6 +161,7 @@ impl Writer {
                 Ok(Done::Admin { replayed, .. }) => added += replayed,
                 Ok(Done::Completed { terminal: true, .. }) => finished += 1,
                 Ok(Done::Claimed(claim)) => finished += claim.ended(),
+                Ok(Done::Catalog(Written::Done { cancelled, .. })) => finished += cancelled,
                 _ => {}
             }
         }
@@ -261,6 +276,12 @@ fn reply(command: Command, result: Result<Done, StoreError>) {
                 _ => 0,
             }));
         }
+        Command::Catalog { reply, .. } => {
+            let _ = reply.send(result.map(|d| match d {
+                Done::Catalog(written) => written,
+                _ => Written::VersionMismatch { current: None },
+            }));
+        }
         Command::Shutdown => {}
     }
 }
@@ -302,6 +323,7 @@ fn apply(
             Ok(Done::Admin { count: 1, replayed: 0 })
         }
         Command::Admin { write, .. } => admin(tx, write, now),
+        Command::Catalog { change, .. } => super::catalog::write(tx, change, now).map(Done::Catalog),
         Command::Shutdown => Ok(Done::Released),
     }
 }
@@ -330,6 +352,14 @@ fn admin(tx: &Connection, write: &Write, now: i64) -> rusqlite::Result<Done> {
                 .execute(params![now, f.state.code(), f.tenant, f.destination, f.since, f.until, f.limit as i64])?
                 as u64;
             Ok(Done::Admin { count, replayed: count })
+        }
+        Write::KeyCreate(key, audit) => {
+            let count = u64::from(super::catalog::key_create(tx, key, audit)?);
+            Ok(Done::Admin { count, replayed: 0 })
+        }
+        Write::KeyDelete { tenant, key_id, audit } => {
+            let count = u64::from(super::catalog::key_delete(tx, tenant, key_id, audit, now)?);
+            Ok(Done::Admin { count, replayed: 0 })
         }
         Write::SetPaused { tenant, destination, paused } => {
             let sql = if *paused {
@@ -365,7 +395,7 @@ fn admin(tx: &Connection, write: &Write, now: i64) -> rusqlite::Result<Done> {
         Write::Purge { delivered_before, dead_before, batch } => {
             let ids: Vec<i64> = tx
                 .prepare_cached(
-                    "SELECT id FROM deliveries WHERE (state IN (1, 3, 4) AND finished_at < ?1) OR (state = 2 AND finished_at < ?2) LIMIT ?3",
+                    "SELECT id FROM deliveries WHERE (state IN (1, 3, 4, 5) AND finished_at < ?1) OR (state = 2 AND finished_at < ?2) LIMIT ?3",
                 )?
                 .query_map(params![delivered_before, dead_before, *batch as i64], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
