@@ -120,7 +120,9 @@ impl Gateway {
                     file: file.clone(),
                     position: None,
                     offset: None,
-                    message: format!("tenant {id:?} is managed through the API; delete it there first, or use another id"),
+                    message: format!(
+                        "tenant {id:?} is managed through the API; delete it there first, or use another id"
+                    ),
                 }),
                 _ => {
                     tenants.insert(id.clone(), tenant.clone());
@@ -161,7 +163,8 @@ pub async fn run(
 ) -> Result<(), RunError> {
     metrics::install();
     let sealer = config.secrets_key.as_ref().map(|k| Arc::new(control::seal::Sealer::new(k)));
-    let (config, applied) = control::load(store.as_ref(), &config, sealer.as_deref()).await.map_err(RunError::Catalog)?;
+    let (config, applied) =
+        control::load(store.as_ref(), &config, sealer.as_deref()).await.map_err(RunError::Catalog)?;
     let config = Arc::new(config);
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();

@@ -10,6 +10,7 @@ use anyhow::Context;
 mod cli {
     pub mod client;
     pub mod providers;
+    pub mod tenants;
 }
 
 /// mimalloc returns freed memory to the OS within moments; glibc's per-thread arenas kept
@@ -123,6 +124,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move tenants between files and the control-plane API.
+    Tenants {
+        #[command(subcommand)]
+        action: TenantsAction,
+    },
     /// A receiving server that prints each request and answers a fixed status.
     Sink {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -132,6 +138,28 @@ enum Command {
         /// Print nothing per request (for load tests).
         #[arg(long)]
         quiet: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantsAction {
+    /// Write tenants managed through the API as tenant files (`<dir>/<id>.toml`). Secret
+    /// values are never exported: each becomes `{ env = "SWITCHBOARD_SECRET_<TENANT>_<NAME>" }`.
+    Export {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        dir: PathBuf,
+        /// These tenants only (default: every tenant managed through the API).
+        ids: Vec<String>,
+    },
+    /// Create or replace tenants through the API from tenant files; their secrets
+    /// (`{ env }` or `{ file }`) are read here and sent as values.
+    Import {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -337,6 +365,18 @@ async fn operate(command: Command) -> anyhow::Result<()> {
                 println!("{}", serde_json::json!({ "queued": total }))
             } else {
                 println!("{total} deliveries queued again")
+            }
+        }
+        Command::Tenants { action: TenantsAction::Export { admin, dir, ids } } => {
+            let written = cli::tenants::export(&connect(&admin)?, &dir, ids).await.map_err(anyhow::Error::msg)?;
+            for path in &written {
+                println!("{}", path.display());
+            }
+        }
+        Command::Tenants { action: TenantsAction::Import { admin, files } } => {
+            let done = cli::tenants::import(&connect(&admin)?, &files).await.map_err(anyhow::Error::msg)?;
+            for (id, version) in done {
+                println!("tenant {id}: version {version}");
             }
         }
         _ => unreachable!("handled in main"),

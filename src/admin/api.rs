@@ -110,8 +110,9 @@ fn parse_time(v: &str) -> Option<i64> {
 }
 
 fn state(v: &str) -> Result<DeliveryState, ApiError> {
-    DeliveryState::parse(v)
-        .ok_or_else(|| ApiError::BadRequest("state must be pending, delivered, dead, superseded, expired or cancelled".into()))
+    DeliveryState::parse(v).ok_or_else(|| {
+        ApiError::BadRequest("state must be pending, delivered, dead, superseded, expired or cancelled".into())
+    })
 }
 
 pub(super) fn rfc3339(ms: i64) -> String {
@@ -303,8 +304,8 @@ async fn pause(
     paused: bool,
 ) -> Result<Response<Body>, ApiError> {
     let config = gateway.config();
-    let exists = principal.sees(tenant)
-        && config.tenants.get(tenant).is_some_and(|t| t.destinations.iter().any(|d| d.id == id));
+    let exists =
+        principal.sees(tenant) && config.tenants.get(tenant).is_some_and(|t| t.destinations.iter().any(|d| d.id == id));
     if !exists {
         return Err(ApiError::NotFound(format!("no destination {tenant}/{id}")));
     }

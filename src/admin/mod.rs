@@ -67,7 +67,10 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
 pub enum Principal {
     Admin,
     /// A tenant-scoped key: its tenant, and its id (for the audit trail).
-    Tenant { tenant: String, key_id: String },
+    Tenant {
+        tenant: String,
+        key_id: String,
+    },
 }
 
 impl Principal {
@@ -102,7 +105,9 @@ impl Principal {
     pub fn admin_only(&self) -> Result<(), ApiError> {
         match self {
             Principal::Admin => Ok(()),
-            Principal::Tenant { .. } => Err(ApiError::Forbidden("a tenant key cannot do this; it takes the admin token")),
+            Principal::Tenant { .. } => {
+                Err(ApiError::Forbidden("a tenant key cannot do this; it takes the admin token"))
+            }
         }
     }
 }

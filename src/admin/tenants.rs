@@ -249,18 +249,23 @@ async fn get(gateway: &Gateway, tenant: &str) -> Result<Response<Body>, ApiError
     Ok(with_etag(json_response(StatusCode::OK, &doc), stored.version))
 }
 
-async fn create_key(gateway: &Gateway, tenant: &str, actor: &crate::control::Actor) -> Result<Response<Body>, ApiError> {
+async fn create_key(
+    gateway: &Gateway,
+    tenant: &str,
+    actor: &crate::control::Actor,
+) -> Result<Response<Body>, ApiError> {
     exists(gateway, tenant)?;
     let minted = keys::mint().ok_or_else(|| ApiError::Conflict("no randomness available for a key; retry".into()))?;
-    let record =
-        KeyRecord { key_id: minted.key_id.clone(), tenant: tenant.to_string(), hash: minted.hash, created_at: now_ms() };
+    let record = KeyRecord {
+        key_id: minted.key_id.clone(),
+        tenant: tenant.to_string(),
+        hash: minted.hash,
+        created_at: now_ms(),
+    };
     let audit =
         AuditEntry { actor: actor.name(), kind: "key".into(), target: minted.key_id.clone(), action: "create".into() };
     gateway.store.key_create(record, audit).await?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({ "key_id": minted.key_id, "token": minted.token, "tenant": tenant }),
-    ))
+    Ok(json_response(StatusCode::CREATED, &json!({ "key_id": minted.key_id, "token": minted.token, "tenant": tenant })))
 }
 
 async fn audit(gateway: &Gateway, params: &Params) -> Result<Response<Body>, ApiError> {

@@ -34,7 +34,20 @@ impl Admin {
         if status.is_success() {
             Ok(value)
         } else {
-            let message = value["error"]["message"].as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+            let mut message =
+                value["error"]["message"].as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+            // An invalid tenant: every error, at its JSON pointer.
+            for e in value["error"]["errors"].as_array().into_iter().flatten() {
+                let at = match (e["line"].as_u64(), e["column"].as_u64()) {
+                    (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
+                    _ => String::new(),
+                };
+                message.push_str(&format!(
+                    "\n  {}{at}: {}",
+                    e["pointer"].as_str().unwrap_or(""),
+                    e["message"].as_str().unwrap_or("")
+                ));
+            }
             Err(format!("{status}: {message}"))
         }
     }
@@ -45,6 +58,10 @@ impl Admin {
 
     pub async fn post(&self, path: &str, body: Option<Value>) -> Result<Value, String> {
         self.call(reqwest::Method::POST, path, body).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Result<Value, String> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
     }
 }
 

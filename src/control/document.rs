@@ -285,10 +285,7 @@ mod tests {
             "destination": [{ "id": "a" }, { "id": "b", "body": "{\n  \"x\": <<nope>>\n}", "headers": { "X-A/b": "v" } }],
         }));
         let at = w.toml.find("<<nope>>").unwrap();
-        assert_eq!(
-            w.place(at),
-            Place { pointer: "/destination/1/body".into(), line: Some(2), column: Some(8) }
-        );
+        assert_eq!(w.place(at), Place { pointer: "/destination/1/body".into(), line: Some(2), column: Some(8) });
         let header = w.toml.find("\"X-A/b\"").unwrap();
         assert_eq!(w.place(header).pointer, "/destination/1/headers/X-A~1b");
         let id = w.toml.find("'a'").unwrap();

@@ -53,7 +53,9 @@ impl Problem {
 pub enum ControlError {
     #[error("{0}")]
     NotFound(String),
-    #[error("tenant {0:?} is defined by a file under tenants_dir; change the file, or move it to the API with `switchboard tenants import`")]
+    #[error(
+        "tenant {0:?} is defined by a file under tenants_dir; change the file, or move it to the API with `switchboard tenants import`"
+    )]
     ManagedByFile(String),
     #[error("the tenant is at version {}, not the one in If-Match", current.map_or("none (it does not exist)".to_string(), |v| v.to_string()))]
     PreconditionFailed { current: Option<i64> },
@@ -122,6 +124,8 @@ impl Edit {
 pub struct Changed {
     /// The tenant's new version (a deleted tenant's last).
     pub version: i64,
+    /// What the change put did not exist before: the tenant, or the source, destination or
+    /// secret it named.
     pub created: bool,
     /// Pending deliveries cancelled because their destination (or tenant) went.
     pub cancelled: u64,
@@ -151,7 +155,9 @@ pub fn validate(
         errors
             .into_iter()
             .map(|e| Problem {
-                place: e.offset.map_or(Place { pointer: String::new(), line: None, column: None }, |o| written.place(o)),
+                place: e
+                    .offset
+                    .map_or(Place { pointer: String::new(), line: None, column: None }, |o| written.place(o)),
                 message: e.message,
             })
             .collect()
@@ -233,7 +239,10 @@ fn element(id: &str, body: Value, what: &str) -> Result<Value, ControlError> {
     if let Some(given) = body.get("id")
         && given.as_str() != Some(id)
     {
-        return Err(ControlError::Invalid(vec![Problem::at("/id", format!("the {what} id is the one in the URL, {id:?}"))]));
+        return Err(ControlError::Invalid(vec![Problem::at(
+            "/id",
+            format!("the {what} id is the one in the URL, {id:?}"),
+        )]));
     }
     let mut out = Map::with_capacity(body.len() + 1);
     out.insert("id".into(), Value::String(id.to_string()));
@@ -269,6 +278,8 @@ struct Edited {
     secret_writes: Vec<(String, Option<String>)>,
     /// Where the edited element is, to report its problems relative to the body sent.
     element: Option<String>,
+    /// The element (or secret) put was new.
+    new_element: bool,
 }
 
 fn apply_edit(
@@ -281,6 +292,7 @@ fn apply_edit(
     let mut document = live.map(parse_document);
     let mut secret_writes = Vec::new();
     let mut at = None;
+    let mut new_element = false;
     match edit {
         Edit::Tenant(body) => {
             let mut body = object(body, "tenant")?;
@@ -301,7 +313,9 @@ fn apply_edit(
                         if !secrets.contains_key(name) {
                             return Err(ControlError::Invalid(vec![Problem::at(
                                 &pointer,
-                                format!("no secret {name:?}; give its value: \"secrets\": {{\"{name}\": {{\"value\": \"…\"}}}}"),
+                                format!(
+                                    "no secret {name:?}; give its value: \"secrets\": {{\"{name}\": {{\"value\": \"…\"}}}}"
+                                ),
                             )]));
                         }
                     }
@@ -335,10 +349,10 @@ fn apply_edit(
             document = None;
         }
         Edit::Destination(id, body) => {
-            at = element_edit(document.as_mut().ok_or_else(missing)?, "destination", &id, body, tenant)?;
+            (at, new_element) = element_edit(document.as_mut().ok_or_else(missing)?, "destination", &id, body, tenant)?;
         }
         Edit::Source(id, body) => {
-            at = element_edit(document.as_mut().ok_or_else(missing)?, "source", &id, body, tenant)?;
+            (at, new_element) = element_edit(document.as_mut().ok_or_else(missing)?, "source", &id, body, tenant)?;
         }
         Edit::Secret(name, value) => {
             live.ok_or_else(missing)?;
@@ -346,7 +360,7 @@ fn apply_edit(
             match &value {
                 Some(v) => {
                     check_secret_value(v, "/value")?;
-                    secrets.insert(name.clone(), Arc::from(v.as_str()));
+                    new_element = secrets.insert(name.clone(), Arc::from(v.as_str())).is_none();
                 }
                 None => {
                     if secrets.remove(&name).is_none() {
@@ -357,22 +371,24 @@ fn apply_edit(
             secret_writes.push((name, value));
         }
     }
-    Ok(Edited { document, secrets, secret_writes, element: at })
+    Ok(Edited { document, secrets, secret_writes, element: at, new_element })
 }
 
-/// Puts or removes one source or destination; returns where a put one is.
+/// Puts or removes one source or destination; returns where a put one is, and whether it
+/// is new.
 fn element_edit(
     document: &mut Map<String, Value>,
     list: &str,
     id: &str,
     body: Option<Value>,
     tenant: &str,
-) -> Result<Option<String>, ControlError> {
+) -> Result<(Option<String>, bool), ControlError> {
     let element = body.map(|b| element(id, b, list)).transpose()?;
     let putting = element.is_some();
+    let new = putting && !ids_of(document, list).iter().any(|i| i == id);
     match put_element(document, list, id, element) {
-        Some(i) if putting => Ok(Some(format!("/{list}/{i}"))),
-        Some(_) => Ok(None),
+        Some(i) if putting => Ok((Some(format!("/{list}/{i}")), new)),
+        Some(_) => Ok((None, false)),
         None => Err(ControlError::NotFound(format!("no {list} {id} in tenant {tenant}"))),
     }
 }
@@ -428,7 +444,9 @@ pub async fn load(store: &dyn Store, config: &Config, sealer: Option<&Sealer>) -
             Ok(tenant) => {
                 tenants.insert(row.id.clone(), Arc::new(tenant));
             }
-            Err(e) => errors.push(format!("tenant {:?} (version {}) as stored does not load: {e}", row.id, row.version)),
+            Err(e) => {
+                errors.push(format!("tenant {:?} (version {}) as stored does not load: {e}", row.id, row.version))
+            }
         }
     }
     if errors.is_empty() { Ok((config.with_tenants(tenants), applied)) } else { Err(errors.join("\n")) }
@@ -590,7 +608,7 @@ impl Gateway {
                     if cancelled > 0 {
                         tracing::info!(tenant, cancelled, "pending deliveries cancelled");
                     }
-                    return Ok(Changed { version, created, cancelled });
+                    return Ok(Changed { version, created: created || edited.new_element, cancelled });
                 }
             }
         }
@@ -626,11 +644,16 @@ mod tests {
         let at: Vec<(&str, Option<usize>, Option<usize>)> =
             problems.iter().map(|p| (p.place.pointer.as_str(), p.place.line, p.place.column)).collect();
         assert!(at.contains(&("/destination/1/colour", None, None)), "{problems:#?}");
-        let problems = validate("acme", &doc({
-            let mut d = Value::Object(document.clone());
-            d["destination"][1].as_object_mut().unwrap().remove("colour");
-            d
-        }), &HashMap::new(), 1)
+        let problems = validate(
+            "acme",
+            &doc({
+                let mut d = Value::Object(document.clone());
+                d["destination"][1].as_object_mut().unwrap().remove("colour");
+                d
+            }),
+            &HashMap::new(),
+            1,
+        )
         .unwrap_err();
         let at: Vec<(&str, Option<usize>, Option<usize>)> =
             problems.iter().map(|p| (p.place.pointer.as_str(), p.place.line, p.place.column)).collect();

@@ -11,6 +11,7 @@ use std::time::Duration;
 use switchboard::config::CallRules;
 use switchboard::config::{self, Backend, Synchronous};
 use switchboard::store::admin::{DeliveryQuery, EventQuery, Replay, ReplayFilter};
+use switchboard::store::catalog::{AuditEntry, Change, KeyRecord, Written};
 use switchboard::store::{
     AttemptRecord, CallPlace, ClaimRequest, ClaimedDelivery, Committed, Completion, Dedupe, DeliveryState, NewEvent,
     Next, PgStore, SqliteStore, Store, Target, now_ms,
@@ -83,6 +84,9 @@ conformance!(
     a_status_the_call_has_left_is_superseded_not_sent,
     a_live_status_past_its_ttl_expires,
     a_sequenced_call_waits_for_its_turn_within_the_window,
+    the_catalog_versions_every_change_and_keeps_tombstones,
+    removing_a_destination_cancels_only_its_pending_deliveries,
+    keys_are_found_by_id_and_go_with_their_tenant,
 );
 
 fn event(tenant: &str, destinations: &[&str]) -> NewEvent {
@@ -520,7 +524,7 @@ async fn postgres_nodes_starting_together_migrate_once() {
     let versions: i64 = client.query_one("SELECT count(*) FROM switchboard_migrations", &[]).await.unwrap().get(0);
     let distinct: i64 =
         client.query_one("SELECT count(DISTINCT version) FROM switchboard_migrations", &[]).await.unwrap().get(0);
-    assert_eq!((versions, distinct), (3, 3));
+    assert_eq!((versions, distinct), (4, 4));
     for store in stores {
         store.close().await;
     }
@@ -777,4 +781,122 @@ async fn a_sequenced_call_waits_for_its_turn_within_the_window(store: Shared) {
     store.commit(five.clone()).await.unwrap();
     let claimed = claim_events(&store, ORDERED).await;
     assert_eq!(claimed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [five.id]);
+}
+
+fn change(tenant: &str, expect: Option<i64>, document: Option<&str>, secrets: &[(&str, Option<&[u8]>)]) -> Change {
+    Change {
+        tenant: tenant.to_string(),
+        expect,
+        document: document.map(str::to_string),
+        secrets: secrets.iter().map(|(n, v)| (n.to_string(), v.map(<[u8]>::to_vec))).collect(),
+        cancel: Vec::new(),
+        audit: AuditEntry { actor: "admin".into(), kind: "tenant".into(), target: tenant.into(), action: "put".into() },
+    }
+}
+
+async fn written(store: &Shared, change: Change) -> (i64, i64, bool) {
+    match store.catalog_write(change).await.unwrap() {
+        Written::Done { version, seq, created, .. } => (version, seq, created),
+        other => panic!("not written: {other:?}"),
+    }
+}
+
+async fn the_catalog_versions_every_change_and_keeps_tombstones(store: Shared) {
+    assert_eq!(store.catalog_seq().await.unwrap(), 0);
+    let (v1, s1, created) =
+        written(&store, change("acme", None, Some("{}"), &[("a", Some(b"1")), ("b", Some(b"2"))])).await;
+    assert_eq!((v1, created), (1, true));
+    // A write on a version that moved writes nothing, not even a sequence number.
+    let stale = store.catalog_write(change("acme", Some(7), Some("{\"x\":1}"), &[])).await.unwrap();
+    assert_eq!(stale, Written::VersionMismatch { current: Some(1) });
+    let missing = store.catalog_write(change("nobody", Some(1), Some("{}"), &[])).await.unwrap();
+    assert_eq!(missing, Written::VersionMismatch { current: None });
+    assert_eq!(store.catalog_seq().await.unwrap(), s1);
+    let (v2, s2, created) = written(&store, change("acme", Some(1), Some("{\"x\":1}"), &[("a", None)])).await;
+    assert_eq!((v2, s2 > s1, created), (2, true, false));
+    let acme = store.catalog_tenant("acme").await.unwrap().unwrap();
+    assert_eq!(acme.document.as_deref(), Some("{\"x\":1}"));
+    assert_eq!(acme.secrets, vec![("b".to_string(), b"2".to_vec())]);
+    written(&store, change("globex", None, Some("{}"), &[])).await;
+    let listed: Vec<String> = store.catalog_list(None, 10).await.unwrap().into_iter().map(|t| t.id).collect();
+    assert_eq!(listed, ["acme", "globex"]);
+    assert_eq!(store.catalog_list(Some("acme".into()), 10).await.unwrap()[0].id, "globex");
+
+    // Deleted: a tombstone that still numbers versions and tells other nodes.
+    let before_delete = store.catalog_seq().await.unwrap();
+    let (v3, ..) = written(&store, change("acme", Some(2), None, &[])).await;
+    assert_eq!(v3, 3);
+    let changes = store.catalog_changes(before_delete).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!((changes[0].id.as_str(), changes[0].document.is_none(), changes[0].secrets.len()), ("acme", true, 0));
+    assert_eq!(store.catalog_list(None, 10).await.unwrap().len(), 1);
+    let (v4, _, created) = written(&store, change("acme", None, Some("{}"), &[])).await;
+    assert_eq!((v4, created), (4, true));
+    let all = store.catalog_changes(0).await.unwrap();
+    let seqs: Vec<i64> = all.iter().map(|t| t.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in sequence order: {seqs:?}");
+
+    let audit = store.audit(Some("acme".into()), None, 10).await.unwrap();
+    let versions: Vec<(Option<i64>, Option<i64>)> = audit.iter().map(|a| (a.before_version, a.after_version)).collect();
+    assert_eq!(versions, [(None, Some(4)), (Some(2), None), (Some(1), Some(2)), (None, Some(1))]);
+    let page = store.audit(Some("acme".into()), Some(audit[1].seq), 1).await.unwrap();
+    assert_eq!(page[0].seq, audit[2].seq, "the cursor pages backwards");
+}
+
+async fn removing_a_destination_cancels_only_its_pending_deliveries(store: Shared) {
+    written(&store, change("acme", None, Some("{}"), &[])).await;
+    for _ in 0..3 {
+        store.commit(event("acme", &["crm", "helpdesk"])).await.unwrap();
+    }
+    let claim = store.claim(request("helpdesk", Duration::from_secs(60))).await.unwrap();
+    let done = &claim.deliveries[0];
+    let completion = Completion { delivery: done.id, lease: done.lease, attempt: attempt(200), next: Next::Delivered };
+    assert!(store.complete(completion).await.unwrap());
+    let pending = store.pending_deliveries();
+    let mut remove = change("acme", Some(1), Some("{}"), &[]);
+    remove.cancel = vec!["helpdesk".into()];
+    match store.catalog_write(remove).await.unwrap() {
+        Written::Done { cancelled, .. } => assert_eq!(cancelled, 2, "the two still pending, leased or not"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.pending_deliveries(), pending - 2);
+    let cancelled = store
+        .deliveries(DeliveryQuery {
+            tenant: Some("acme".into()),
+            state: Some(DeliveryState::Cancelled),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(cancelled.len(), 2);
+    assert!(cancelled.iter().all(|d| d.destination == "helpdesk"));
+    assert_eq!(state_of(&store, done.id).await, DeliveryState::Delivered, "finished work is left as it is");
+    // A lease taken before the cancel records nothing now.
+    let lost = &claim.deliveries[1];
+    let late = Completion { delivery: lost.id, lease: lost.lease, attempt: attempt(200), next: Next::Delivered };
+    assert!(!store.complete(late).await.unwrap());
+    assert_eq!(state_of(&store, lost.id).await, DeliveryState::Cancelled);
+    assert!(store.claim(request("helpdesk", Duration::from_secs(60))).await.unwrap().deliveries.is_empty());
+    assert_eq!(store.claim(request("crm", Duration::from_secs(60))).await.unwrap().deliveries.len(), 3);
+    assert_eq!(store.queue_stats().await.unwrap().cancelled, 2);
+}
+
+async fn keys_are_found_by_id_and_go_with_their_tenant(store: Shared) {
+    written(&store, change("acme", None, Some("{}"), &[])).await;
+    let audit = |action: &str| AuditEntry {
+        actor: "admin".into(),
+        kind: "key".into(),
+        target: "k1".into(),
+        action: action.into(),
+    };
+    let key = KeyRecord { key_id: "k1".into(), tenant: "acme".into(), hash: vec![1, 2, 3], created_at: now_ms() };
+    assert!(store.key_create(key.clone(), audit("create")).await.unwrap());
+    assert_eq!(store.key("k1").await.unwrap(), Some(key.clone()));
+    assert_eq!(store.keys("acme").await.unwrap(), vec![key]);
+    assert!(!store.key_delete("globex", "k1", audit("delete")).await.unwrap(), "another tenant's key id");
+    written(&store, change("acme", Some(1), None, &[])).await;
+    assert_eq!(store.key("k1").await.unwrap(), None, "a deleted tenant's keys go with it");
+    let trail = store.audit(Some("acme".into()), None, 10).await.unwrap();
+    assert_eq!(trail.iter().filter(|a| a.entry.kind == "key").count(), 1);
 }

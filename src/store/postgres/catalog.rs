@@ -130,8 +130,11 @@ impl Catalog for PgStore {
                         .await
                     }
                     None => {
-                        tx.execute("DELETE FROM tenant_secrets WHERE tenant = $1 AND name = $2", &[&change.tenant, name])
-                            .await
+                        tx.execute(
+                            "DELETE FROM tenant_secrets WHERE tenant = $1 AND name = $2",
+                            &[&change.tenant, name],
+                        )
+                        .await
                     }
                 };
                 done.map_err(pg_error)?;
@@ -144,12 +147,14 @@ impl Catalog for PgStore {
              lease_token = NULL WHERE state = 0 AND tenant = $4";
         let mut cancelled = 0;
         if deleted {
-            cancelled +=
-                tx.execute(CANCEL, &[&state, &now, &reason, &change.tenant]).await.map_err(pg_error)?;
+            cancelled += tx.execute(CANCEL, &[&state, &now, &reason, &change.tenant]).await.map_err(pg_error)?;
         } else {
             for destination in &change.cancel {
                 cancelled += tx
-                    .execute(&format!("{CANCEL} AND destination = $5"), &[&state, &now, &reason, &change.tenant, destination])
+                    .execute(
+                        &format!("{CANCEL} AND destination = $5"),
+                        &[&state, &now, &reason, &change.tenant, destination],
+                    )
                     .await
                     .map_err(pg_error)?;
             }
@@ -161,7 +166,8 @@ impl Catalog for PgStore {
             .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
         if cancelled > 0 {
-            let _ = self.pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(cancelled)));
+            let _ =
+                self.pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(cancelled)));
         }
         Ok(Written::Done { version, seq, created: live.is_none(), cancelled })
     }
@@ -203,8 +209,9 @@ impl Catalog for PgStore {
     }
 
     async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let rows =
-            self.query("SELECT key_id, tenant, hash, created_at FROM tenant_keys WHERE key_id = $1", &[&key_id]).await?;
+        let rows = self
+            .query("SELECT key_id, tenant, hash, created_at FROM tenant_keys WHERE key_id = $1", &[&key_id])
+            .await?;
         Ok(rows.first().map(key_record))
     }
 

@@ -83,9 +83,13 @@ pub fn write(tx: &Connection, change: &Change, now: i64) -> rusqlite::Result<Wri
         cancelled += tx.prepare_cached(CANCEL)?.execute(params![cancelled_state, now, reason, change.tenant])?;
     } else {
         for destination in &change.cancel {
-            cancelled += tx
-                .prepare_cached(&format!("{CANCEL} AND destination = ?5"))?
-                .execute(params![cancelled_state, now, reason, change.tenant, destination])?;
+            cancelled += tx.prepare_cached(&format!("{CANCEL} AND destination = ?5"))?.execute(params![
+                cancelled_state,
+                now,
+                reason,
+                change.tenant,
+                destination
+            ])?;
         }
     }
     audit(tx, now, &change.tenant, &change.audit, live, (!deleted).then_some(version))?;
