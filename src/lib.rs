@@ -172,7 +172,13 @@ pub async fn run(
     let guard = Arc::new(deliver::ssrf::Guard::from_config(&config.server));
     let client = deliver::client(guard.clone())?;
     let paused = store.paused().await?;
-    let dispatcher = Dispatcher::start(&config, store.clone(), client, guard, &tracker, stop.clone(), abort.clone());
+    // Only destinations with pending deliveries start a worker now; the others at their
+    // first delivery (ten thousand idle destinations cost no task and no claim).
+    let busy: std::collections::HashSet<(String, String)> =
+        store.queue_stats().await?.per_destination.into_iter().map(|(t, d, ..)| (t, d)).collect();
+    let busy = |t: &str, d: &str| busy.contains(&(t.to_string(), d.to_string()));
+    let dispatcher = Dispatcher::new(store.clone(), client, guard, &tracker, stop.clone(), abort.clone());
+    dispatcher.apply_starting(&config, &busy);
     for (tenant, destination) in &paused {
         dispatcher.set_paused(tenant, destination, true);
     }

@@ -225,15 +225,12 @@ async fn deliveries(gateway: &Gateway, principal: &Principal, params: &Params) -
 
 async fn replay_one(gateway: &Gateway, principal: &Principal, id: &str) -> Result<Response<Body>, ApiError> {
     let id: i64 = id.parse().map_err(|_| ApiError::NotFound(format!("no delivery {id}")))?;
-    if !matches!(principal, Principal::Admin) {
-        let tenant = gateway.store.delivery_tenant(id).await?;
-        if !tenant.is_some_and(|t| principal.sees(&t)) {
-            return Err(ApiError::NotFound(format!("no delivery {id}")));
-        }
-    }
+    let Some((tenant, destination)) = gateway.store.delivery_owner(id).await?.filter(|(t, _)| principal.sees(t)) else {
+        return Err(ApiError::NotFound(format!("no delivery {id}")));
+    };
     match gateway.store.replay(id).await? {
         Replay::Queued => {
-            gateway.dispatcher().wake_all();
+            gateway.dispatcher().wake_matching(Some(&tenant), Some(&destination));
             Ok(json_response(StatusCode::OK, &json!({ "queued": 1 })))
         }
         Replay::NotFound => Err(ApiError::NotFound(format!("no delivery {id}"))),
@@ -279,11 +276,12 @@ async fn replay_bulk(
     if !(1..=MAX_BULK).contains(&limit) {
         return Err(ApiError::BadRequest(format!("limit must be 1 to {MAX_BULK}")));
     }
+    let tenant = principal.scope(filter.tenant)?;
     let queued = gateway
         .store
         .replay_matching(ReplayFilter {
-            tenant: principal.scope(filter.tenant)?,
-            destination: filter.destination,
+            tenant: tenant.clone(),
+            destination: filter.destination.clone(),
             state,
             since: time(filter.since, "since")?,
             until: time(filter.until, "until")?,
@@ -291,7 +289,7 @@ async fn replay_bulk(
         })
         .await?;
     if queued > 0 {
-        gateway.dispatcher().wake_all();
+        gateway.dispatcher().wake_matching(tenant.as_deref(), filter.destination.as_deref());
     }
     Ok(json_response(StatusCode::OK, &json!({ "queued": queued })))
 }

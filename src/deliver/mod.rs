@@ -3,8 +3,12 @@
 //! once per destination. A slow or broken destination only ever fills its own slots.
 //!
 //! After the commit the queue owns retries: attempt counts and next-attempt times live in
-//! the store, so a crash loses no schedule. Workers sleep until the next due time, a wake
-//! from ingest, or `IDLE_POLL` (for work another node queued).
+//! the store, so a crash loses no schedule. Workers sleep until the next due time or a wake
+//! (from ingest, a replay, a resume). On a store shared by several nodes an idle worker
+//! also looks for work another node queued, every `IDLE_POLL` — less often when there are
+//! many destinations, so idle workers together claim at most `IDLE_CLAIMS_PER_SECOND`. On
+//! the embedded store every delivery is made on this node, which wakes its worker: an idle
+//! worker ends, and a destination with nothing to send costs no task and no claim.
 //!
 //! The dispatcher owns the workers: a config reload starts workers for new destinations,
 //! hands changed ones their new settings (the next attempt uses them), and stops workers of
@@ -22,6 +26,7 @@ mod worker;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
@@ -36,13 +41,29 @@ use crate::store::Store;
 /// Workers by tenant, then destination id.
 type Workers = HashMap<String, HashMap<String, Running>>;
 
+/// An idle worker's look for work other nodes queued, at most this often...
+const IDLE_POLL: Duration = Duration::from_secs(5);
+/// ...and all idle workers together at most this many claims per second.
+const IDLE_CLAIMS_PER_SECOND: u64 = 200;
+
 struct Shared {
     store: Arc<dyn Store>,
+    /// Milliseconds between an idle worker's looks for work; 0: it waits for a wake.
+    idle_poll_ms: std::sync::atomic::AtomicU64,
     client: reqwest::Client,
     guard: Arc<ssrf::Guard>,
     tracker: TaskTracker,
     /// The drain time is over: give in-flight deliveries back to the queue.
     abort: CancellationToken,
+}
+
+impl Shared {
+    /// How long an idle worker waits before it looks for work again unasked (with a tenth
+    /// of jitter, so workers do not look all at once); `None`: until woken.
+    fn idle_poll(&self) -> Option<Duration> {
+        let ms = self.idle_poll_ms.load(Ordering::Relaxed);
+        (ms > 0).then(|| Duration::from_millis(ms + fastrand::u64(0..=ms / 10)))
+    }
 }
 
 /// What a worker reads on every turn.
@@ -55,6 +76,23 @@ struct Handle {
     slowdown: slowdown::Slowdown,
     /// Stops this worker alone (its destination was removed or reshaped).
     stop: CancellationToken,
+    /// A worker task runs for this destination. An idle worker ends; a wake starts one.
+    running: AtomicBool,
+    /// The destination's `rate_limit` bucket: it outlives the workers, so one that ends and
+    /// starts again does not begin with a full burst.
+    pacer: Option<governor::DefaultDirectRateLimiter>,
+}
+
+impl Handle {
+    /// Called by an idle worker with nothing in flight: marks it ended unless a wake came
+    /// in meanwhile. `true`: end now.
+    fn end_if_idle(&self) -> bool {
+        self.running.store(false, Ordering::SeqCst);
+        // A wake that came before the flag was cleared started no worker: it left a permit.
+        let woken = std::pin::pin!(self.wake.notified()).enable();
+        // Woken: go on as the worker, unless the waker already started another one.
+        !woken || self.running.swap(true, Ordering::SeqCst)
+    }
 }
 
 struct Running {
@@ -93,8 +131,8 @@ pub struct Applied {
 }
 
 impl Dispatcher {
-    pub fn start(
-        config: &Config,
+    /// A dispatcher with no destination yet: `apply_starting` gives it the config's.
+    pub fn new(
         store: Arc<dyn Store>,
         client: reqwest::Client,
         guard: Arc<ssrf::Guard>,
@@ -102,13 +140,19 @@ impl Dispatcher {
         stop: CancellationToken,
         abort: CancellationToken,
     ) -> Arc<Self> {
-        let shared = Arc::new(Shared { store, client, guard, tracker: tracker.clone(), abort });
-        let dispatcher = Arc::new(Self { shared, stop, workers: RwLock::new(HashMap::new()) });
-        dispatcher.apply(config);
-        dispatcher
+        let idle_poll_ms = std::sync::atomic::AtomicU64::new(0);
+        let shared = Arc::new(Shared { store, idle_poll_ms, client, guard, tracker: tracker.clone(), abort });
+        Arc::new(Self { shared, stop, workers: RwLock::new(HashMap::new()) })
     }
 
-    fn spawn(&self, destination: &Arc<Destination>, paused: bool, breaker: Option<Arc<breaker::Breaker>>) -> Running {
+    /// A destination's handle, and its worker when `start` (else the first wake starts it).
+    fn spawn(
+        &self,
+        destination: &Arc<Destination>,
+        paused: bool,
+        breaker: Option<Arc<breaker::Breaker>>,
+        start: bool,
+    ) -> Running {
         let handle = Arc::new(Handle {
             destination: ArcSwap::new(destination.clone()),
             wake: Notify::new(),
@@ -116,25 +160,55 @@ impl Dispatcher {
             breaker: breaker.unwrap_or_default(),
             slowdown: slowdown::Slowdown::default(),
             stop: self.stop.child_token(),
+            running: AtomicBool::new(false),
+            pacer: destination.rate_limit.map(|r| r.limiter()),
         });
-        self.shared.tracker.spawn(worker::run(self.shared.clone(), handle.clone()));
+        if start {
+            self.poke(&handle);
+        }
         Running { handle, shape: (destination.max_in_flight, destination.rate_limit) }
+    }
+
+    /// Wakes a destination's worker, starting one if none runs.
+    fn poke(&self, handle: &Arc<Handle>) {
+        handle.wake.notify_one();
+        if !handle.running.swap(true, Ordering::SeqCst) {
+            self.shared.tracker.spawn(worker::run(self.shared.clone(), handle.clone()));
+        }
     }
 
     /// Brings the workers in line with `config`.
     pub fn apply(&self, config: &Config) -> Applied {
+        self.apply_starting(config, &|_, _| true)
+    }
+
+    /// As `apply`; a new destination's worker starts at once only if `busy` says it may
+    /// have work (at start: pending deliveries in the store), else at its first wake.
+    pub fn apply_starting(&self, config: &Config, busy: &dyn Fn(&str, &str) -> bool) -> Applied {
         let mut applied = Applied::default();
         let mut workers = self.workers.write().unwrap_or_else(|p| p.into_inner());
         let mut next: Workers = HashMap::with_capacity(config.tenants.len());
         for tenant in config.tenants.values() {
             let old = workers.remove(&tenant.id).unwrap_or_default();
-            next.insert(tenant.id.clone(), self.tenant_workers(tenant, old, &mut applied));
+            next.insert(tenant.id.clone(), self.tenant_workers(tenant, old, &mut applied, busy));
         }
         for (tenant, old) in workers.drain() {
             stop_all(&tenant, old, &mut applied);
         }
         *workers = next;
+        self.pace_idle_polls(&workers);
         applied
+    }
+
+    /// Spreads idle workers' looks for other nodes' work so that, however many destinations
+    /// there are, together they claim at most `IDLE_CLAIMS_PER_SECOND`.
+    fn pace_idle_polls(&self, workers: &Workers) {
+        if !self.shared.store.shared() {
+            return;
+        }
+        let count = workers.values().map(HashMap::len).sum::<usize>() as u64;
+        let every = IDLE_POLL.max(Duration::from_millis(count * 1000 / IDLE_CLAIMS_PER_SECOND));
+        self.shared.idle_poll_ms.store(every.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Brings the workers of the tenants `ids` alone in line with `config`: what a change
@@ -146,12 +220,13 @@ impl Dispatcher {
             let old = workers.remove(id).unwrap_or_default();
             match config.tenants.get(id) {
                 Some(tenant) => {
-                    let running = self.tenant_workers(tenant, old, &mut applied);
+                    let running = self.tenant_workers(tenant, old, &mut applied, &|_, _| true);
                     workers.insert(id.to_string(), running);
                 }
                 None => stop_all(id, old, &mut applied),
             }
         }
+        self.pace_idle_polls(&workers);
         applied
     }
 
@@ -163,6 +238,7 @@ impl Dispatcher {
         tenant: &Tenant,
         mut old: HashMap<String, Running>,
         applied: &mut Applied,
+        busy: &dyn Fn(&str, &str) -> bool,
     ) -> HashMap<String, Running> {
         let mut running_now = HashMap::with_capacity(tenant.destinations.len());
         for destination in &tenant.destinations {
@@ -180,11 +256,12 @@ impl Dispatcher {
                     running.handle.stop.cancel();
                     applied.updated.push(name);
                     let paused = running.handle.paused.load(Ordering::Relaxed);
-                    self.spawn(destination, paused, Some(running.handle.breaker.clone()))
+                    self.spawn(destination, paused, Some(running.handle.breaker.clone()), true)
                 }
                 None => {
                     applied.started.push(name);
-                    self.spawn(destination, false, None)
+                    let start = self.shared.store.shared() || busy(&tenant.id, &destination.id);
+                    self.spawn(destination, false, None, start)
                 }
             };
             running_now.insert(destination.id.clone(), running);
@@ -199,7 +276,7 @@ impl Dispatcher {
         let Some(of_tenant) = workers.get(&tenant.id) else { return };
         for &i in &source.destinations {
             if let Some(running) = of_tenant.get(&tenant.destinations[i].id) {
-                running.handle.wake.notify_one();
+                self.poke(&running.handle);
             }
         }
     }
@@ -209,11 +286,15 @@ impl Dispatcher {
         (&self.shared.client, &self.shared.guard)
     }
 
-    /// Wakes every worker (after a replay queued work for unknown destinations).
-    pub fn wake_all(&self) {
+    /// Wakes the workers a replay queued work for: those of `tenant` and `destination`
+    /// when given, else all of them.
+    pub fn wake_matching(&self, tenant: Option<&str>, destination: Option<&str>) {
         let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
-        for running in workers.values().flat_map(|t| t.values()) {
-            running.handle.wake.notify_one();
+        let tenants = workers.iter().filter(|(t, _)| tenant.is_none_or(|want| want == t.as_str()));
+        for (_, of_tenant) in tenants {
+            for (_, running) in of_tenant.iter().filter(|(d, _)| destination.is_none_or(|want| want == d.as_str())) {
+                self.poke(&running.handle);
+            }
         }
     }
 
@@ -239,7 +320,7 @@ impl Dispatcher {
         let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
         let Some(running) = workers.get(tenant).and_then(|t| t.get(destination)) else { return false };
         running.handle.paused.store(paused, Ordering::Relaxed);
-        running.handle.wake.notify_one();
+        self.poke(&running.handle);
         true
     }
 }

@@ -16,7 +16,6 @@ use crate::metrics;
 use crate::store::{AttemptRecord, ClaimRequest, ClaimedDelivery, Completion, Next, now_ms};
 
 const CLAIM_BATCH: usize = 128;
-const IDLE_POLL: Duration = Duration::from_secs(5);
 
 pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
     let built_with = handle.destination.load_full();
@@ -24,20 +23,29 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
     // the request itself. Recording is batched with other completions and takes a while, so
     // the next requests go out meanwhile: up to `max_in_flight` requests at once, and as many
     // more deliveries claimed while their results are being recorded.
-    let slots = Arc::new(Semaphore::new(built_with.max_in_flight * 2));
+    let capacity = built_with.max_in_flight * 2;
+    let slots = Arc::new(Semaphore::new(capacity));
     let sending = Arc::new(Semaphore::new(built_with.max_in_flight));
     // A paced destination claims at most its burst at once and each send waits for its
     // token: a paced drain costs one claim per burst rather than one per delivery, no token
     // is spent on a claim that found nothing, and few deliveries wait leased in memory.
-    let pacer = built_with.rate_limit.map(|r| r.limiter());
+    let pacer = &handle.pacer;
     let burst = built_with.rate_limit.map_or(CLAIM_BATCH, |r| r.burst.get() as usize);
     let mut failures = 0u32;
     loop {
         if handle.paused.load(Ordering::Relaxed) {
-            // Deliveries keep accumulating in the store; nothing is claimed until resumed.
+            // Deliveries keep accumulating in the store; nothing is claimed until resumed
+            // (which wakes, or starts, a worker).
             tokio::select! {
                 _ = handle.stop.cancelled() => break,
                 _ = handle.wake.notified() => continue,
+                all = slots.clone().acquire_many_owned(capacity as u32) => {
+                    drop(all);
+                    if handle.end_if_idle() {
+                        break;
+                    }
+                    continue;
+                }
             }
         }
         let destination = handle.destination.load_full();
@@ -120,13 +128,23 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
             if probe {
                 handle.breaker.probe_unused(Instant::now());
             }
-            let until_due = claim
-                .next_due
-                .map_or(IDLE_POLL, |due| Duration::from_millis(due.saturating_sub(now_ms()).max(1) as u64));
+            let until_due = claim.next_due.map(|due| Duration::from_millis(due.saturating_sub(now_ms()).max(1) as u64));
+            let wait = match (until_due, shared.idle_poll()) {
+                (Some(due), Some(poll)) => Some(due.min(poll)),
+                (due, poll) => due.or(poll),
+            };
             tokio::select! {
                 _ = handle.stop.cancelled() => break,
                 _ = handle.wake.notified() => {}
-                _ = tokio::time::sleep(until_due.min(IDLE_POLL)) => {}
+                _ = tokio::time::sleep(wait.unwrap_or(Duration::MAX)), if wait.is_some() => {}
+                // Nothing due and nothing to look for: once every delivery in flight is
+                // recorded, the worker ends; the next wake starts another.
+                all = slots.clone().acquire_many_owned(capacity as u32), if wait.is_none() => {
+                    drop(all);
+                    if handle.end_if_idle() {
+                        break;
+                    }
+                }
             }
             continue;
         }

@@ -305,13 +305,18 @@ pub trait Store: catalog::Catalog + Send + Sync + 'static {
     async fn release(&self, delivery: i64, lease: i64) -> Result<(), StoreError>;
     /// Deliveries not yet delivered or dead (this node's view), for backpressure.
     fn pending_deliveries(&self) -> u64;
+    /// Whether other nodes queue deliveries in this store too (so idle workers must look
+    /// for work now and then rather than only wait to be woken).
+    fn shared(&self) -> bool {
+        false
+    }
     /// Whether the store can commit new events now: a small write, not only a connection
     /// check, and no failed commit in the last `READY_AFTER_FAILURE` (a disk that is full or
     /// read-only must take the node out of its load balancer).
     async fn ready(&self) -> Result<(), StoreError>;
     async fn deliveries_of(&self, event: Uuid) -> Result<Vec<DeliveryRecord>, StoreError>;
-    /// The tenant a delivery belongs to, if it exists.
-    async fn delivery_tenant(&self, delivery: i64) -> Result<Option<String>, StoreError>;
+    /// The tenant and destination a delivery belongs to, if it exists.
+    async fn delivery_owner(&self, delivery: i64) -> Result<Option<(String, String)>, StoreError>;
     /// Flushes what was submitted and stops the writer.
     async fn close(&self);
 

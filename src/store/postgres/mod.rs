@@ -488,6 +488,10 @@ impl Store for PgStore {
         self.pending.load(Ordering::Relaxed)
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn ready(&self) -> Result<(), StoreError> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(StoreError::Closed);
@@ -501,9 +505,9 @@ impl Store for PgStore {
         super::recently_failed(&self.last_failure)
     }
 
-    async fn delivery_tenant(&self, delivery: i64) -> Result<Option<String>, StoreError> {
-        let rows = self.query("SELECT tenant FROM deliveries WHERE id = $1", &[&delivery]).await?;
-        Ok(rows.first().map(|r| r.get(0)))
+    async fn delivery_owner(&self, delivery: i64) -> Result<Option<(String, String)>, StoreError> {
+        let rows = self.query("SELECT tenant, destination FROM deliveries WHERE id = $1", &[&delivery]).await?;
+        Ok(rows.first().map(|r| (r.get(0), r.get(1))))
     }
 
     async fn deliveries_of(&self, event: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {

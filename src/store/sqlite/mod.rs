@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::admin::{
@@ -28,9 +28,12 @@ use super::{
     StoreError,
 };
 use crate::config::{self, Synchronous};
-use writer::{Command, Write};
+use writer::{Command, Queued, Write};
 
-/// How many commands may wait for the writer before ingest is told the store is busy.
+/// How many event commits may wait for the writer before ingest is told the store is busy;
+/// and, apart, how many other commands (claims, completions, operators' writes) may wait
+/// before their callers wait too. Separate budgets are separate lanes: a backlog draining
+/// (claims and completions by the thousand) never makes ingest answer 503.
 const QUEUE_CAPACITY: usize = 8192;
 /// Reader connections: listings, history and metrics figures run this many at once.
 const READERS: usize = 4;
@@ -59,7 +62,9 @@ impl Drop for Lent {
 }
 
 pub struct SqliteStore {
-    sender: mpsc::Sender<Command>,
+    sender: mpsc::UnboundedSender<Queued>,
+    commits: Arc<Semaphore>,
+    work: Arc<Semaphore>,
     closed: AtomicBool,
     readers: Arc<Readers>,
     pending: Arc<AtomicU64>,
@@ -121,7 +126,7 @@ impl SqliteStore {
         };
 
         let pending = Arc::new(AtomicU64::new(pending));
-        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let (sender, receiver) = mpsc::unbounded_channel();
         let last_failure = Arc::new(AtomicI64::new(0));
         let writer = writer::Writer::new(
             conn,
@@ -138,6 +143,8 @@ impl SqliteStore {
 
         Ok(Self {
             sender,
+            commits: Arc::new(Semaphore::new(QUEUE_CAPACITY)),
+            work: Arc::new(Semaphore::new(QUEUE_CAPACITY)),
             closed: AtomicBool::new(false),
             readers: Arc::new(Readers {
                 idle: Mutex::new(readers),
@@ -154,7 +161,8 @@ impl SqliteStore {
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
     ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.sender.send(make(reply)).await.map_err(|_| StoreError::Closed)?;
+        let permit = self.work.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+        self.sender.send(Queued { command: make(reply), _permit: Some(permit) }).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -194,7 +202,13 @@ impl Catalog for SqliteStore {
     }
 
     async fn catalog_write(&self, change: Change) -> Result<Written, StoreError> {
-        self.call(|reply| Command::Catalog { change: Box::new(change), reply }).await
+        // In the commits' lane: a tenant change waits behind neither a drain's claims nor
+        // the workers queued for the work lane.
+        let permit = self.commits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Catalog { change: Box::new(change), reply };
+        self.sender.send(Queued { command, _permit: Some(permit) }).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn key_create(&self, key: KeyRecord, audit: AuditEntry) -> Result<bool, StoreError> {
@@ -230,7 +244,9 @@ impl Catalog for SqliteStore {
 impl Store for SqliteStore {
     async fn commit(&self, event: NewEvent) -> Result<Committed, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.sender.try_send(Command::Commit { event, reply })?;
+        let permit = self.commits.clone().try_acquire_owned().map_err(|_| StoreError::Busy)?;
+        let command = Command::Commit { event, reply };
+        self.sender.send(Queued { command, _permit: Some(permit) }).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -262,11 +278,11 @@ impl Store for SqliteStore {
         self.read(move |conn| queries::deliveries_of(conn, event)).await
     }
 
-    async fn delivery_tenant(&self, delivery: i64) -> Result<Option<String>, StoreError> {
+    async fn delivery_owner(&self, delivery: i64) -> Result<Option<(String, String)>, StoreError> {
         use rusqlite::OptionalExtension;
         self.read(move |conn| {
-            conn.prepare_cached("SELECT tenant FROM deliveries WHERE id = ?1")?
-                .query_row(params![delivery], |r| r.get(0))
+            conn.prepare_cached("SELECT tenant, destination FROM deliveries WHERE id = ?1")?
+                .query_row(params![delivery], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
         })
         .await
@@ -337,7 +353,7 @@ impl Store for SqliteStore {
     async fn close(&self) {
         // The writer commits everything queued before the shutdown command, then stops.
         self.closed.store(true, Ordering::Relaxed);
-        let _ = self.sender.send(Command::Shutdown).await;
+        let _ = self.sender.send(Queued { command: Command::Shutdown, _permit: None });
         let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;

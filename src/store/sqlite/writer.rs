@@ -5,6 +5,7 @@
 //! each command); a failure that aborts the whole transaction (disk full) fails the whole
 //! batch, and nobody is told "committed" for work that was not.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -21,6 +22,12 @@ use crate::store::{
 };
 
 const MAX_BATCH: usize = 1024;
+
+/// A command with its place in its lane's budget, given back once it has been executed.
+pub struct Queued {
+    pub command: Command,
+    pub _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
 pub enum Command {
     Commit {
@@ -119,25 +126,46 @@ impl Writer {
         Self { conn, node, next_lease, pending, ingest_ceiling, last_failure }
     }
 
-    pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    /// Runs batches until shut down. Each round takes everything queued (the lanes' budgets
+    /// bound it) and fills the batch with event commits (and tenant changes) first: a
+    /// provider waiting for its acknowledgement does not wait behind a drain's claims and
+    /// completions.
+    pub fn run(mut self, mut rx: mpsc::UnboundedReceiver<Queued>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut permits = Vec::with_capacity(MAX_BATCH);
+        let (mut commits, mut work) = (VecDeque::new(), VecDeque::new());
+        let lane = |queued: Queued, commits: &mut VecDeque<Queued>, work: &mut VecDeque<Queued>| {
+            // Tenant changes are rare and an operator waits on each: they go first too.
+            if matches!(queued.command, Command::Commit { .. } | Command::Catalog { .. }) {
+                commits.push_back(queued)
+            } else {
+                work.push_back(queued)
+            }
+        };
         let mut stopping = false;
         loop {
-            let first = if stopping { rx.try_recv().ok() } else { rx.blocking_recv() };
-            let Some(first) = first else { break };
-            let mut next = Some(first);
-            while let Some(command) = next.take() {
-                match command {
+            if commits.is_empty() && work.is_empty() {
+                let first = if stopping { rx.try_recv().ok() } else { rx.blocking_recv() };
+                let Some(first) = first else { break };
+                lane(first, &mut commits, &mut work);
+            }
+            while let Ok(queued) = rx.try_recv() {
+                lane(queued, &mut commits, &mut work);
+            }
+            while batch.len() < MAX_BATCH
+                && let Some(queued) = commits.pop_front().or_else(|| work.pop_front())
+            {
+                match queued.command {
                     Command::Shutdown => stopping = true,
                     command => batch.push(command),
                 }
-                if batch.len() < MAX_BATCH {
-                    next = rx.try_recv().ok();
-                }
+                permits.push(queued._permit);
             }
             if !batch.is_empty() {
                 self.execute(&mut batch);
             }
+            // The commands are answered: their places in the lanes are free again.
+            permits.clear();
         }
     }
 
