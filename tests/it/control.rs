@@ -519,3 +519,34 @@ async fn a_change_on_one_node_serves_on_every_node_of_the_shared_store() {
     let deleted = until("deletion", 404, "c2".into()).await;
     eprintln!("propagation to the other node: created in {created:?}, deleted in {deleted:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_secret_rotates_with_two_values_valid_at_once() {
+    let receiver = Receiver::start().await;
+    let plane = Plane::start("", &[]).await;
+    let mut doc = tenant_doc(&receiver);
+    doc["source"][0]["auth"] = json!([{ "scheme": "token", "header": "X-Token", "secret": "inbound-1" }]);
+    doc["secrets"]["inbound-1"] = json!({ "value": "first-token" });
+    assert_eq!(plane.put("/v1/tenants/acme", doc.clone()).await.0, 201);
+    let send = |token: &'static str| {
+        let (http, node) = (&plane.http, &plane.node);
+        async move {
+            let body = String::from_utf8(seed("telecmi.json")).unwrap();
+            let request = http.post(node.hook("acme", "telecmi")).header("content-type", "application/json");
+            request.header("x-token", token).body(body).send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!((send("first-token").await, send("second-token").await), (200, 401));
+    // Rotation: the new value beside the old, both accepted while the provider switches.
+    assert_eq!(plane.put("/v1/tenants/acme/secrets/inbound-2", json!({ "value": "second-token" })).await.0, 201);
+    let mut source = doc["source"][0].clone();
+    source["auth"][0]["secret"] = json!(["inbound-1", "inbound-2"]);
+    assert_eq!(plane.put("/v1/tenants/acme/sources/telecmi", source.clone()).await.0, 200);
+    assert_eq!((send("first-token").await, send("second-token").await), (200, 200));
+    // Then the old one is dropped from the source, and can be deleted.
+    source["auth"][0]["secret"] = json!("inbound-2");
+    assert_eq!(plane.put("/v1/tenants/acme/sources/telecmi", source).await.0, 200);
+    assert_eq!(plane.delete("/v1/tenants/acme/secrets/inbound-1").await.0, 204);
+    assert_eq!((send("first-token").await, send("second-token").await), (401, 200));
+    assert_eq!(plane.get("/v1/tenants/acme/secrets").await.1["secrets"], json!(["crm", "inbound-2"]));
+}
