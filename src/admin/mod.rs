@@ -5,6 +5,7 @@
 //! another tenant is not found). Errors have the same JSON shape as ingest.
 
 mod api;
+pub mod console;
 mod tenants;
 
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
         (_, "/healthz" | "/readyz" | "/metrics") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET", None)
         }
+        (&Method::GET, p) => console::asset(p)
+            .unwrap_or_else(|| json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint", None)),
         _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint", None),
     }
 }

@@ -5,6 +5,7 @@ mod attacks;
 mod calls;
 mod cli;
 mod cluster;
+mod console;
 mod control;
 mod crash;
 mod delivery;

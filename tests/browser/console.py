@@ -1,0 +1,125 @@
+"""The web console in a real browser: Debian's Chromium driven by Playwright (nothing
+downloads a browser build). Run by tests/it/console.rs against the real binary, which
+prepared two tenants, their deliveries and a tenant key; the facts arrive as JSON on
+stdin. Prints one JSON line of what it saw; exits non-zero on the first failed check.
+Screenshots of each page go to the directory given (under target/)."""
+
+import json
+import os
+import re
+import sys
+
+from playwright.sync_api import expect, sync_playwright
+
+facts = json.load(sys.stdin)
+shots = facts["screenshots"]
+os.makedirs(shots, exist_ok=True)
+seen = {}
+current = None
+
+
+def check(condition, what):
+    if not condition:
+        print(json.dumps({"failed": what, "seen": seen}))
+        sys.exit(1)
+
+
+def sign_in(page, token):
+    page.goto(facts["console"])
+    page.get_by_label("Admin token or tenant key").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def run(p):
+    browser = p.chromium.launch(executable_path=facts.get("chromium", "/usr/bin/chromium"), args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    global current
+    current = page
+    csp_violations = []
+    page.on("console", lambda m: csp_violations.append(m.text) if "Content Security Policy" in m.text else None)
+
+    # A forged token is refused at the door.
+    sign_in(page, "not-a-token")
+    expect(page.get_by_role("alert")).to_have_text("That token is not valid.")
+    page.screenshot(path=f"{shots}/sign-in.png")
+
+    # The operator finds the call by its id and sees every attempt of every destination.
+    sign_in(page, facts["admin_token"])
+    expect(page.get_by_role("heading", name="Calls")).to_be_visible()
+    page.get_by_label("Call id").fill(facts["call_id"])
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("link", name=facts["call_id"]).first.click()
+    expect(page.get_by_role("heading", name=f"Call {facts['call_id']}")).to_be_visible()
+    for destination, attempts, last in facts["expected_attempts"]:
+        card = page.locator(f"section.delivery[data-destination='{destination}']")
+        expect(card).to_be_visible()
+        expect(card.locator("tbody tr")).to_have_count(attempts)
+        expect(card.locator("tbody tr").last).to_contain_text(last)
+    seen["deliveries"] = page.locator("section.delivery").count()
+    page.get_by_text("Payload as received").click()
+    expect(page.locator("details pre")).to_contain_text(facts["call_id"])
+    page.screenshot(path=f"{shots}/call.png", full_page=True)
+    check(facts["secret"] not in page.content(), "a secret value is in the call page")
+
+    # A dead delivery replayed from the page reaches the receiver: its card turns delivered.
+    dead = page.locator(f"section.delivery[data-destination='{facts['dead_destination']}']")
+    expect(dead.locator(".state")).to_have_text("dead")
+    dead.get_by_role("button", name="Replay").click()
+    expect(dead.get_by_role("status")).to_have_text("Queued again.")
+    # The page follows the delivery while it is pending: no reload (that would sign out).
+    delivered = page.locator(f"section.delivery[data-destination='{facts['dead_destination']}'] .state")
+    expect(delivered).to_have_text("delivered", timeout=20000)
+    state = delivered.text_content()
+    seen["replayed"] = state
+
+    # Dead letters and destinations.
+    page.get_by_role("link", name="Deliveries").click()
+    expect(page.get_by_role("heading", name="Deliveries")).to_be_visible()
+    page.screenshot(path=f"{shots}/deliveries.png", full_page=True)
+    page.get_by_role("link", name="Destinations").click()
+    row = page.locator(f"tr[data-destination='{facts['tenant']}/{facts['dead_destination']}']")
+    row.get_by_role("button", name="Pause").click()
+    expect(page.locator(f"tr[data-destination='{facts['tenant']}/{facts['dead_destination']}']")).to_contain_text("paused")
+    page.screenshot(path=f"{shots}/destinations.png", full_page=True)
+    page.locator(f"tr[data-destination='{facts['tenant']}/{facts['dead_destination']}']").get_by_role("button", name="Resume").click()
+    expect(page.locator(f"tr[data-destination='{facts['tenant']}/{facts['dead_destination']}']")).to_contain_text("running")
+    check(facts["secret"] not in page.content(), "a secret value is in the destinations page")
+
+    # Keyboard: the search form is reachable and usable without a mouse.
+    page.get_by_role("link", name="Calls").click()
+    page.get_by_label("Call id").focus()
+    page.keyboard.type(facts["call_id"])
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("link", name=facts["call_id"]).first).to_be_visible()
+
+    # A tenant key sees its own tenant only; another tenant's event is not found.
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, facts["tenant_key"])
+    expect(page.get_by_role("heading", name="Calls")).to_be_visible()
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("tbody tr").first).to_be_visible()
+    tenants = set(page.locator("tbody tr td:nth-child(2)").all_text_contents())
+    seen["tenant_key_tenants"] = sorted(tenants)
+    check(tenants == {facts["tenant"]}, "a tenant key saw another tenant's events")
+    page.goto(f"{facts['console']}#/events/{facts['other_event']}")
+    expect(page.get_by_role("alert")).to_have_text("Not found.")
+    page.get_by_role("link", name="Destinations").click()
+    names = set(page.locator("tbody tr td:first-child").all_text_contents())
+    check(all(n.startswith(f"{facts['tenant']}/") for n in names), "a tenant key saw another tenant's destinations")
+    page.screenshot(path=f"{shots}/tenant-view.png", full_page=True)
+    check(facts["secret"] not in page.content(), "a secret value is in the tenant view")
+
+    check(not csp_violations, f"the page broke its own Content-Security-Policy: {csp_violations}")
+    browser.close()
+
+
+with sync_playwright() as p:
+    try:
+        run(p)
+    except Exception:
+        # The page as it was, for whoever reads the failure.
+        current.screenshot(path=f"{shots}/failure.png", full_page=True)
+        print(current.content(), file=sys.stderr)
+        raise
+
+print(json.dumps({"ok": True, "seen": seen}))

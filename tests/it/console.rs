@@ -1,0 +1,187 @@
+//! The web console: its page and assets as served (a strict Content-Security-Policy, no
+//! inline script), and the console in a real browser (tests/browser/console.py: Debian's
+//! Chromium driven by Playwright) against the binary with real deliveries — sign in, find a
+//! call and every attempt, replay a dead delivery and watch it arrive, pause and resume, a
+//! tenant key that sees its tenant only, and no secret value anywhere in the page.
+//! Screenshots of each page are saved under `target/console-screenshots/`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::gateway::{client, write_config};
+use crate::support::oracle::python;
+use crate::support::process::Serve;
+use crate::support::skip::unavailable;
+use crate::support::{Receiver, Reply, seed};
+
+const TOKEN: &str = "console-admin-token";
+const SECRETS_KEY: &str = "8f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c";
+const SECRET: &str = "helpdesk-api-key-5150";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+async fn admin(node: &Serve, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut request = client().request(method, format!("{}{path}", node.admin_url())).bearer_auth(TOKEN);
+    if let Some(body) = body {
+        request = request.header("content-type", "application/json").body(body.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let value = response.json::<Value>().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {value}");
+    value
+}
+
+async fn start() -> (tempfile::TempDir, Serve) {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = "\n[admin]\ntoken = { env = \"SB_ADMIN_TOKEN\" }\nsecrets_key = { env = \"SB_SECRETS_KEY\" }\n";
+    let config = write_config(dir.path(), "", admin, &[]);
+    let node = Serve::start_env(&config, &[("SB_ADMIN_TOKEN", TOKEN), ("SB_SECRETS_KEY", SECRETS_KEY)]).await;
+    (dir, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_served_with_a_strict_policy_and_no_inline_script() {
+    let (_dir, node) = start().await;
+    let http = client();
+    let page = http.get(format!("{}/", node.admin_url())).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    for directive in ["default-src 'none'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("http"), "{csp}");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    let html = page.text().await.unwrap();
+    // Every script has a src on this origin; no inline handler or style.
+    for tag in html.split("<script").skip(1) {
+        assert!(tag.trim_start().starts_with("type=\"module\" src=\"/assets/"), "{tag}");
+    }
+    assert!(!html.contains(" on") && !html.contains("style="), "{html}");
+    let mut total = html.len();
+    for asset in ["/assets/app.js", "/assets/app.css"] {
+        let response = http.get(format!("{}{asset}", node.admin_url())).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{asset}");
+        total += response.text().await.unwrap().len();
+    }
+    // The whole first page, uncompressed, well under the 300 KB budget for it compressed.
+    assert!(total < 100 * 1024, "the console weighs {total} bytes");
+    // The API stays where it was, and unknown paths are still JSON 404s.
+    assert_eq!(http.get(format!("{}/nope", node.admin_url())).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_a_browser_finds_a_call_replays_it_and_keeps_tenants_apart() {
+    if !std::path::Path::new(CHROMIUM).exists()
+        && unavailable(
+            "browser",
+            "no Chromium at /usr/bin/chromium for the console tests",
+            "Install Debian's chromium package",
+        )
+    {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let helpdesk_up = Arc::new(AtomicBool::new(false));
+    let up = helpdesk_up.clone();
+    receiver.reply_with(move |r, _| {
+        if r.path().starts_with("/helpdesk") && !up.load(Ordering::SeqCst) {
+            Reply::status(500)
+        } else {
+            Reply::status(200)
+        }
+    });
+    let (_dir, node) = start().await;
+    let tenant = |tenant: &str| {
+        json!({
+            "source": [{ "id": "telecmi", "provider": "telecmi", "auth": [{ "scheme": "none" }] }],
+            "destination": [
+                { "id": "crm", "url": receiver.url(&format!("/crm/{tenant}")) },
+                {
+                    "id": "helpdesk",
+                    "url": receiver.url("/helpdesk"),
+                    "headers": { "X-Api-Key": "<<secret.helpdesk>>" },
+                    "retry": { "max_attempts": 2, "initial_backoff": "50ms" },
+                },
+            ],
+            "secrets": { "helpdesk": { "value": SECRET } },
+        })
+    };
+    admin(&node, reqwest::Method::PUT, "/v1/tenants/acme", Some(tenant("acme"))).await;
+    admin(&node, reqwest::Method::PUT, "/v1/tenants/globex", Some(tenant("globex"))).await;
+    let send = |tenant: &'static str, call: &'static str| {
+        let url = node.hook(tenant, "telecmi");
+        async move {
+            let body =
+                String::from_utf8(seed("telecmi.json")).unwrap().replace("703ee423-e5f8-4120-9c17-5216c679afdd", call);
+            let response =
+                client().post(url).header("content-type", "application/json").body(body).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.headers()["x-switchboard-event-id"].to_str().unwrap().to_string()
+        }
+    };
+    send("acme", "console-call-1").await;
+    let other_event = send("globex", "globex-call-1").await;
+    // Both helpdesk deliveries go dead after two attempts.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let dead = admin(&node, reqwest::Method::GET, "/v1/deliveries?state=dead", None).await;
+        if dead["deliveries"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the helpdesk deliveries did not go dead: {dead}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    helpdesk_up.store(true, Ordering::SeqCst);
+    let key = admin(&node, reqwest::Method::POST, "/v1/tenants/acme/keys", None).await;
+
+    let screenshots = concat!(env!("CARGO_MANIFEST_DIR"), "/target/console-screenshots");
+    let facts = json!({
+        "console": format!("{}/", node.admin_url()),
+        "chromium": CHROMIUM,
+        "admin_token": TOKEN,
+        "tenant_key": key["token"],
+        "tenant": "acme",
+        "call_id": "console-call-1",
+        "other_event": other_event,
+        "dead_destination": "helpdesk",
+        "expected_attempts": [["crm", 1, "HTTP 200"], ["helpdesk", 2, "HTTP 500"]],
+        "secret": SECRET,
+        "screenshots": screenshots,
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/console.py");
+    let python = python();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(python)
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python");
+        child.stdin.take().unwrap().write_all(facts.to_string().as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&outcome.stdout);
+    assert!(
+        outcome.status.success(),
+        "the browser run failed: {stdout}\n{}\ngateway log:\n{}",
+        String::from_utf8_lossy(&outcome.stderr),
+        node.log()
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(seen["seen"]["tenant_key_tenants"], json!(["acme"]));
+    // The replay from the page reached the receiver, with the secret it carries.
+    let helpdesk: Vec<_> = receiver.requests().into_iter().filter(|r| r.path() == "/helpdesk").collect();
+    assert_eq!(helpdesk.len(), 5, "two failed attempts per tenant, then the replayed one");
+    assert_eq!(helpdesk.last().unwrap().header("x-api-key"), Some(SECRET));
+    for shot in ["sign-in", "call", "deliveries", "destinations", "tenant-view"] {
+        assert!(std::path::Path::new(&format!("{screenshots}/{shot}.png")).exists(), "{shot}.png");
+    }
+}
