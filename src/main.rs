@@ -287,7 +287,7 @@ fn render(path: &std::path::Path, tenant: &str, destination: &str, input: Input)
                 &config,
                 tenant,
                 destination,
-                Callback::Payload { source: &source, body: &body, content_type: &content_type },
+                Callback::Payload { source: &source, body: &body, content_type: &content_type, query: None },
             )
         }
         Input::Fixture { provider, fixture } => cli::providers::fixture(&provider, &fixture)

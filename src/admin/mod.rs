@@ -59,7 +59,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
         (_, "/healthz" | "/readyz" | "/metrics") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET", None)
         }
-        (&Method::GET, p) => console::asset(p)
+        (&Method::GET, p) => console::asset(p, &gateway.config().portal)
             .unwrap_or_else(|| json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint", None)),
         _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint", None),
     }
@@ -122,6 +122,17 @@ async fn authorized(gateway: &Gateway, request: &Request<Incoming>) -> Result<Pr
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
+    if crate::control::portal::is_portal_token(presented) {
+        let config = gateway.config();
+        let now = crate::store::now_ms() / 1000;
+        let tenant = config.secrets_key.as_ref().and_then(|key| crate::control::portal::verify(key, presented, now));
+        return match tenant {
+            Some(tenant) if config.tenants.contains_key(&tenant) => {
+                Ok(Principal::Tenant { tenant, key_id: "portal".to_string() })
+            }
+            _ => Err(ApiError::Unauthorized("unauthorized")),
+        };
+    }
     if let Some((key_id, secret)) = crate::control::keys::parse(presented) {
         let key = gateway.store.key(key_id).await?;
         return match key {

@@ -70,6 +70,13 @@ pub async fn handle(
             gateway.edit_tenant(tenant, element_edit(list, id, None), if_match, &actor).await?;
             Ok(no_content())
         }
+        (&Method::POST, ["tenants", tenant, "render"]) => {
+            let body = read_json(request).await?;
+            let render = serde_json::from_value(body)
+                .map_err(|e| ApiError::BadRequest(format!("invalid render request: {e}")))?;
+            let preview = gateway.playground(tenant, render).await?;
+            Ok(json_response(StatusCode::OK, &serde_json::to_value(preview).unwrap_or_default()))
+        }
         (&Method::GET, ["tenants", tenant, "secrets"]) => {
             let stored = live(gateway, tenant).await?;
             let names: Vec<&str> = stored.secrets.iter().map(|(n, _)| n.as_str()).collect();
@@ -87,6 +94,12 @@ pub async fn handle(
         (&Method::DELETE, ["tenants", tenant, "secrets", name]) => {
             gateway.edit_tenant(tenant, Edit::Secret(name.to_string(), None), if_match, &actor).await?;
             Ok(no_content())
+        }
+        (&Method::POST, ["tenants", tenant, "portal-tokens"]) => {
+            principal.admin_only()?;
+            exists(gateway, tenant)?;
+            let body = read_json(request).await?;
+            portal_token(gateway, tenant, &body)
         }
         (&Method::POST, ["tenants", tenant, "keys"]) => {
             principal.admin_only()?;
@@ -120,7 +133,7 @@ pub async fn handle(
             | ["tenants"]
             | ["tenants", _]
             | ["tenants", _, "destinations" | "sources" | "secrets", _]
-            | ["tenants", _, "secrets" | "keys"]
+            | ["tenants", _, "secrets" | "keys" | "render" | "portal-tokens"]
             | ["tenants", _, "keys", _],
         ) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound("no such endpoint".into())),
@@ -266,6 +279,25 @@ async fn create_key(
         AuditEntry { actor: actor.name(), kind: "key".into(), target: minted.key_id.clone(), action: "create".into() };
     gateway.store.key_create(record, audit).await?;
     Ok(json_response(StatusCode::CREATED, &json!({ "key_id": minted.key_id, "token": minted.token, "tenant": tenant })))
+}
+
+/// `{"expires_in": "10m"}` (default 10 minutes, at most an hour).
+fn portal_token(gateway: &Gateway, tenant: &str, body: &Value) -> Result<Response<Body>, ApiError> {
+    let config = gateway.config();
+    let key = config.secrets_key.as_ref().ok_or(crate::control::ControlError::NoSecretsKey)?;
+    let lifetime = match body.get("expires_in").and_then(Value::as_str) {
+        None => std::time::Duration::from_secs(600),
+        Some(text) => humantime::parse_duration(text)
+            .ok()
+            .filter(|d| !d.is_zero() && *d <= crate::control::portal::MAX_LIFETIME)
+            .ok_or_else(|| ApiError::BadRequest("expires_in must be a duration of at most 1h, e.g. \"10m\"".into()))?,
+    };
+    let expires_at = now_ms() / 1000 + lifetime.as_secs() as i64;
+    let token = crate::control::portal::mint(key, tenant, expires_at);
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "token": token, "expires_at": rfc3339(expires_at * 1000), "url": format!("/portal?token={token}") }),
+    ))
 }
 
 async fn audit(gateway: &Gateway, params: &Params) -> Result<Response<Body>, ApiError> {

@@ -18,9 +18,9 @@ use serde::de::DeserializeOwned;
 
 use super::raw::{self, S};
 use super::{
-    Backend, CallKey, CallRules, CircuitBreaker, Config, Destination, FixedResponse, OnStatus, Origin, Provider,
-    RateLimit, Responder, RetryPolicy, SecretsKey, SequenceOrder, Server, Source, StatusAction, Store, Synchronous,
-    Tenant,
+    Backend, CallKey, CallRules, CircuitBreaker, Config, Destination, FixedResponse, OnStatus, Origin, Portal,
+    Provider, RateLimit, Responder, RetryPolicy, SecretsKey, SequenceOrder, Server, Source, StatusAction, Store,
+    Synchronous, Tenant,
 };
 use crate::auth::{Algorithm, Encoding, Scheme, TokenAt};
 use crate::fanout::When;
@@ -203,6 +203,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     let store = store(&mut file, &main.store, base, env);
     let admin_token = main.admin.token.as_ref().and_then(|t| resolve_secret(&mut file, "admin token", t, env));
     let secrets_key = main.admin.secrets_key.as_ref().and_then(|k| secrets_key(&mut file, k, env));
+    let portal = portal(&mut file, &main.admin.portal, base);
     let tenants_dir = base.join(main.server.tenants_dir.as_ref().map_or("tenants", |d| d.get_ref()));
 
     let mut tenants: HashMap<String, Arc<Tenant>> = HashMap::new();
@@ -227,7 +228,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     }
 
     if errors.is_empty() {
-        Ok(Config { path: path.to_path_buf(), server, store, tenants, admin_token, secrets_key })
+        Ok(Config { path: path.to_path_buf(), server, store, tenants, admin_token, secrets_key, portal })
     } else {
         Err(ConfigErrors(errors))
     }
@@ -656,6 +657,57 @@ fn resolve_secret(
             None
         }
     }
+}
+
+fn portal(file: &mut File, raw: &raw::Portal, base: &Path) -> Portal {
+    let mut frame_ancestors = Vec::new();
+    for origin in raw.frame_ancestors.iter().flatten() {
+        let v = origin.get_ref();
+        let parsed = url::Url::parse(v).ok().filter(|u| {
+            matches!(u.scheme(), "https" | "http") && u.host().is_some() && u.path() == "/" && !v.ends_with('/')
+        });
+        if v == "'self'" || parsed.is_some() {
+            frame_ancestors.push(v.clone());
+        } else {
+            file.error(origin.span(), format!("{v:?} is not an origin like \"https://app.example.com\" (or 'self')"));
+        }
+    }
+    let colour = |file: &mut File, value: &Option<S<String>>| {
+        let value = value.as_ref()?;
+        let v = value.get_ref();
+        let hex = v.strip_prefix('#').filter(|h| matches!(h.len(), 3 | 6) && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if hex.is_none() {
+            file.error(value.span(), format!("{v:?} is not a colour like \"#1f5fd1\""));
+        }
+        hex.map(|_| v.clone())
+    };
+    let accent = colour(file, &raw.accent);
+    let background = colour(file, &raw.background);
+    let logo = raw.logo.as_ref().and_then(|logo| {
+        let path = base.join(logo.get_ref());
+        let content_type = match path.extension().and_then(|x| x.to_str()) {
+            Some("png") => "image/png",
+            Some("svg") => "image/svg+xml",
+            Some("jpg" | "jpeg") => "image/jpeg",
+            Some("webp") => "image/webp",
+            _ => {
+                file.error(logo.span(), "the logo must be a .png, .svg, .jpg or .webp file");
+                return None;
+            }
+        };
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() <= 256 * 1024 => Some((Bytes::from(bytes), content_type)),
+            Ok(_) => {
+                file.error(logo.span(), "the logo is larger than 256 KiB");
+                None
+            }
+            Err(e) => {
+                file.error(logo.span(), format!("cannot read the logo {}: {e}", path.display()));
+                None
+            }
+        }
+    });
+    Portal { frame_ancestors, accent, background, logo }
 }
 
 /// 32 random bytes, written as 64 hex digits or in base64.

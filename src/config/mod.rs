@@ -27,6 +27,19 @@ pub struct Config {
     pub admin_token: Option<Arc<str>>,
     /// Seals the secrets of tenants managed by API; without one they cannot have secrets.
     pub secrets_key: Option<SecretsKey>,
+    pub portal: Portal,
+}
+
+/// The embeddable tenant portal: who may frame it, and its look.
+#[derive(Debug, Clone, Default)]
+pub struct Portal {
+    /// Origins allowed to frame `/portal`; empty: none.
+    pub frame_ancestors: Vec<String>,
+    /// Colours as `#rgb` or `#rrggbb`.
+    pub accent: Option<String>,
+    pub background: Option<String>,
+    /// The logo's bytes and content type.
+    pub logo: Option<(Bytes, &'static str)>,
 }
 
 impl Config {
@@ -39,6 +52,7 @@ impl Config {
             tenants,
             admin_token: self.admin_token.clone(),
             secrets_key: self.secrets_key.clone(),
+            portal: self.portal.clone(),
         }
     }
 }

@@ -23,6 +23,20 @@ pub struct Admin {
     pub token: Option<S<Secret>>,
     /// Seals tenant secrets written through the API.
     pub secrets_key: Option<S<Secret>>,
+    #[serde(default)]
+    pub portal: Portal,
+}
+
+/// The tenant portal a platform embeds in its own product.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Portal {
+    /// Origins allowed to frame `/portal` (`frame-ancestors`).
+    pub frame_ancestors: Option<Vec<S<String>>>,
+    pub accent: Option<S<String>>,
+    pub background: Option<S<String>>,
+    /// A logo image file (PNG, SVG, JPEG or WebP), relative to the main file.
+    pub logo: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

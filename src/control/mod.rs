@@ -9,6 +9,8 @@
 
 pub mod document;
 pub mod keys;
+pub mod playground;
+pub mod portal;
 pub mod seal;
 
 use std::collections::HashMap;

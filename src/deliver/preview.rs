@@ -1,7 +1,6 @@
-//! `switchboard render`: the exact request a payload would produce for one destination,
-//! built by the same code that sends deliveries, printed instead of sent.
-
-use std::fmt::Write;
+//! `switchboard render` and the console's template playground: the exact request a payload
+//! would produce for one destination, built by the same code that sends deliveries, shown
+//! instead of sent.
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -10,7 +9,7 @@ use std::sync::Arc;
 
 use super::attempt;
 use super::ssrf::Guard;
-use crate::config::{Config, Provider};
+use crate::config::{Config, Provider, Server, Tenant};
 use crate::ingest::payload;
 use crate::normalize;
 use crate::normalize::fixture::Fixture;
@@ -18,25 +17,56 @@ use crate::store::{ClaimedDelivery, now_ms};
 
 /// The callback to render from.
 pub enum Callback<'a> {
-    /// A body sent to one of the tenant's sources.
-    Payload { source: &'a str, body: &'a [u8], content_type: &'a str },
+    /// A body (and query string) sent to one of the tenant's sources.
+    Payload { source: &'a str, body: &'a [u8], content_type: &'a str, query: Option<&'a str> },
     /// A provider's fixture (`switchboard providers`), as sent to the tenant's source of that
     /// provider, or to none.
     Fixture(&'a Fixture),
 }
 
+/// A request as it would be sent, and what is worth knowing about it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Preview {
+    /// E.g. the event would not match the destination's `when`.
+    pub notes: Vec<String>,
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+}
+
+impl std::fmt::Display for Preview {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for note in &self.notes {
+            writeln!(f, "# note: {note}")?;
+        }
+        writeln!(f, "{} {}", self.method, self.url)?;
+        for (name, value) in &self.headers {
+            writeln!(f, "{name}: {value}")?;
+        }
+        if let Some(body) = &self.body {
+            write!(f, "\n{body}\n")?;
+        }
+        Ok(())
+    }
+}
+
 pub fn preview(config: &Config, tenant: &str, destination: &str, callback: Callback) -> Result<String, String> {
     let tenant = config.tenants.get(tenant).ok_or_else(|| format!("no tenant {tenant:?}"))?;
+    render(&config.server, tenant, destination, callback).map(|p| p.to_string())
+}
+
+pub fn render(server: &Server, tenant: &Tenant, destination: &str, callback: Callback) -> Result<Preview, String> {
     let destination = tenant
         .destinations
         .iter()
         .find(|d| d.id == destination)
         .ok_or_else(|| format!("no destination {destination:?} in tenant {:?}", tenant.id))?;
     let (source, provider, body, content_type, query) = match callback {
-        Callback::Payload { source, body, content_type } => {
+        Callback::Payload { source, body, content_type, query } => {
             let source =
                 tenant.source(source).ok_or_else(|| format!("no source {source:?} in tenant {:?}", tenant.id))?;
-            (Some(source), source.provider, body, Some(content_type), None)
+            (Some(source), source.provider, body, Some(content_type), query)
         }
         Callback::Fixture(f) => {
             let provider = Provider::parse(f.provider).ok_or_else(|| format!("no provider {:?}", f.provider))?;
@@ -63,23 +93,16 @@ pub fn preview(config: &Config, tenant: &str, destination: &str, callback: Callb
     };
     let (event, _) = normalize::normalize(&fields, &context);
 
-    let mut out = String::new();
+    let mut notes = Vec::new();
     match source {
         Some(source) if !source.destinations.iter().any(|&i| tenant.destinations[i].id == destination.id) => {
-            let _ = writeln!(out, "# note: source {:?} does not fan out to {:?}", source.id, destination.id);
+            notes.push(format!("source {:?} does not fan out to {:?}", source.id, destination.id));
         }
         Some(_) => {}
-        None => {
-            let _ = writeln!(
-                out,
-                "# note: tenant {:?} has no {} source; times are read in UTC",
-                tenant.id,
-                provider.name()
-            );
-        }
+        None => notes.push(format!("tenant {:?} has no {} source; times are read in UTC", tenant.id, provider.name())),
     }
     if !destination.when.matches(&event) {
-        let _ = writeln!(out, "# note: this event does not match the destination's `when`; it would not be delivered");
+        notes.push("this event does not match the destination's `when`; it would not be delivered".to_string());
     }
     let delivery = ClaimedDelivery {
         id: 0,
@@ -92,18 +115,21 @@ pub fn preview(config: &Config, tenant: &str, destination: &str, callback: Callb
         body: Bytes::copy_from_slice(body),
         normalized: Some(serde_json::to_string(&event).unwrap_or_default()),
     };
-    let guard = Arc::new(Guard::from_config(&config.server));
+    let guard = Arc::new(Guard::from_config(server));
     let client = attempt::client(guard.clone()).map_err(|e| e.to_string())?;
     let request = attempt::build(&client, &guard, destination, &delivery, received_at)
         .map_err(|e| e.to_string())?
         .build()
         .map_err(|e| format!("cannot build the request: {e}"))?;
-    let _ = writeln!(out, "{} {}", request.method(), request.url());
-    for (name, value) in request.headers() {
-        let _ = writeln!(out, "{name}: {}", String::from_utf8_lossy(value.as_bytes()));
-    }
-    if let Some(body) = request.body().and_then(|b| b.as_bytes()) {
-        let _ = writeln!(out, "\n{}", String::from_utf8_lossy(body));
-    }
-    Ok(out)
+    Ok(Preview {
+        notes,
+        method: request.method().to_string(),
+        url: request.url().to_string(),
+        headers: request
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .collect(),
+        body: request.body().and_then(|b| b.as_bytes()).map(|b| String::from_utf8_lossy(b).into_owned()),
+    })
 }

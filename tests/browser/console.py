@@ -6,8 +6,8 @@ Screenshots of each page go to the directory given (under target/)."""
 
 import json
 import os
-import re
 import sys
+import time
 
 from playwright.sync_api import expect, sync_playwright
 
@@ -92,6 +92,20 @@ def run(p):
     page.keyboard.press("Enter")
     expect(page.get_by_role("link", name=facts["call_id"]).first).to_be_visible()
 
+    # The playground renders a destination against this call's event, secrets masked, and
+    # shows a template error at its place.
+    page.goto(f"{facts['console']}#/playground?tenant={facts['tenant']}&event_id={facts['event_id']}")
+    page.get_by_label("Destination", exact=True).select_option(label=facts["dead_destination"])
+    rendered = page.locator("pre.rendered")
+    expect(rendered).to_contain_text(f"x-api-key: ‹secret:{facts['dead_destination']}›")
+    expect(rendered).to_contain_text(facts["call_id"])
+    page.get_by_label("Destination (JSON", exact=False).fill(
+        json.dumps({"id": "draft", "url": "https://example.com/<<id>>", "body": "{\n  \"call\": <<nope>>\n}"}))
+    problem = page.locator("ul.problems li").first
+    expect(problem).to_contain_text("/body line 2, column 13")
+    page.screenshot(path=f"{shots}/playground.png", full_page=True)
+    check(facts["secret"] not in page.content(), "a secret value is in the playground")
+
     # A tenant key sees its own tenant only; another tenant's event is not found.
     page.get_by_role("button", name="Sign out").click()
     sign_in(page, facts["tenant_key"])
@@ -108,6 +122,24 @@ def run(p):
     check(all(n.startswith(f"{facts['tenant']}/") for n in names), "a tenant key saw another tenant's destinations")
     page.screenshot(path=f"{shots}/tenant-view.png", full_page=True)
     check(facts["secret"] not in page.content(), "a secret value is in the tenant view")
+
+    # The portal: a portal token shows the tenant's view; a forged or expired one, nothing.
+    page.goto(f"{facts['console']}portal?token={facts['portal_token']}#/calls")
+    expect(page.get_by_role("heading", name="Calls")).to_be_visible()
+    check("token=" not in page.url, "the portal token stayed in the address")
+    expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("tbody tr").first).to_be_visible()
+    tenants = set(page.locator("tbody tr td:nth-child(2)").all_text_contents())
+    check(tenants == {facts["tenant"]}, "the portal saw another tenant's events")
+    page.screenshot(path=f"{shots}/portal.png", full_page=True)
+    for name in ["forged_portal_token", "expired_portal_token"]:
+        if name == "expired_portal_token":
+            while time.time() < facts["expired_at"]:
+                page.wait_for_timeout(100)
+        page.goto(f"{facts['console']}portal?token={facts[name]}#/calls")
+        expect(page.get_by_role("alert")).to_have_text("This portal link has expired or is not valid.")
+        check(page.locator("tbody tr").count() == 0, f"a {name} saw something")
 
     check(not csp_violations, f"the page broke its own Content-Security-Policy: {csp_violations}")
     browser.close()

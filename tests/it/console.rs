@@ -124,7 +124,7 @@ async fn the_console_in_a_browser_finds_a_call_replays_it_and_keeps_tenants_apar
             response.headers()["x-switchboard-event-id"].to_str().unwrap().to_string()
         }
     };
-    send("acme", "console-call-1").await;
+    let event_id = send("acme", "console-call-1").await;
     let other_event = send("globex", "globex-call-1").await;
     // Both helpdesk deliveries go dead after two attempts.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -138,6 +138,16 @@ async fn the_console_in_a_browser_finds_a_call_replays_it_and_keeps_tenants_apar
     }
     helpdesk_up.store(true, Ordering::SeqCst);
     let key = admin(&node, reqwest::Method::POST, "/v1/tenants/acme/keys", None).await;
+    let portal =
+        admin(&node, reqwest::Method::POST, "/v1/tenants/acme/portal-tokens", Some(json!({ "expires_in": "10m" })))
+            .await;
+    let expired =
+        admin(&node, reqwest::Method::POST, "/v1/tenants/acme/portal-tokens", Some(json!({ "expires_in": "1s" })))
+            .await;
+    let expired_at = expired["expires_at"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap().as_second() + 1;
+    // Signed with another key: the same shape, a signature that does not hold.
+    let forged =
+        switchboard::control::portal::mint(&switchboard::config::SecretsKey([9; 32]), "acme", expired_at + 3600);
 
     let screenshots = concat!(env!("CARGO_MANIFEST_DIR"), "/target/console-screenshots");
     let facts = json!({
@@ -148,6 +158,11 @@ async fn the_console_in_a_browser_finds_a_call_replays_it_and_keeps_tenants_apar
         "tenant": "acme",
         "call_id": "console-call-1",
         "other_event": other_event,
+        "event_id": event_id,
+        "portal_token": portal["token"],
+        "expired_portal_token": expired["token"],
+        "expired_at": expired_at,
+        "forged_portal_token": forged,
         "dead_destination": "helpdesk",
         "expected_attempts": [["crm", 1, "HTTP 200"], ["helpdesk", 2, "HTTP 500"]],
         "secret": SECRET,
@@ -181,7 +196,70 @@ async fn the_console_in_a_browser_finds_a_call_replays_it_and_keeps_tenants_apar
     let helpdesk: Vec<_> = receiver.requests().into_iter().filter(|r| r.path() == "/helpdesk").collect();
     assert_eq!(helpdesk.len(), 5, "two failed attempts per tenant, then the replayed one");
     assert_eq!(helpdesk.last().unwrap().header("x-api-key"), Some(SECRET));
-    for shot in ["sign-in", "call", "deliveries", "destinations", "tenant-view"] {
+    for shot in ["sign-in", "call", "deliveries", "destinations", "playground", "tenant-view", "portal"] {
         assert!(std::path::Path::new(&format!("{screenshots}/{shot}.png")).exists(), "{shot}.png");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_is_framed_only_where_configured_and_its_tokens_live_an_hour_at_most() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("logo.svg"), "<svg xmlns='http://www.w3.org/2000/svg'/>").unwrap();
+    let admin = "\n[admin]\ntoken = { env = \"SB_ADMIN_TOKEN\" }\nsecrets_key = { env = \"SB_SECRETS_KEY\" }\n\
+                 [admin.portal]\nframe_ancestors = [\"https://app.example.com\"]\naccent = \"#0a7\"\nlogo = \"logo.svg\"\n";
+    let tenant = "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"telecmi\"\nauth = [{ scheme = \"none\" }]\n";
+    let config = write_config(dir.path(), "", admin, &[tenant]);
+    let node = Serve::start_env(&config, &[("SB_ADMIN_TOKEN", TOKEN), ("SB_SECRETS_KEY", SECRETS_KEY)]).await;
+    let http = client();
+    let get = |path: &str| http.get(format!("{}{path}", node.admin_url())).send();
+    let portal = get("/portal").await.unwrap();
+    let csp = portal.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.ends_with("frame-ancestors https://app.example.com"), "{csp}");
+    assert!(portal.headers().get("x-frame-options").is_none());
+    let console = get("/").await.unwrap();
+    assert!(console.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    assert_eq!(console.headers()["x-frame-options"], "DENY", "the operators' console is never framed");
+    assert!(get("/assets/theme.css").await.unwrap().text().await.unwrap().contains("--accent: #0a7;"));
+    assert_eq!(get("/assets/logo").await.unwrap().headers()["content-type"], "image/svg+xml");
+
+    // Tokens: for a tenant that exists, for an hour at most, the admin token's to give.
+    let mint = |tenant: &str, body: Value, token: &str| {
+        http.post(format!("{}/v1/tenants/{tenant}/portal-tokens", node.admin_url()))
+            .bearer_auth(token.to_string())
+            .body(body.to_string())
+            .send()
+    };
+    assert_eq!(mint("acme", json!({ "expires_in": "2h" }), TOKEN).await.unwrap().status(), 400);
+    assert_eq!(mint("nobody", json!({}), TOKEN).await.unwrap().status(), 404);
+    let minted: Value = mint("acme", json!({ "expires_in": "30m" }), TOKEN).await.unwrap().json().await.unwrap();
+    let token = minted["token"].as_str().unwrap();
+    let expires = minted["expires_at"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    let lifetime = expires.as_second() - jiff::Timestamp::now().as_second();
+    assert!((1790..=1800).contains(&lifetime), "{lifetime}");
+    // A portal token is a tenant's view: it cannot mint more, nor see the platform's parts.
+    assert_eq!(mint("acme", json!({}), token).await.unwrap().status(), 403);
+    let events =
+        http.get(format!("{}/v1/events?tenant=globex", node.admin_url())).bearer_auth(token).send().await.unwrap();
+    assert_eq!(events.status(), 404);
+
+    // Origins and colours are checked at load, with their place in the file.
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("https://app.example.com", "app.example.com/path")
+            .replace("#0a7", "teal"),
+    )
+    .unwrap();
+    let check = std::process::Command::new(crate::support::process::BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let errors = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        errors.contains("\"app.example.com/path\" is not an origin") && errors.contains("\"teal\" is not a colour"),
+        "{errors}"
+    );
+    assert!(errors.lines().all(|l| l.contains("switchboard.toml:")), "{errors}");
 }

@@ -4,6 +4,18 @@
 
 let token = null;
 const main = document.getElementById("main");
+// The tenant portal: a platform shows `/portal?token=…` (a short-lived portal token) in its
+// own product. The token is taken out of the address at once.
+const portal = location.pathname === "/portal";
+let portalToken = null;
+if (portal) {
+  portalToken = new URLSearchParams(location.search).get("token");
+  history.replaceState(null, "", `/portal${location.hash}`);
+}
+const logo = document.getElementById("logo");
+const showLogo = () => { logo.hidden = !(logo.complete && logo.naturalWidth > 0); };
+logo.addEventListener("load", showLogo);
+showLogo();
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -69,8 +81,33 @@ function query(params) {
   return text ? `?${text}` : "";
 }
 
+function signedIn(label) {
+  for (const id of ["nav", "who", "sign-out"]) document.getElementById(id).hidden = false;
+  document.getElementById("sign-out").hidden = portal;
+  document.getElementById("who").textContent = label;
+}
+
+// The portal signs in with its token, once; an expired or forged one sees nothing.
+async function portalSignIn() {
+  token = portalToken;
+  portalToken = null;
+  try {
+    await api("GET", "/v1/destinations");
+  } catch (e) {
+    token = null;
+    main.replaceChildren(el("p", { class: "error", role: "alert" }, "This portal link has expired or is not valid."));
+    return false;
+  }
+  signedIn("Your deliveries");
+  return true;
+}
+
 // Sign-in: any token the admin API takes. A tenant key sees its own tenant only.
 function signIn(message) {
+  if (portal) {
+    main.replaceChildren(el("p", { class: "error", role: "alert" }, message || "This portal link has expired or is not valid."));
+    return;
+  }
   token = null;
   for (const id of ["nav", "who", "sign-out"]) document.getElementById(id).hidden = true;
   const error = el("p", { class: "error", role: "alert" }, message || "");
@@ -87,9 +124,7 @@ function signIn(message) {
       error.textContent = e.status === 401 ? "That token is not valid." : e.message;
       return;
     }
-    const tenant = /^sbk_/.test(token) ? "tenant key" : "admin";
-    for (const id of ["nav", "who", "sign-out"]) document.getElementById(id).hidden = false;
-    document.getElementById("who").textContent = `Signed in: ${tenant}`;
+    signedIn(`Signed in: ${/^sbk_/.test(token) ? "tenant key" : "admin"}`);
     if (!location.hash || location.hash === "#/") location.hash = "#/calls";
     route();
   });
@@ -184,7 +219,8 @@ async function event(id) {
       el("dt", {}, "Tenant / source"), el("dd", {}, `${e.tenant} / ${e.source}`),
       el("dt", {}, "Received"), el("dd", {}, e.received_at),
       normalized.map(([k, v]) => [el("dt", {}, k), el("dd", { class: "mono" }, String(v))])),
-    el("p", {}, el("a", { href: `#/calls${query({ call_id: e.call_id, tenant: e.tenant })}` }, "Every event of this call")),
+    el("p", { class: "row" }, el("a", { href: `#/calls${query({ call_id: e.call_id, tenant: e.tenant })}` }, "Every event of this call"),
+      el("a", { href: `#/playground${query({ tenant: e.tenant, event_id: e.event_id })}` }, "Try a template on this event")),
     el("details", { class: "card" }, el("summary", {}, `Payload as received (${e.payload.content_type || "no content type"})`), el("pre", {}, payload)),
     el("h2", {}, "Deliveries"), deliveries.length ? deliveries : el("p", { class: "notice" }, "No delivery."));
   // While a delivery is under way, the page follows it.
@@ -274,7 +310,80 @@ async function destinations() {
   show("Destinations", table(["Destination", "Delivery", "Circuit", "Queue", ""], rows, "No destination."));
 }
 
+// The template playground: a destination (one of the tenant's, or one being written)
+// rendered live against a stored event, a provider's documented callback, or a pasted body.
+// Secrets show as ‹secret:NAME›.
+async function playground(params) {
+  const tenant = field("tenant", "Tenant", params.get("tenant") || "");
+  const pick = el("select", { name: "pick", "aria-label": "Destination" }, el("option", { value: "" }, "(write one below)"));
+  const source = el("select", { name: "payload", "aria-label": "Payload" },
+    el("option", { value: "event" }, "a stored event"), el("option", { value: "fixture" }, "a provider's callback"),
+    el("option", { value: "body" }, "a body I paste"));
+  const eventId = field("event_id", "Event id", params.get("event_id") || "");
+  const provider = field("provider", "Provider", "telecmi");
+  const fixture = field("fixture", "Callback", "");
+  const sourceId = field("source", "Source", "");
+  const body = el("textarea", { name: "body", rows: 8, spellcheck: "false", "aria-label": "Payload body" });
+  const destination = el("textarea", { name: "destination", rows: 14, spellcheck: "false", "aria-label": "Destination (JSON)" });
+  destination.value = JSON.stringify({ id: "draft", url: "https://example.com/calls/<<id>>", body: "{\"call\": <<id>>, \"status\": <<status>>}" }, null, 2);
+  const output = el("div", { class: "card", "aria-live": "polite" }, el("p", { class: "notice" }, "The rendered request shows here."));
+  show("Template playground",
+    el("form", { class: "filters", "aria-label": "Playground" }, tenant,
+      el("label", {}, "Destination", pick), el("label", {}, "Payload", source), eventId, provider, fixture, sourceId),
+    el("label", {}, "Destination (JSON, as in PUT /v1/tenants/{tenant}/destinations/{id})", destination),
+    el("label", {}, "Body", body), el("h2", {}, "Request"), output);
+  const input = (name) => main.querySelector(`[name=${name}]`);
+  const visible = () => {
+    const kind = source.value;
+    eventId.hidden = kind !== "event";
+    provider.hidden = fixture.hidden = kind !== "fixture";
+    sourceId.hidden = body.parentElement.hidden = kind !== "body";
+  };
+  let timer = null;
+  const render = async () => {
+    const t = input("tenant").value.trim();
+    if (!t) return;
+    let draft;
+    try { draft = JSON.parse(destination.value); } catch (e) {
+      return output.replaceChildren(el("p", { class: "error" }, `The destination is not JSON: ${e.message}`));
+    }
+    const request = { destination: draft };
+    if (source.value === "event") request.event_id = input("event_id").value.trim() || undefined;
+    if (source.value === "fixture") { request.provider = input("provider").value.trim(); request.fixture = input("fixture").value.trim(); }
+    if (source.value === "body") { request.body = body.value; request.source = input("source").value.trim() || undefined; }
+    try {
+      const p = await api("POST", `/v1/tenants/${encodeURIComponent(t)}/render`, request);
+      const text = [`${p.method} ${p.url}`, ...p.headers.map(([k, v]) => `${k}: ${v}`)].join("\n") + (p.body ? `\n\n${p.body}` : "");
+      output.replaceChildren(...p.notes.map((n) => el("p", { class: "notice" }, n)), el("pre", { class: "rendered" }, text));
+    } catch (e) {
+      const errors = (e.body && e.body.error && e.body.error.errors) || [];
+      output.replaceChildren(el("p", { class: "error", role: "alert" }, e.message),
+        el("ul", { class: "problems" }, errors.map((x) => el("li", {},
+          el("code", {}, x.pointer || "/"), x.line ? ` line ${x.line}, column ${x.column}` : "", `: ${x.message}`))));
+    }
+  };
+  const soon = () => { clearTimeout(timer); timer = setTimeout(render, 250); };
+  const loadTenant = async () => {
+    const t = input("tenant").value.trim();
+    pick.replaceChildren(el("option", { value: "" }, "(write one below)"));
+    if (!t) return;
+    try {
+      const doc = await api("GET", `/v1/tenants/${encodeURIComponent(t)}`);
+      for (const d of doc.destination || []) pick.append(el("option", { value: JSON.stringify(d) }, d.id));
+    } catch { /* a tenant being typed */ }
+  };
+  pick.addEventListener("change", () => { if (pick.value) destination.value = JSON.stringify(JSON.parse(pick.value), null, 2); soon(); });
+  source.addEventListener("change", () => { visible(); soon(); });
+  input("tenant").addEventListener("change", async () => { await loadTenant(); soon(); });
+  main.addEventListener("input", soon);
+  visible();
+  if (params.get("event_id")) source.value = "event";
+  await loadTenant();
+  soon();
+}
+
 async function route() {
+  if (!token && portalToken && !(await portalSignIn())) return;
   if (!token) return signIn();
   const [path, search] = location.hash.slice(1).split("?");
   const params = new URLSearchParams(search || "");
@@ -287,6 +396,7 @@ async function route() {
     if (parts[0] === "events" && parts[1]) return await event(parts[1]);
     if (parts[0] === "deliveries") return await deliveries(params);
     if (parts[0] === "destinations") return await destinations();
+    if (parts[0] === "playground") return await playground(params);
     return await calls(params);
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) return signIn("Signed out: the token is no longer valid.");
