@@ -154,7 +154,7 @@ pub struct QueueFigures {
 impl QueueFigures {
     /// The cached figures, read again from the store when older than the maximum age.
     /// Concurrent scrapes wait for one read rather than each starting its own.
-    async fn get(&self, store: &dyn Store) -> Result<QueueStats, crate::store::StoreError> {
+    pub async fn get(&self, store: &dyn Store) -> Result<QueueStats, crate::store::StoreError> {
         let mut last = self.last.lock().await;
         if let Some((at, stats)) = last.as_ref()
             && at.elapsed() < QUEUE_FIGURES_MAX_AGE

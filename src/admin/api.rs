@@ -35,11 +35,7 @@ pub async fn handle(
         (Method::GET, ["deliveries"]) => deliveries(gateway, principal, &query).await,
         (Method::POST, ["deliveries", id, "replay"]) => replay_one(gateway, principal, id).await,
         (Method::POST, ["replay"]) => replay_bulk(gateway, principal, request).await,
-        (Method::GET, ["destinations"]) => {
-            let mut all = gateway.dispatcher().status();
-            all.retain(|d| d.destination.split_once('/').is_some_and(|(t, _)| principal.sees(t)));
-            Ok(json_response(StatusCode::OK, &json!({ "destinations": all })))
-        }
+        (Method::GET, ["destinations"]) => destinations(gateway, principal, &query).await,
         (Method::POST, ["destinations", tenant, id, action @ ("pause" | "resume")]) => {
             pause(gateway, principal, tenant, id, *action == "pause").await
         }
@@ -292,6 +288,29 @@ async fn replay_bulk(
         gateway.dispatcher().wake_matching(tenant.as_deref(), filter.destination.as_deref());
     }
     Ok(json_response(StatusCode::OK, &json!({ "queued": queued })))
+}
+
+/// Destinations on this node: pause, circuit, queue; `?health=true` adds the last hour.
+async fn destinations(gateway: &Gateway, principal: &Principal, params: &Params) -> Result<Response<Body>, ApiError> {
+    let tenant = principal.scope(params.get("tenant"))?;
+    let with_health = params.get("health").is_some_and(|v| v == "true");
+    let mut all = gateway.dispatcher().status_of(tenant.as_deref(), with_health);
+    all.retain(|d| d.destination.split_once('/').is_some_and(|(t, _)| principal.sees(t)));
+    // Queue figures as /metrics has them (read from the store at most every few seconds).
+    let queue = gateway.queue_figures.get(gateway.store.as_ref()).await.map(|s| s.per_destination).unwrap_or_default();
+    let now = crate::store::now_ms();
+    let items: Vec<Value> = all
+        .iter()
+        .map(|d| {
+            let (t, id) = d.destination.split_once('/').unwrap_or_default();
+            let pending = queue.iter().find(|(qt, qd, ..)| qt == t && qd == id);
+            let mut item = serde_json::to_value(d).unwrap_or_default();
+            item["pending"] = json!(pending.map_or(0, |p| p.2));
+            item["oldest_pending_seconds"] = json!(pending.map(|p| (now - p.3).max(0) / 1000));
+            item
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "destinations": items })))
 }
 
 async fn pause(

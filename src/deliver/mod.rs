@@ -16,6 +16,7 @@
 
 pub mod attempt;
 pub mod breaker;
+pub mod health;
 pub mod outcome;
 pub mod preview;
 pub mod respond;
@@ -81,6 +82,8 @@ struct Handle {
     /// The destination's `rate_limit` bucket: it outlives the workers, so one that ends and
     /// starts again does not begin with a full burst.
     pacer: Option<governor::DefaultDirectRateLimiter>,
+    /// Its last hour of attempts on this node, for the console (kept across reshapes).
+    health: Arc<health::Health>,
 }
 
 impl Handle {
@@ -113,6 +116,9 @@ pub struct DestinationStatus {
     pub destination: String,
     pub paused: bool,
     pub circuit: breaker::Circuit,
+    /// Minute by minute, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_hour: Option<Vec<health::Minute>>,
 }
 
 fn stop_all(tenant: &str, workers: HashMap<String, Running>, applied: &mut Applied) {
@@ -150,7 +156,7 @@ impl Dispatcher {
         &self,
         destination: &Arc<Destination>,
         paused: bool,
-        breaker: Option<Arc<breaker::Breaker>>,
+        (breaker, health): (Option<Arc<breaker::Breaker>>, Option<Arc<health::Health>>),
         start: bool,
     ) -> Running {
         let handle = Arc::new(Handle {
@@ -162,6 +168,7 @@ impl Dispatcher {
             stop: self.stop.child_token(),
             running: AtomicBool::new(false),
             pacer: destination.rate_limit.map(|r| r.limiter()),
+            health: health.unwrap_or_default(),
         });
         if start {
             self.poke(&handle);
@@ -256,12 +263,13 @@ impl Dispatcher {
                     running.handle.stop.cancel();
                     applied.updated.push(name);
                     let paused = running.handle.paused.load(Ordering::Relaxed);
-                    self.spawn(destination, paused, Some(running.handle.breaker.clone()), true)
+                    let kept = (Some(running.handle.breaker.clone()), Some(running.handle.health.clone()));
+                    self.spawn(destination, paused, kept, true)
                 }
                 None => {
                     applied.started.push(name);
                     let start = self.shared.store.shared() || busy(&tenant.id, &destination.id);
-                    self.spawn(destination, false, None, start)
+                    self.spawn(destination, false, (None, None), start)
                 }
             };
             running_now.insert(destination.id.clone(), running);
@@ -300,14 +308,22 @@ impl Dispatcher {
 
     /// Every running destination worker's state on this node, sorted by name.
     pub fn status(&self) -> Vec<DestinationStatus> {
+        self.status_of(None, false)
+    }
+
+    /// The destinations of `tenant` (all when `None`), with their last hour when asked.
+    pub fn status_of(&self, tenant: Option<&str>, with_health: bool) -> Vec<DestinationStatus> {
         let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
+        let now = crate::store::now_ms();
         let mut all: Vec<DestinationStatus> = workers
             .iter()
+            .filter(|(t, _)| tenant.is_none_or(|want| want == t.as_str()))
             .flat_map(|(tenant, of_tenant)| {
                 of_tenant.iter().map(move |(id, running)| DestinationStatus {
                     destination: format!("{tenant}/{id}"),
                     paused: running.handle.paused.load(Ordering::Relaxed),
                     circuit: running.handle.breaker.circuit(),
+                    last_hour: with_health.then(|| running.handle.health.last_hour(now)),
                 })
             })
             .collect();

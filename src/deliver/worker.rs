@@ -266,6 +266,7 @@ async fn deliver(
             }
         }
         metrics::attempt(tenant, id, label, sent.record.latency);
+        handle.health.record(now, delivered, sent.record.latency);
         let signal = match outcome {
             Outcome::Delivered => Signal::Success,
             _ if permanent => Signal::Neutral,

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+import urllib.request
 
 from playwright.sync_api import expect, sync_playwright
 
@@ -84,6 +85,37 @@ def run(p):
     page.locator(f"tr[data-destination='{facts['tenant']}/{facts['dead_destination']}']").get_by_role("button", name="Resume").click()
     expect(page.locator(f"tr[data-destination='{facts['tenant']}/{facts['dead_destination']}']")).to_contain_text("running")
     check(facts["secret"] not in page.content(), "a secret value is in the destinations page")
+
+    # Health over the last hour: the crm destination's attempts all succeeded.
+    crm = page.locator(f"tr[data-destination='{facts['tenant']}/crm']")
+    expect(crm).to_contain_text("100% of 1")
+    expect(crm.locator("svg.spark").first).to_be_visible()
+
+    # Tenants: a new one written in the page; an error lands under the part it points to,
+    # and nothing is created until it is fixed.
+    page.get_by_role("link", name="Tenants").click()
+    page.get_by_label("New tenant id").fill("initech")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("heading", name="Tenant initech")).to_be_visible()
+    destination = page.get_by_label("destination crm")
+    destination.fill(json.dumps({"id": "crm", "url": facts["receiver"] + "/initech", "timeout": "soon"}))
+    page.get_by_role("button", name="Create").click()
+    problem = page.locator("section.part[data-pointer='/destination/0'] ul.problems li")
+    expect(problem).to_contain_text("/timeout")
+    page.screenshot(path=f"{shots}/tenant-edit.png", full_page=True)
+    destination.fill(json.dumps({"id": "crm", "url": facts["receiver"] + "/initech"}))
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("status").filter(has_text="Saved")).to_contain_text("version 1")
+    page.get_by_role("link", name="Tenants").click()
+    expect(page.get_by_role("link", name="initech")).to_be_visible()
+    page.screenshot(path=f"{shots}/tenants.png", full_page=True)
+
+    # Follow: a callback sent now appears on the calls page without a reload.
+    page.get_by_role("link", name="Calls").click()
+    page.get_by_role("button", name="Search").click()
+    page.get_by_label("Follow new events").check()
+    urllib.request.urlopen(urllib.request.Request(facts["hook"], data=facts["follow_body"].encode(), headers={"content-type": "application/json"}))
+    expect(page.get_by_role("link", name="follow-call-1")).to_be_visible(timeout=10000)
 
     # Keyboard: the search form is reachable and usable without a mouse.
     page.get_by_role("link", name="Calls").click()

@@ -163,6 +163,9 @@ async fn the_console_in_a_browser_finds_a_call_replays_it_and_keeps_tenants_apar
         "expired_portal_token": expired["token"],
         "expired_at": expired_at,
         "forged_portal_token": forged,
+        "receiver": receiver.url(""),
+        "hook": node.hook("acme", "telecmi"),
+        "follow_body": String::from_utf8(seed("telecmi.json")).unwrap().replace("703ee423-e5f8-4120-9c17-5216c679afdd", "follow-call-1"),
         "dead_destination": "helpdesk",
         "expected_attempts": [["crm", 1, "HTTP 200"], ["helpdesk", 2, "HTTP 500"]],
         "secret": SECRET,
@@ -194,9 +197,19 @@ async fn the_console_in_a_browser_finds_a_call_replays_it_and_keeps_tenants_apar
     assert_eq!(seen["seen"]["tenant_key_tenants"], json!(["acme"]));
     // The replay from the page reached the receiver, with the secret it carries.
     let helpdesk: Vec<_> = receiver.requests().into_iter().filter(|r| r.path() == "/helpdesk").collect();
-    assert_eq!(helpdesk.len(), 5, "two failed attempts per tenant, then the replayed one");
+    assert_eq!(helpdesk.len(), 6, "two failed attempts per tenant, the replayed one, the followed call's");
     assert_eq!(helpdesk.last().unwrap().header("x-api-key"), Some(SECRET));
-    for shot in ["sign-in", "call", "deliveries", "destinations", "playground", "tenant-view", "portal"] {
+    for shot in [
+        "sign-in",
+        "call",
+        "deliveries",
+        "destinations",
+        "tenant-edit",
+        "tenants",
+        "playground",
+        "tenant-view",
+        "portal",
+    ] {
         assert!(std::path::Path::new(&format!("{screenshots}/{shot}.png")).exists(), "{shot}.png");
     }
 }

@@ -81,8 +81,10 @@ function query(params) {
   return text ? `?${text}` : "";
 }
 
-function signedIn(label) {
+function signedIn(label, admin) {
   for (const id of ["nav", "who", "sign-out"]) document.getElementById(id).hidden = false;
+  // Tenants are the platform's: a tenant key or portal does not see the link.
+  document.getElementById("nav-tenants").hidden = !admin;
   document.getElementById("sign-out").hidden = portal;
   document.getElementById("who").textContent = label;
 }
@@ -98,7 +100,7 @@ async function portalSignIn() {
     main.replaceChildren(el("p", { class: "error", role: "alert" }, "This portal link has expired or is not valid."));
     return false;
   }
-  signedIn("Your deliveries");
+  signedIn("Your deliveries", false);
   return true;
 }
 
@@ -124,7 +126,8 @@ function signIn(message) {
       error.textContent = e.status === 401 ? "That token is not valid." : e.message;
       return;
     }
-    signedIn(`Signed in: ${/^sbk_/.test(token) ? "tenant key" : "admin"}`);
+    const admin = !/^sbk_/.test(token);
+    signedIn(`Signed in: ${admin ? "admin" : "tenant key"}`, admin);
     if (!location.hash || location.hash === "#/") location.hash = "#/calls";
     route();
   });
@@ -170,6 +173,30 @@ async function calls(params) {
     }
   };
   more.addEventListener("click", load);
+  // Follow: new events appear at the top as they arrive (watching an integration go live).
+  const follow = el("input", { type: "checkbox", name: "follow" });
+  const followLabel = el("label", { class: "row" }, follow, "Follow new events");
+  form.append(followLabel);
+  const here = location.hash;
+  const newest = () => body.querySelector("tr td.mono:last-child")?.textContent;
+  const poll = async () => {
+    if (location.hash !== here || !follow.checked || !token) return;
+    try {
+      const page = await api("GET", `/v1/events${query({ ...filters, limit: "50" })}`);
+      const top = newest();
+      const fresh = [];
+      for (const e of page.events) {
+        if (e.event_id === top) break;
+        fresh.push(el("tr", { class: "fresh" }, el("td", {}, e.received_at), el("td", {}, e.tenant), el("td", {}, e.source),
+          el("td", { class: "mono" }, el("a", { href: `#/events/${e.event_id}` }, e.call_id || "(no call id)")),
+          el("td", { class: "mono" }, e.event_id)));
+      }
+      body.prepend(...fresh);
+      if (fresh.length && results.querySelector("p.notice")) results.replaceChildren(body.closest("table") || body, more);
+    } catch { /* the next poll tries again */ }
+    setTimeout(poll, 2000);
+  };
+  follow.addEventListener("change", () => { if (follow.checked) poll(); });
   results.replaceChildren(el("table", {}, el("thead", {}, el("tr", {}, ["Received", "Tenant", "Source", "Call", "Event"].map((h) => el("th", { scope: "col" }, h)))), body), more);
   await load();
 }
@@ -287,27 +314,172 @@ async function deliveries(params) {
     el("div", { class: "row" }, selected, all));
 }
 
-// Destinations on this node: pause, circuit state, pause and resume.
-async function destinations() {
+// A sparkline of one value per minute (null: no attempt that minute), as inline SVG.
+function spark(values, label, max) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 120 24");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", label);
+  const top = max || Math.max(1, ...values.filter((v) => v !== null));
+  values.forEach((v, i) => {
+    if (v === null) return;
+    const bar = document.createElementNS(ns, "rect");
+    const h = Math.max(1, (v / top) * 22);
+    bar.setAttribute("x", String(i * 2));
+    bar.setAttribute("y", String(24 - h));
+    bar.setAttribute("width", "1.6");
+    bar.setAttribute("height", String(h));
+    svg.append(bar);
+  });
+  return svg;
+}
+
+function age(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  if (seconds < 120) return `${seconds} s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+  return `${Math.round(seconds / 3600)} h`;
+}
+
+// Destinations on this node: health over the last hour, queue, circuit, pause and resume.
+async function destinations(params) {
+  const tenant = params.get("tenant") || "";
+  const form = el("form", { class: "filters", "aria-label": "Filter destinations" }, field("tenant", "Tenant", tenant), el("button", { type: "submit" }, "Show"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    location.hash = `#/destinations${query(Object.fromEntries(new FormData(form)))}`;
+  });
   let list;
   try {
-    list = (await api("GET", "/v1/destinations")).destinations;
+    list = (await api("GET", `/v1/destinations${query({ tenant, health: "true" })}`)).destinations;
   } catch (e) {
-    return show("Destinations", failure(e));
+    return show("Destinations", form, failure(e));
   }
   const rows = list.map((d) => {
-    const [tenant, id] = d.destination.split("/");
+    const [t, id] = d.destination.split("/");
     const toggle = el("button", { type: "button", class: "secondary" }, d.paused ? "Resume" : "Pause");
     toggle.addEventListener("click", async () => {
       toggle.disabled = true;
-      try { await api("POST", `/v1/destinations/${tenant}/${id}/${d.paused ? "resume" : "pause"}`); } catch (e) { alert(e.message); }
+      try { await api("POST", `/v1/destinations/${t}/${id}/${d.paused ? "resume" : "pause"}`); } catch (e) { alert(e.message); }
       route();
     });
+    const hour = d.last_hour || [];
+    const attempts = hour.reduce((n, m) => n + m.attempts, 0);
+    const succeeded = hour.reduce((n, m) => n + m.succeeded, 0);
+    const rate = attempts ? `${Math.round((100 * succeeded) / attempts)}% of ${attempts}` : "no attempt";
+    const mean = attempts ? hour.reduce((n, m) => n + m.mean_latency_ms * m.attempts, 0) / attempts : null;
     return el("tr", { "data-destination": d.destination }, el("td", {}, d.destination), el("td", {}, d.paused ? "paused" : "running"),
       el("td", {}, state(d.circuit)),
-      el("td", {}, el("a", { href: `#/deliveries${query({ tenant, destination: id, state: "pending" })}` }, "pending")), el("td", {}, toggle));
+      el("td", { class: "health" }, rate, spark(hour.map((m) => (m.attempts ? (100 * m.succeeded) / m.attempts : null)), `success rate per minute, last hour: ${rate}`, 100)),
+      el("td", { class: "health" }, mean === null ? "" : `${mean.toFixed(1)} ms`, spark(hour.map((m) => (m.attempts ? m.mean_latency_ms : null)), "mean latency per minute, last hour")),
+      el("td", {}, el("a", { href: `#/deliveries${query({ tenant: t, destination: id, state: "pending" })}` }, `${d.pending} pending`), d.oldest_pending_seconds !== null ? ` (oldest ${age(d.oldest_pending_seconds)})` : ""),
+      el("td", {}, toggle));
   });
-  show("Destinations", table(["Destination", "Delivery", "Circuit", "Queue", ""], rows, "No destination."));
+  show("Destinations", form, table(["Destination", "Delivery", "Circuit", "Success, last hour", "Latency", "Queue", ""], rows, "No destination."));
+}
+
+// Tenants (admin): the list, and one tenant's sources and destinations edited over the
+// control-plane API; the validator's errors shown under the part they point to.
+async function tenants(params) {
+  const cursor = params.get("cursor") || "";
+  let page;
+  try {
+    page = await api("GET", `/v1/tenants${query({ limit: "100", cursor })}`);
+  } catch (e) {
+    return show("Tenants", failure(e));
+  }
+  const name = field("id", "New tenant id");
+  const create = el("form", { class: "filters", "aria-label": "New tenant" }, name, el("button", { type: "submit" }, "Create"));
+  create.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const id = create.elements.id.value.trim();
+    if (id) location.hash = `#/tenants/${encodeURIComponent(id)}`;
+  });
+  const rows = page.tenants.map((t) => el("tr", {}, el("td", {}, el("a", { href: `#/tenants/${encodeURIComponent(t.id)}` }, t.id)),
+    el("td", {}, t.managed_by), el("td", {}, t.version === null ? "" : String(t.version)), el("td", {}, String(t.sources)), el("td", {}, String(t.destinations))));
+  show("Tenants", create, table(["Tenant", "Managed by", "Version", "Sources", "Destinations"], rows, "No tenant yet."),
+    page.next_cursor ? el("a", { href: `#/tenants${query({ cursor: page.next_cursor })}` }, "Next page") : null);
+}
+
+const META = ["id", "version", "managed_by", "updated_at", "secrets"];
+
+async function tenantPage(id) {
+  let doc = null;
+  try {
+    doc = await api("GET", `/v1/tenants/${encodeURIComponent(id)}`);
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 404)) return show(`Tenant ${id}`, failure(e));
+  }
+  const readOnly = doc && doc.managed_by === "file";
+  const version = doc ? doc.version : null;
+  const parts = [];
+  // One editor per source and destination, one for the rest: errors land under their part.
+  const editor = (list, index, value) => {
+    const area = el("textarea", { rows: Math.min(16, JSON.stringify(value, null, 2).split("\n").length + 1), spellcheck: "false", readonly: readOnly,
+      "aria-label": list ? `${list} ${value.id || index + 1}` : "Other fields" });
+    area.value = JSON.stringify(value, null, 2);
+    const problems = el("ul", { class: "problems", "aria-live": "polite" });
+    const prefix = list ? `/${list}/${index}` : "";
+    parts.push({ list, area, problems, prefix });
+    return el("section", { class: "card part", "data-pointer": prefix || "/" }, el("h2", {}, list ? `${list} ${value.id || ""}` : "Tenant"), area, problems);
+  };
+  const rest = {};
+  for (const [k, v] of Object.entries(doc || {})) if (!META.includes(k) && k !== "source" && k !== "destination") rest[k] = v;
+  const sections = [editor(null, 0, rest)];
+  (doc?.source || [{ id: "telecmi", provider: "telecmi", auth: [{ scheme: "none" }] }]).forEach((v, i) => sections.push(editor("source", i, v)));
+  (doc?.destination || [{ id: "crm", url: "https://example.com/calls/<<id>>" }]).forEach((v, i) => sections.push(editor("destination", i, v)));
+  const status = el("p", { role: "status", class: "notice" });
+  const save = el("button", { type: "button", hidden: readOnly }, doc ? "Save" : "Create");
+  save.addEventListener("click", async () => {
+    for (const p of parts) p.problems.replaceChildren();
+    const body = { source: [], destination: [] };
+    for (const p of parts) {
+      let value;
+      try { value = JSON.parse(p.area.value); } catch (e) { p.problems.append(el("li", { class: "error" }, `Not JSON: ${e.message}`)); return; }
+      if (p.list) body[p.list].push(value); else Object.assign(body, value);
+    }
+    save.disabled = true;
+    try {
+      const headers = {};
+      const answer = await fetch(`/v1/tenants/${encodeURIComponent(id)}`, {
+        method: "PUT", body: JSON.stringify(body),
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...(version !== null ? { "if-match": String(version) } : headers) },
+      });
+      const value = await answer.json().catch(() => null);
+      if (!answer.ok) throw new ApiError(answer.status, value);
+      status.textContent = `Saved: version ${value.version}.`;
+      setTimeout(route, 600);
+    } catch (e) {
+      status.textContent = e.message;
+      for (const problem of (e.body && e.body.error && e.body.error.errors) || []) {
+        const pointer = problem.pointer || "/";
+        const part = parts.filter((p) => p.prefix && (pointer === p.prefix || pointer.startsWith(`${p.prefix}/`)))[0] || parts[0];
+        const inner = pointer.slice(part.prefix.length) || "/";
+        part.problems.append(el("li", { class: "error" }, el("code", {}, inner), problem.line ? ` line ${problem.line}, column ${problem.column}` : "", `: ${problem.message}`));
+      }
+    } finally {
+      save.disabled = false;
+    }
+  });
+  const secrets = el("section", { class: "card" }, el("h2", {}, "Secrets"),
+    el("p", { class: "notice" }, doc && doc.secrets && doc.secrets.length ? `Set: ${doc.secrets.join(", ")} (values are never shown)` : "None set."));
+  if (doc && !readOnly) {
+    const form = el("form", { class: "filters", "aria-label": "Set a secret" }, field("name", "Secret name"), field("value", "Value", "", "password"), el("button", { type: "submit" }, "Set secret"));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        await api("PUT", `/v1/tenants/${encodeURIComponent(id)}/secrets/${encodeURIComponent(form.elements.name.value.trim())}`, { value: form.elements.value.value });
+        form.elements.value.value = "";
+        route();
+      } catch (e) { status.textContent = e.message; }
+    });
+    secrets.append(form);
+  }
+  show(`Tenant ${id}`, readOnly ? el("p", { class: "notice" }, "Defined by a file under tenants_dir: read-only here.") : null,
+    doc ? el("p", { class: "notice" }, `Version ${version ?? "—"}, managed by ${doc.managed_by}.`) : el("p", { class: "notice" }, "A new tenant."),
+    sections, el("div", { class: "row" }, save, status), secrets);
 }
 
 // The template playground: a destination (one of the tenant's, or one being written)
@@ -395,7 +567,9 @@ async function route() {
   try {
     if (parts[0] === "events" && parts[1]) return await event(parts[1]);
     if (parts[0] === "deliveries") return await deliveries(params);
-    if (parts[0] === "destinations") return await destinations();
+    if (parts[0] === "destinations") return await destinations(params);
+    if (parts[0] === "tenants" && parts[1]) return await tenantPage(decodeURIComponent(parts[1]));
+    if (parts[0] === "tenants") return await tenants(params);
     if (parts[0] === "playground") return await playground(params);
     return await calls(params);
   } catch (e) {
