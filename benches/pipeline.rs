@@ -85,6 +85,8 @@ fn group_commit(c: &mut Criterion) {
                             call: None,
                             dedupe: Vec::new(),
                             call_id: None,
+                            from: None,
+                            to: None,
                         };
                         tokio::spawn(async move { store.commit(event).await.unwrap() })
                     });

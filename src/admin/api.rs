@@ -122,6 +122,7 @@ async fn events(gateway: &Gateway, principal: &Principal, params: &Params) -> Re
         tenant: principal.scope(params.get("tenant"))?,
         source: params.get("source"),
         call_id: params.get("call_id"),
+        phone: params.get("phone"),
         since: params.time("since")?,
         until: params.time("until")?,
         before,
@@ -134,7 +135,7 @@ async fn events(gateway: &Gateway, principal: &Principal, params: &Params) -> Re
         .map(|e| {
             json!({
                 "event_id": e.event_id, "tenant": e.tenant, "source": e.source,
-                "call_id": e.call_id, "received_at": rfc3339(e.received_at),
+                "call_id": e.call_id, "received_at": rfc3339(e.received_at), "from": e.from, "to": e.to,
             })
         })
         .collect();

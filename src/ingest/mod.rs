@@ -313,6 +313,8 @@ impl Ingest {
                 call: place,
                 dedupe,
                 call_id: call.id.clone(),
+                from: call.from.clone(),
+                to: call.to.clone(),
             })
             .await?;
         let event_id = match committed {

@@ -12,6 +12,8 @@ pub struct EventQuery {
     pub tenant: Option<String>,
     pub source: Option<String>,
     pub call_id: Option<String>,
+    /// A number the call was from or to, as the provider sent it.
+    pub phone: Option<String>,
     /// Unix milliseconds, inclusive.
     pub since: Option<i64>,
     /// Unix milliseconds, exclusive.
@@ -27,6 +29,8 @@ pub struct EventSummary {
     pub source: String,
     pub call_id: Option<String>,
     pub received_at: i64,
+    pub from: Option<String>,
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Clone)]

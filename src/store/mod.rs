@@ -59,6 +59,9 @@ pub struct NewEvent {
     pub dedupe: Vec<Dedupe>,
     /// The provider's call id, for finding the event again.
     pub call_id: Option<String>,
+    /// The calling and called numbers as the provider sent them, for finding a call by number.
+    pub from: Option<String>,
+    pub to: Option<String>,
 }
 
 /// One delivery to create.

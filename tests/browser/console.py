@@ -44,9 +44,19 @@ def run(p):
     expect(page.get_by_role("alert")).to_have_text("That token is not valid.")
     page.screenshot(path=f"{shots}/sign-in.png")
 
-    # The operator finds the call by its id and sees every attempt of every destination.
+    # The operator finds the call by the caller's number, then by its id, and sees every
+    # attempt of every destination.
     sign_in(page, facts["admin_token"])
     expect(page.get_by_role("heading", name="Calls")).to_be_visible()
+    page.get_by_label("Phone number").fill(facts["phone"])
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("tbody tr")).to_have_count(2)  # the same caller called both tenants
+    page.get_by_label("Tenant").fill(facts["tenant"])
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("tbody tr")).to_have_count(1)
+    expect(page.get_by_role("link", name=facts["call_id"])).to_be_visible()
+    page.get_by_label("Phone number").fill("")
+    page.get_by_label("Tenant").fill("")
     page.get_by_label("Call id").fill(facts["call_id"])
     page.get_by_role("button", name="Search").click()
     page.get_by_role("link", name=facts["call_id"]).first.click()

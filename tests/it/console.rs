@@ -164,6 +164,8 @@ async fn the_console_in_a_browser_finds_a_call_replays_it_and_keeps_tenants_apar
         "expired_at": expired_at,
         "forged_portal_token": forged,
         "receiver": receiver.url(""),
+        // The TeleCMI sample's caller, as the provider sent it (globex's call has it too).
+        "phone": "9100000000",
         "hook": node.hook("acme", "telecmi"),
         "follow_body": String::from_utf8(seed("telecmi.json")).unwrap().replace("703ee423-e5f8-4120-9c17-5216c679afdd", "follow-call-1"),
         "dead_destination": "helpdesk",

@@ -130,6 +130,8 @@ async fn run(ops: Vec<Op>, rules: CallRules) -> Result<(), TestCaseError> {
                     call: call.map(|c| CallPlace { key: format!("call-{c}"), rank, sequence: None }),
                     dedupe: Vec::new(),
                     call_id: None,
+                    from: None,
+                    to: None,
                 };
                 store.commit(event.clone()).await.unwrap();
                 model.push(Delivery { event: event.id, call, rank, state: State::Pending });

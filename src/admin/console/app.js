@@ -135,10 +135,18 @@ function signIn(message) {
   form.elements.token.focus();
 }
 
-// Calls: events by call id, tenant, source and time, newest first.
+function eventRow(e) {
+  return el("tr", {}, el("td", {}, e.received_at), el("td", {}, e.tenant), el("td", {}, e.source),
+    el("td", { class: "mono" }, el("a", { href: `#/events/${e.event_id}` }, e.call_id || "(no call id)")),
+    el("td", { class: "mono" }, e.from || ""), el("td", { class: "mono" }, e.to || ""),
+    el("td", { class: "mono" }, e.event_id));
+}
+
+// Calls: events by call id, phone number, tenant, source and time, newest first.
 async function calls(params) {
   const form = el("form", { class: "filters", role: "search", "aria-label": "Find a call" },
     field("call_id", "Call id", params.get("call_id") || ""),
+    field("phone", "Phone number", params.get("phone") || ""),
     field("tenant", "Tenant", params.get("tenant") || ""),
     field("source", "Source", params.get("source") || ""),
     field("since", "Since (RFC 3339)", params.get("since") || ""),
@@ -151,20 +159,14 @@ async function calls(params) {
   });
   const results = el("div", {});
   show("Calls", form, results);
-  const filters = Object.fromEntries(["call_id", "tenant", "source", "since", "until"].map((k) => [k, params.get(k)]));
+  const filters = Object.fromEntries(["call_id", "phone", "tenant", "source", "since", "until"].map((k) => [k, params.get(k)]));
   let cursor = null;
   const body = el("tbody", {});
   const more = el("button", { type: "button", class: "secondary", hidden: true }, "More");
   const load = async () => {
     try {
       const page = await api("GET", `/v1/events${query({ ...filters, limit: "50", cursor })}`);
-      for (const e of page.events) {
-        body.append(el("tr", {},
-          el("td", {}, e.received_at),
-          el("td", {}, e.tenant), el("td", {}, e.source),
-          el("td", { class: "mono" }, el("a", { href: `#/events/${e.event_id}` }, e.call_id || "(no call id)")),
-          el("td", { class: "mono" }, e.event_id)));
-      }
+      for (const e of page.events) body.append(eventRow(e));
       cursor = page.next_cursor;
       more.hidden = !cursor;
       if (body.children.length === 0) results.replaceChildren(el("p", { class: "notice" }, "No event matches."));
@@ -187,9 +189,9 @@ async function calls(params) {
       const fresh = [];
       for (const e of page.events) {
         if (e.event_id === top) break;
-        fresh.push(el("tr", { class: "fresh" }, el("td", {}, e.received_at), el("td", {}, e.tenant), el("td", {}, e.source),
-          el("td", { class: "mono" }, el("a", { href: `#/events/${e.event_id}` }, e.call_id || "(no call id)")),
-          el("td", { class: "mono" }, e.event_id)));
+        const row = eventRow(e);
+        row.classList.add("fresh");
+        fresh.push(row);
       }
       body.prepend(...fresh);
       if (fresh.length && results.querySelector("p.notice")) results.replaceChildren(body.closest("table") || body, more);
@@ -197,7 +199,7 @@ async function calls(params) {
     setTimeout(poll, 2000);
   };
   follow.addEventListener("change", () => { if (follow.checked) poll(); });
-  results.replaceChildren(el("table", {}, el("thead", {}, el("tr", {}, ["Received", "Tenant", "Source", "Call", "Event"].map((h) => el("th", { scope: "col" }, h)))), body), more);
+  results.replaceChildren(el("table", {}, el("thead", {}, el("tr", {}, ["Received", "Tenant", "Source", "Call", "From", "To", "Event"].map((h) => el("th", { scope: "col" }, h)))), body), more);
   await load();
 }
 

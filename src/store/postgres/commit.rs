@@ -164,9 +164,10 @@ async fn write(pool: &Pool, batch: &[Queued]) -> Result<Vec<Result<Committed, St
         // An id already stored fails that event alone, not the batch.
         let inserted = tx
             .query(
-                "INSERT INTO events (id, tenant, source, received_at, content_type, query, body, normalized, call_id)
+                "INSERT INTO events (id, tenant, source, received_at, content_type, query, body, normalized, call_id,
+                   from_number, to_number)
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
-                                      $7::bytea[], $8::text[], $9::text[])
+                                      $7::bytea[], $8::text[], $9::text[], $10::text[], $11::text[])
                  ON CONFLICT (id) DO NOTHING
                  RETURNING id",
                 &[
@@ -179,6 +180,8 @@ async fn write(pool: &Pool, batch: &[Queued]) -> Result<Vec<Result<Committed, St
                     &bodies,
                     &text(|e| Some(&e.normalized)),
                     &text(|e| e.call_id.as_deref()),
+                    &text(|e| e.from.as_deref()),
+                    &text(|e| e.to.as_deref()),
                 ],
             )
             .await

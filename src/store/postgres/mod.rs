@@ -222,7 +222,15 @@ fn attempt_record(r: &Row, from: usize) -> AttemptRecord {
 }
 
 fn event_summary(r: &Row) -> EventSummary {
-    EventSummary { event_id: r.get(0), tenant: r.get(1), source: r.get(2), call_id: r.get(3), received_at: r.get(4) }
+    EventSummary {
+        event_id: r.get(0),
+        tenant: r.get(1),
+        source: r.get(2),
+        call_id: r.get(3),
+        received_at: r.get(4),
+        from: r.get(5),
+        to: r.get(6),
+    }
 }
 
 /// Columns of a claimed delivery and its event, as `claimed` reads them.
@@ -541,12 +549,17 @@ impl Store for PgStore {
         let limit = q.limit as i64;
         Ok(self
             .query(
-                "SELECT id, tenant, source, call_id, received_at FROM events
-                 WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR source = $2)
-                   AND ($3::text IS NULL OR call_id = $3) AND ($4::int8 IS NULL OR received_at >= $4)
-                   AND ($5::int8 IS NULL OR received_at < $5) AND ($6::uuid IS NULL OR id < $6)
-                 ORDER BY id DESC LIMIT $7",
-                &[&q.tenant, &q.source, &q.call_id, &q.since, &q.until, &q.before, &limit],
+                &format!(
+                    "SELECT id, tenant, source, call_id, received_at, from_number, to_number FROM events
+                     WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR source = $2)
+                       AND ($3::text IS NULL OR call_id = $3) AND ($4::int8 IS NULL OR received_at >= $4)
+                       AND ($5::int8 IS NULL OR received_at < $5) AND ($6::uuid IS NULL OR id < $6)
+                       {}
+                     ORDER BY id DESC LIMIT $7",
+                    // By number: the two number indexes, then the other filters.
+                    if q.phone.is_some() { "AND (from_number = $8 OR to_number = $8)" } else { "AND $8::text IS NULL" }
+                ),
+                &[&q.tenant, &q.source, &q.call_id, &q.since, &q.until, &q.before, &limit, &q.phone],
             )
             .await?
             .iter()
@@ -557,18 +570,18 @@ impl Store for PgStore {
     async fn event(&self, id: Uuid) -> Result<Option<EventDetail>, StoreError> {
         let rows = self
             .query(
-                "SELECT id, tenant, source, call_id, received_at, content_type, query, body, normalized
-                 FROM events WHERE id = $1",
+                "SELECT id, tenant, source, call_id, received_at, from_number, to_number, content_type, query, body,
+                   normalized FROM events WHERE id = $1",
                 &[&id],
             )
             .await?;
         let Some(r) = rows.first() else { return Ok(None) };
         Ok(Some(EventDetail {
             summary: event_summary(r),
-            content_type: r.get(5),
-            query: r.get(6),
-            body: r.get(7),
-            normalized: r.get(8),
+            content_type: r.get(7),
+            query: r.get(8),
+            body: r.get(9),
+            normalized: r.get(10),
             deliveries: self.deliveries_of(id).await?,
         }))
     }

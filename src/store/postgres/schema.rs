@@ -115,6 +115,10 @@ const MIGRATIONS: &[&str] = &[
         after_version bigint
     );
     CREATE INDEX audit_tenant ON audit (tenant, seq);",
+    // 5: the numbers a call was from and to, as the embedded store's seventh migration.
+    "ALTER TABLE events ADD COLUMN from_number text, ADD COLUMN to_number text;
+    CREATE INDEX events_from ON events (from_number);
+    CREATE INDEX events_to ON events (to_number);",
 ];
 
 pub async fn migrate(client: &mut Client) -> Result<usize, tokio_postgres::Error> {

@@ -380,6 +380,8 @@ mod tests {
             call: None,
             dedupe: Vec::new(),
             call_id: None,
+            from: None,
+            to: None,
         }
     }
 

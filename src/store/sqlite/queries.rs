@@ -17,28 +17,37 @@ fn event_summary(r: &Row) -> rusqlite::Result<EventSummary> {
         source: r.get(2)?,
         call_id: r.get(3)?,
         received_at: r.get(4)?,
+        from: r.get(5)?,
+        to: r.get(6)?,
     })
 }
 
 pub fn events(conn: &Connection, q: &EventQuery) -> rusqlite::Result<Vec<EventSummary>> {
     let before = q.before.map(|u| u.as_bytes().to_vec());
-    conn.prepare_cached(
-        "SELECT id, tenant, source, call_id, received_at FROM events
+    // By number: the two number indexes, then the other filters (a number's calls are few).
+    let by_number = if q.phone.is_some() { "AND (from_number = ?8 OR to_number = ?8)" } else { "AND ?8 IS NULL" };
+    conn.prepare_cached(&format!(
+        "SELECT id, tenant, source, call_id, received_at, from_number, to_number FROM events
          WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR source = ?2) AND (?3 IS NULL OR call_id = ?3)
            AND (?4 IS NULL OR received_at >= ?4) AND (?5 IS NULL OR received_at < ?5) AND (?6 IS NULL OR id < ?6)
-         ORDER BY id DESC LIMIT ?7",
+           {by_number}
+         ORDER BY id DESC LIMIT ?7"
+    ))?
+    .query_map(
+        params![q.tenant, q.source, q.call_id, q.since, q.until, before, q.limit as i64, q.phone],
+        event_summary,
     )?
-    .query_map(params![q.tenant, q.source, q.call_id, q.since, q.until, before, q.limit as i64], event_summary)?
     .collect()
 }
 
 pub fn event(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<EventDetail>> {
     let row = conn
         .prepare_cached(
-            "SELECT id, tenant, source, call_id, received_at, content_type, query, body, normalized FROM events WHERE id = ?1",
+            "SELECT id, tenant, source, call_id, received_at, from_number, to_number, content_type, query, body, normalized
+             FROM events WHERE id = ?1",
         )?
         .query_row(params![id.as_bytes()], |r| {
-            Ok((event_summary(r)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
+            Ok((event_summary(r)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?))
         })
         .optional()?;
     let Some((summary, content_type, query, body, normalized)) = row else { return Ok(None) };

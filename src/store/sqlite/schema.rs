@@ -115,6 +115,11 @@ const MIGRATIONS: &[&str] = &[
         after_version INTEGER
     );
     CREATE INDEX audit_tenant ON audit (tenant, seq);",
+    // 7: the numbers a call was from and to, for finding it by phone number.
+    "ALTER TABLE events ADD COLUMN from_number TEXT;
+    ALTER TABLE events ADD COLUMN to_number TEXT;
+    CREATE INDEX events_from ON events (from_number);
+    CREATE INDEX events_to ON events (to_number);",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -474,8 +474,9 @@ fn commit(tx: &Connection, event: &NewEvent) -> rusqlite::Result<Done> {
         .execute(params![event.tenant, event.source, dedupe.key, event.id.as_bytes(), dedupe.until])?;
     }
     tx.prepare_cached(
-        "INSERT INTO events (id, tenant, source, received_at, content_type, query, body, normalized, call_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO events (id, tenant, source, received_at, content_type, query, body, normalized, call_id,
+           from_number, to_number)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         event.id.as_bytes(),
@@ -487,6 +488,8 @@ fn commit(tx: &Connection, event: &NewEvent) -> rusqlite::Result<Done> {
         &event.body[..],
         event.normalized,
         event.call_id,
+        event.from,
+        event.to,
     ])?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO deliveries (event_id, tenant, destination, created_at, due_at) VALUES (?1, ?2, ?3, ?4, ?4)",
