@@ -20,6 +20,7 @@ pub mod normalize;
 pub mod server;
 pub mod sink;
 pub mod store;
+pub mod tail;
 pub mod telemetry;
 pub mod template;
 
@@ -76,6 +77,7 @@ pub struct Gateway {
     sealer: Option<Arc<control::seal::Sealer>>,
     /// The queue gauges of `/metrics`, read from the store at most every few seconds.
     pub queue_figures: metrics::QueueFigures,
+    pub tail: Arc<tail::Tail>,
 }
 
 /// What a reload did.
@@ -177,12 +179,15 @@ pub async fn run(
     let busy: std::collections::HashSet<(String, String)> =
         store.queue_stats().await?.per_destination.into_iter().map(|(t, d, ..)| (t, d)).collect();
     let busy = |t: &str, d: &str| busy.contains(&(t.to_string(), d.to_string()));
-    let dispatcher = Dispatcher::new(store.clone(), client, guard, &tracker, stop.clone(), abort.clone());
+    let tail = Arc::new(tail::Tail::new(stop.clone()));
+    let dispatcher =
+        Dispatcher::new(store.clone(), client, guard, &tracker, (stop.clone(), abort.clone()), tail.clone());
     dispatcher.apply_starting(&config, &busy);
     for (tenant, destination) in &paused {
         dispatcher.set_paused(tenant, destination, true);
     }
-    let ingest = Arc::new(ingest::Ingest::new(config.clone(), store.clone(), dispatcher.clone(), tracker.clone()));
+    let ingest =
+        Arc::new(ingest::Ingest::new(config.clone(), store.clone(), dispatcher.clone(), tracker.clone(), tail.clone()));
     let gateway = Arc::new(Gateway {
         config: ArcSwap::new(config.clone()),
         store: store.clone(),
@@ -191,6 +196,7 @@ pub async fn run(
         catalog: tokio::sync::Mutex::new(applied),
         sealer,
         queue_figures: metrics::QueueFigures::default(),
+        tail,
     });
 
     let limits = server::Limits::from(&config.server);

@@ -34,7 +34,29 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub type Body = Full<Bytes>;
+/// Every response body: whole (nearly all of them), or streamed as it is produced (the
+/// admin API's live tail). An enum, not a box: the ingest path pays nothing for the stream.
+pub type Body = http_body_util::Either<Full<Bytes>, Streamed>;
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Either::Left(Full::new(bytes.into()))
+}
+
+/// A body sent as it is produced: chunks from a channel, ending when the sender is dropped.
+pub struct Streamed(pub tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for Streamed {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -79,7 +101,7 @@ pub fn json_error(status: StatusCode, code: &str, message: &str, retry_after: Op
 }
 
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut response = Response::new(full(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response

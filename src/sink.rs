@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +30,7 @@ pub async fn run(listener: TcpListener, status: StatusCode, quiet: bool, shutdow
             let (parts, body) = request.into_parts();
             let body = Limited::new(body, MAX_BODY).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             if quiet {
-                let mut response = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")));
+                let mut response = Response::new(crate::server::full(Bytes::from_static(b"{\"ok\":true}")));
                 *response.status_mut() = status;
                 return response;
             }
@@ -46,7 +46,7 @@ pub async fn run(listener: TcpListener, status: StatusCode, quiet: bool, shutdow
                 let _ = out.write_all(text.as_bytes());
                 let _ = out.flush();
             }
-            let mut response = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")));
+            let mut response = Response::new(crate::server::full(Bytes::from_static(b"{\"ok\":true}")));
             *response.status_mut() = status;
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response

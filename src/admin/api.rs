@@ -36,6 +36,14 @@ pub async fn handle(
         (Method::POST, ["deliveries", id, "replay"]) => replay_one(gateway, principal, id).await,
         (Method::POST, ["replay"]) => replay_bulk(gateway, principal, request).await,
         (Method::GET, ["destinations"]) => destinations(gateway, principal, &query).await,
+        (Method::GET, ["tail"]) => {
+            let tenant = principal.scope(query.get("tenant"))?;
+            let mut response = Response::new(http_body_util::Either::Right(gateway.tail.stream(tenant)));
+            let headers = response.headers_mut();
+            headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
+            headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+            Ok(response)
+        }
         (Method::POST, ["destinations", tenant, id, action @ ("pause" | "resume")]) => {
             pause(gateway, principal, tenant, id, *action == "pause").await
         }

@@ -7,7 +7,6 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::Full;
 
 use crate::config::Portal;
 use crate::server::Body;
@@ -51,7 +50,7 @@ pub fn asset(path: &str, portal: &Portal) -> Option<Response<Body>> {
         "/assets/logo" => portal.logo.clone()?,
         _ => return None,
     };
-    let mut response = Response::new(Full::new(body));
+    let mut response = Response::new(crate::server::full(body));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -11,7 +11,6 @@ mod tenants;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::Gateway;
@@ -45,7 +44,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
         }
         (&Method::GET, "/metrics") => {
             let text = crate::metrics::render(&gateway.config(), gateway.store.as_ref(), &gateway.queue_figures).await;
-            let mut response = Response::new(Full::new(text.into()));
+            let mut response = Response::new(crate::server::full(text));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

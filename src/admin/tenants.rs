@@ -2,7 +2,7 @@
 //! the audit trail. The work is in `crate::control`; this maps HTTP onto it.
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
@@ -178,7 +178,7 @@ fn written(changed: Changed, body: Value) -> Response<Body> {
 }
 
 fn no_content() -> Response<Body> {
-    let mut response = Response::new(Full::new(bytes::Bytes::new()));
+    let mut response = Response::new(crate::server::full(bytes::Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     response
 }

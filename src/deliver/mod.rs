@@ -56,6 +56,7 @@ struct Shared {
     tracker: TaskTracker,
     /// The drain time is over: give in-flight deliveries back to the queue.
     abort: CancellationToken,
+    tail: Arc<crate::tail::Tail>,
 }
 
 impl Shared {
@@ -143,11 +144,11 @@ impl Dispatcher {
         client: reqwest::Client,
         guard: Arc<ssrf::Guard>,
         tracker: &TaskTracker,
-        stop: CancellationToken,
-        abort: CancellationToken,
+        (stop, abort): (CancellationToken, CancellationToken),
+        tail: Arc<crate::tail::Tail>,
     ) -> Arc<Self> {
         let idle_poll_ms = std::sync::atomic::AtomicU64::new(0);
-        let shared = Arc::new(Shared { store, idle_poll_ms, client, guard, tracker: tracker.clone(), abort });
+        let shared = Arc::new(Shared { store, idle_poll_ms, client, guard, tracker: tracker.clone(), abort, tail });
         Arc::new(Self { shared, stop, workers: RwLock::new(HashMap::new()) })
     }
 

@@ -302,6 +302,22 @@ async fn deliver(
             }
         };
         let retry = matches!(next, Next::Retry { .. });
+        if shared.tail.watched() {
+            shared.tail.publish(crate::tail::Item::Attempt {
+                tenant: destination.tenant.clone(),
+                destination: destination.id.clone(),
+                event_id: delivery.event_id,
+                attempt: delivery.attempt,
+                result: summary.clone(),
+                latency_ms,
+                next: match &next {
+                    Next::Delivered => "delivered",
+                    Next::Retry { .. } => "retry",
+                    Next::Dead { .. } => "dead",
+                },
+                at: crate::tail::at(sent.record.started_at),
+            });
+        }
         let completion = Completion { delivery: delivery.id, lease: delivery.lease, attempt: sent.record, next };
         match shared.store.complete(completion).await {
             Ok(true) => {}

@@ -21,7 +21,7 @@ use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -112,6 +112,7 @@ pub struct Ingest {
     budget: budget::Budget,
     /// Work that outlives a request (recording a responder exchange): shutdown waits for it.
     tasks: TaskTracker,
+    tail: Arc<crate::tail::Tail>,
 }
 
 /// What a request turned out to be, for its metrics.
@@ -123,9 +124,15 @@ struct Seen {
 }
 
 impl Ingest {
-    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, dispatcher: Arc<Dispatcher>, tasks: TaskTracker) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        dispatcher: Arc<Dispatcher>,
+        tasks: TaskTracker,
+        tail: Arc<crate::tail::Tail>,
+    ) -> Self {
         let budget = budget::Budget::new(config.server.max_body_memory_bytes);
-        Self { tables: ArcSwap::from_pointee(Tables::new(config)), store, dispatcher, budget, tasks }
+        Self { tables: ArcSwap::from_pointee(Tables::new(config)), store, dispatcher, budget, tasks, tail }
     }
 
     /// Takes a new config for the next requests. Rate-limit buckets start full again.
@@ -320,6 +327,15 @@ impl Ingest {
         let event_id = match committed {
             Committed::New => {
                 self.dispatcher.wake(tenant, source);
+                if self.tail.watched() {
+                    self.tail.publish(crate::tail::Item::Event {
+                        tenant: tenant.id.clone(),
+                        source: source.id.clone(),
+                        event_id: id,
+                        call_id: call.id.clone(),
+                        at: crate::tail::at(received_at),
+                    });
+                }
                 tracing::debug!("event committed");
                 id
             }
@@ -367,7 +383,7 @@ impl Ingest {
         });
         let mut response = match answer {
             Some(answer) => {
-                let mut r = Response::new(Full::new(answer.body));
+                let mut r = Response::new(crate::server::full(answer.body));
                 *r.status_mut() = answer.status;
                 *r.headers_mut() = answer.headers;
                 r
@@ -451,7 +467,7 @@ fn route(path: &str) -> Option<(&str, &str)> {
 }
 
 fn fixed(answer: &FixedResponse) -> Response<Body> {
-    let mut r = Response::new(Full::new(answer.body.clone()));
+    let mut r = Response::new(crate::server::full(answer.body.clone()));
     *r.status_mut() = answer.status;
     r.headers_mut().insert(header::CONTENT_TYPE, answer.content_type.clone());
     r
@@ -468,7 +484,7 @@ fn acknowledge(id: Uuid, source: &Source) -> Response<Body> {
     let mut response = match &source.response {
         Some(answer) => fixed(answer),
         None => {
-            let mut r = Response::new(Full::new(Bytes::from(format!("{{\"event_id\":\"{id}\"}}"))));
+            let mut r = Response::new(crate::server::full(Bytes::from(format!("{{\"event_id\":\"{id}\"}}"))));
             *r.status_mut() = StatusCode::OK;
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r

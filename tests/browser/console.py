@@ -127,6 +127,14 @@ def run(p):
     urllib.request.urlopen(urllib.request.Request(facts["hook"], data=facts["follow_body"].encode(), headers={"content-type": "application/json"}))
     expect(page.get_by_role("link", name="follow-call-1")).to_be_visible(timeout=10000)
 
+    # Live: a callback sent now shows as an event, then as its attempts.
+    page.get_by_role("link", name="Live", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("Watching")
+    urllib.request.urlopen(urllib.request.Request(facts["hook"], data=facts["follow_body"].replace("follow-call-1", "live-call-1").encode(), headers={"content-type": "application/json"}))
+    expect(page.locator("tr.live-event").first).to_contain_text("call live-call-1 from telecmi")
+    expect(page.locator("tr.live-attempt").filter(has_text="crm: HTTP 200")).to_have_count(1)
+    page.screenshot(path=f"{shots}/live.png", full_page=True)
+
     # Keyboard: the search form is reachable and usable without a mouse.
     page.get_by_role("link", name="Calls").click()
     page.get_by_label("Call id").focus()

@@ -199,7 +199,7 @@ async fn the_console_in_a_browser_finds_a_call_replays_it_and_keeps_tenants_apar
     assert_eq!(seen["seen"]["tenant_key_tenants"], json!(["acme"]));
     // The replay from the page reached the receiver, with the secret it carries.
     let helpdesk: Vec<_> = receiver.requests().into_iter().filter(|r| r.path() == "/helpdesk").collect();
-    assert_eq!(helpdesk.len(), 6, "two failed attempts per tenant, the replayed one, the followed call's");
+    assert_eq!(helpdesk.len(), 7, "two failed attempts per tenant, the replayed one, the followed and live calls'");
     assert_eq!(helpdesk.last().unwrap().header("x-api-key"), Some(SECRET));
     for shot in [
         "sign-in",
@@ -277,4 +277,47 @@ async fn the_portal_is_framed_only_where_configured_and_its_tokens_live_an_hour_
         "{errors}"
     );
     assert!(errors.lines().all(|l| l.contains("switchboard.toml:")), "{errors}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_tail_streams_a_tenants_events_and_attempts_and_nothing_of_others() {
+    let receiver = Receiver::start().await;
+    let (_dir, node) = start().await;
+    for tenant in ["acme", "globex"] {
+        let doc = json!({
+            "source": [{ "id": "telecmi", "provider": "telecmi", "auth": [{ "scheme": "none" }] }],
+            "destination": [{ "id": "crm", "url": receiver.url(&format!("/crm/{tenant}")) }],
+        });
+        admin(&node, reqwest::Method::PUT, &format!("/v1/tenants/{tenant}"), Some(doc)).await;
+    }
+    let key = admin(&node, reqwest::Method::POST, "/v1/tenants/acme/keys", None).await;
+    let key = key["token"].as_str().unwrap().to_string();
+    let http = client();
+    let tail = |token: &str, query: &str| {
+        http.get(format!("{}/v1/tail{query}", node.admin_url())).bearer_auth(token.to_string()).send()
+    };
+    assert_eq!(tail(&key, "?tenant=globex").await.unwrap().status(), 404, "another tenant's tail is not found");
+    let mut stream = tail(&key, "").await.unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let send = |tenant: &str, call: &str| {
+        let body =
+            String::from_utf8(seed("telecmi.json")).unwrap().replace("703ee423-e5f8-4120-9c17-5216c679afdd", call);
+        http.post(node.hook(tenant, "telecmi")).header("content-type", "application/json").body(body).send()
+    };
+    assert_eq!(send("globex", "globex-live").await.unwrap().status(), 200);
+    assert_eq!(send("acme", "acme-live").await.unwrap().status(), 200);
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(text.contains("\"call_id\":\"acme-live\"") && text.contains("event: attempt")) {
+        let chunk =
+            tokio::time::timeout_at(deadline, stream.chunk()).await.expect("the tail went quiet").unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!text.contains("globex"), "a tenant key's tail showed another tenant: {text}");
+    let attempt = text.lines().find(|l| l.starts_with("data:") && l.contains("\"kind\":\"attempt\"")).unwrap();
+    let attempt: Value = serde_json::from_str(attempt.trim_start_matches("data:").trim()).unwrap();
+    assert_eq!(
+        (attempt["destination"].clone(), attempt["result"].clone(), attempt["next"].clone()),
+        (json!("crm"), json!("HTTP 200"), json!("delivered"))
+    );
 }

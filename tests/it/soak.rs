@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use switchboard::server::{self, Limits};
 use tokio::sync::Semaphore;
@@ -56,7 +56,7 @@ async fn receiver(counts: Arc<Counts>, stop: CancellationToken) -> std::net::Soc
                 (_, true) => &counts.analytics_failed,
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
+            let mut response = Response::new(server::full(Bytes::from_static(b"{}")));
             *response.status_mut() = if fail { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
             response
         }

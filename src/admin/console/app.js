@@ -484,6 +484,59 @@ async function tenantPage(id) {
     sections, el("div", { class: "row" }, save, status), secrets);
 }
 
+// Live: events as they are committed and attempts as they finish (GET /v1/tail, server-sent
+// events read with fetch, since EventSource cannot send the bearer header).
+async function live(params) {
+  const tenant = params.get("tenant") || "";
+  const form = el("form", { class: "filters", "aria-label": "Filter the live tail" }, field("tenant", "Tenant", tenant), el("button", { type: "submit" }, "Watch"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    location.hash = `#/live${query(Object.fromEntries(new FormData(form)))}`;
+  });
+  const status = el("p", { class: "notice", role: "status" }, "Connecting…");
+  const body = el("tbody", {});
+  show("Live", form, status,
+    el("table", {}, el("thead", {}, el("tr", {}, ["At", "Tenant", "What", ""].map((h) => el("th", { scope: "col" }, h)))), body));
+  const here = location.hash;
+  const controller = new AbortController();
+  const leave = () => { if (location.hash !== here) { controller.abort(); window.removeEventListener("hashchange", leave); } };
+  window.addEventListener("hashchange", leave);
+  let response;
+  try {
+    response = await fetch(`/v1/tail${query({ tenant })}`, { headers: { authorization: `Bearer ${token}` }, signal: controller.signal });
+  } catch { return; }
+  if (!response.ok) {
+    const value = await response.json().catch(() => null);
+    return status.replaceWith(failure(new ApiError(response.status, value)));
+  }
+  status.textContent = "Watching: new events and attempts appear at the top.";
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    let chunk;
+    try { chunk = await reader.read(); } catch { return; }
+    if (chunk.done) { status.textContent = "The stream ended."; return; }
+    buffer += decoder.decode(chunk.value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const frame = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const kind = (frame.match(/^event: (.*)$/m) || [])[1];
+      const data = (frame.match(/^data: (.*)$/m) || [])[1];
+      if (!kind || !data) continue;
+      const item = JSON.parse(data);
+      if (kind === "lagged") { status.textContent = `Fell behind: ${item.missed} items skipped.`; continue; }
+      const what = kind === "event"
+        ? `call ${item.call_id || "(no call id)"} from ${item.source}`
+        : `${item.destination}: ${item.result} in ${item.latency_ms.toFixed(1)} ms → ${item.next} (attempt ${item.attempt})`;
+      body.prepend(el("tr", { class: `live-${kind}` }, el("td", {}, item.at), el("td", {}, item.tenant), el("td", {}, what),
+        el("td", {}, el("a", { href: `#/events/${item.event_id}` }, "event"))));
+      while (body.children.length > 200) body.lastChild.remove();
+    }
+  }
+}
+
 // The template playground: a destination (one of the tenant's, or one being written)
 // rendered live against a stored event, a provider's documented callback, or a pasted body.
 // Secrets show as ‹secret:NAME›.
@@ -573,6 +626,7 @@ async function route() {
     if (parts[0] === "tenants" && parts[1]) return await tenantPage(decodeURIComponent(parts[1]));
     if (parts[0] === "tenants") return await tenants(params);
     if (parts[0] === "playground") return await playground(params);
+    if (parts[0] === "live") return await live(params);
     return await calls(params);
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) return signIn("Signed out: the token is no longer valid.");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use switchboard::server::{self, Limits};
 use tokio::sync::watch;
@@ -179,7 +179,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<serve
         state.count.send_replace(requests.len());
     }
     let body = reply.body.unwrap_or_else(|| Bytes::from_static(b"{\"ok\":true}"));
-    let mut response = Response::new(Full::new(body));
+    let mut response = Response::new(server::full(body));
     *response.status_mut() = StatusCode::from_u16(reply.status).unwrap();
     for (name, value) in reply.headers {
         response.headers_mut().insert(name, value.parse().unwrap());
