@@ -1,7 +1,8 @@
 //! The template playground behind the console: a destination (one of the tenant's, or one
 //! being written) rendered against a payload (a stored event's, a provider's documented
 //! callback, or one pasted), by the same validator and the same request builder that send
-//! deliveries. Secrets are rendered as `‹secret:NAME›`: the playground never shows a value.
+//! deliveries. Secrets are rendered as `‹secret:NAME›` and credentials headers as
+//! `‹masked›`: the playground never shows a value.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,6 +46,18 @@ fn secret_names(document: &Map<String, Value>) -> Vec<String> {
     }
 }
 
+/// Headers whose values are credentials whatever wrote them (a template may hold one inline).
+const CREDENTIALS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
+
+fn masked(mut preview: Preview) -> Preview {
+    for (name, value) in &mut preview.headers {
+        if CREDENTIALS.contains(&name.to_ascii_lowercase().as_str()) {
+            *value = "‹masked›".to_string();
+        }
+    }
+    preview
+}
+
 impl Gateway {
     /// The tenant's document as written (from the catalog, or its file) and its secret names.
     async fn document_of(&self, tenant: &str) -> Result<(Map<String, Value>, Vec<String>), ControlError> {
@@ -73,6 +86,10 @@ impl Gateway {
     }
 
     pub async fn playground(&self, tenant: &str, render: Render) -> Result<Preview, ControlError> {
+        self.render_masked(tenant, render).await.map(masked)
+    }
+
+    async fn render_masked(&self, tenant: &str, render: Render) -> Result<Preview, ControlError> {
         let (mut document, names) = self.document_of(tenant).await?;
         let masked: HashMap<String, Arc<str>> =
             names.into_iter().map(|n| (n.clone(), Arc::from(format!("‹secret:{n}›")))).collect();

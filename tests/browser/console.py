@@ -67,9 +67,19 @@ def run(p):
         expect(card.locator("tbody tr")).to_have_count(attempts)
         expect(card.locator("tbody tr").last).to_contain_text(last)
     seen["deliveries"] = page.locator("section.delivery").count()
+    # The request each destination gets, secrets masked.
+    helpdesk_request = page.locator(f"section.delivery[data-destination='{facts['dead_destination']}'] details.request")
+    helpdesk_request.locator("summary").click()
+    expect(helpdesk_request.locator("pre")).to_contain_text(f"x-api-key: ‹secret:{facts['dead_destination']}›")
     page.get_by_text("Payload as received").click()
-    expect(page.locator("details pre")).to_contain_text(facts["call_id"])
+    expect(page.locator("details.card pre")).to_contain_text(facts["call_id"])
     page.screenshot(path=f"{shots}/call.png", full_page=True)
+    # At 200% zoom (half the width in CSS pixels) nothing runs off the side.
+    page.set_viewport_size({"width": 640, "height": 900})
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    page.screenshot(path=f"{shots}/call-zoomed.png", full_page=True)
+    check(overflow <= 0, f"the call page is {overflow}px wider than the window at 200% zoom")
+    page.set_viewport_size({"width": 1280, "height": 900})
     check(facts["secret"] not in page.content(), "a secret value is in the call page")
 
     # A dead delivery replayed from the page reaches the receiver: its card turns delivered.

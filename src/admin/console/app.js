@@ -237,10 +237,24 @@ async function event(id) {
         replay.disabled = false;
       }
     });
+    // The request, rendered from this event by the destination as it is now; secrets and
+    // credentials masked.
+    const request = el("details", { class: "request" }, el("summary", {}, "Request"), el("pre", {}, "…"));
+    request.addEventListener("toggle", async () => {
+      if (!request.open || request.dataset.loaded) return;
+      request.dataset.loaded = "1";
+      const pre = request.querySelector("pre");
+      try {
+        const p = await api("POST", `/v1/tenants/${encodeURIComponent(e.tenant)}/render`, { destination_id: d.destination, event_id: e.event_id });
+        pre.textContent = [`${p.method} ${p.url}`, ...p.headers.map(([k, v]) => `${k}: ${v}`)].join("\n") + (p.body ? `\n\n${p.body}` : "");
+      } catch (err) {
+        pre.textContent = err.message;
+      }
+    });
     return el("section", { class: "card delivery", "data-destination": d.destination, "aria-label": `Delivery to ${d.destination}` },
       el("div", { class: "row" }, el("h2", {}, d.destination), state(d.state), replay, message),
       d.last_error ? el("p", { class: "notice" }, d.last_error) : null,
-      table(["#", "At", "Result", "Latency", "Answer (first KiB)"], attemptRows(d.attempts), "No attempt yet."));
+      table(["#", "At", "Result", "Latency", "Answer (first KiB)"], attemptRows(d.attempts), "No attempt yet."), request);
   });
   show(`Call ${e.call_id || "(no call id)"}`,
     el("dl", { class: "fields card" },
