@@ -68,10 +68,12 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     Admin,
-    /// A tenant-scoped key: its tenant, and its id (for the audit trail).
+    /// A tenant-scoped key or a portal token: its tenant, its id (for the audit trail),
+    /// and whether it may change anything (a portal token, shown in a page, may not).
     Tenant {
         tenant: String,
         key_id: String,
+        writes: bool,
     },
 }
 
@@ -103,6 +105,16 @@ impl Principal {
         }
     }
 
+    /// Changes to the tenant: the admin token and tenant keys, not a portal token.
+    pub fn may_write(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Tenant { writes: false, .. } => {
+                Err(ApiError::Forbidden("a portal token can look and replay, not change the tenant"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Only the admin token may: answers 403 to a tenant key.
     pub fn admin_only(&self) -> Result<(), ApiError> {
         match self {
@@ -127,7 +139,7 @@ async fn authorized(gateway: &Gateway, request: &Request<Incoming>) -> Result<Pr
         let tenant = config.secrets_key.as_ref().and_then(|key| crate::control::portal::verify(key, presented, now));
         return match tenant {
             Some(tenant) if config.tenants.contains_key(&tenant) => {
-                Ok(Principal::Tenant { tenant, key_id: "portal".to_string() })
+                Ok(Principal::Tenant { tenant, key_id: "portal".to_string(), writes: false })
             }
             _ => Err(ApiError::Unauthorized("unauthorized")),
         };
@@ -135,8 +147,12 @@ async fn authorized(gateway: &Gateway, request: &Request<Incoming>) -> Result<Pr
     if let Some((key_id, secret)) = crate::control::keys::parse(presented) {
         let key = gateway.store.key(key_id).await?;
         return match key {
-            Some(key) if crate::control::keys::matches(secret, &key.hash) => {
-                Ok(Principal::Tenant { tenant: key.tenant, key_id: key.key_id })
+            // A key opens nothing once its tenant is gone (a tenant file removed).
+            Some(key)
+                if crate::control::keys::matches(secret, &key.hash)
+                    && gateway.config().tenants.contains_key(&key.tenant) =>
+            {
+                Ok(Principal::Tenant { tenant: key.tenant, key_id: key.key_id, writes: true })
             }
             _ => Err(ApiError::Unauthorized("unauthorized")),
         };

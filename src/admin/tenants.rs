@@ -55,6 +55,7 @@ pub async fn handle(
             Ok(no_content())
         }
         (&Method::PUT, ["tenants", tenant, list @ ("destinations" | "sources"), id]) => {
+            principal.may_write()?;
             if *list == "sources" {
                 principal.admin_only()?;
             }
@@ -64,6 +65,7 @@ pub async fn handle(
             Ok(written(changed, json!({ "tenant": tenant, "id": id, "version": changed.version })))
         }
         (&Method::DELETE, ["tenants", tenant, list @ ("destinations" | "sources"), id]) => {
+            principal.may_write()?;
             if *list == "sources" {
                 principal.admin_only()?;
             }
@@ -83,6 +85,7 @@ pub async fn handle(
             Ok(json_response(StatusCode::OK, &json!({ "secrets": names })))
         }
         (&Method::PUT, ["tenants", tenant, "secrets", name]) => {
+            principal.may_write()?;
             let body = read_json(request).await?;
             let Some(value) = body.get("value").and_then(Value::as_str) else {
                 return Err(ApiError::BadRequest("the body must be {\"value\": \"…\"}".into()));
@@ -92,6 +95,7 @@ pub async fn handle(
             Ok(written(changed, json!({ "tenant": tenant, "name": name, "version": changed.version })))
         }
         (&Method::DELETE, ["tenants", tenant, "secrets", name]) => {
+            principal.may_write()?;
             gateway.edit_tenant(tenant, Edit::Secret(name.to_string(), None), if_match, &actor).await?;
             Ok(no_content())
         }
@@ -144,12 +148,16 @@ fn element_edit(list: &str, id: &str, body: Option<Value>) -> Edit {
     if list == "sources" { Edit::Source(id.to_string(), body) } else { Edit::Destination(id.to_string(), body) }
 }
 
-/// `If-Match: 3` or `If-Match: "3"` (the `ETag` this API gives).
+/// `If-Match: "3"` (the `ETag` this API gives) or `3`. A weak tag never matches (If-Match
+/// compares strongly): it stands for version 0, which no tenant has.
 fn if_match(request: &Request<Incoming>) -> Result<Option<i64>, ApiError> {
     let Some(value) = request.headers().get(header::IF_MATCH) else { return Ok(None) };
     let text = value.to_str().unwrap_or("").trim();
-    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    text.parse::<i64>()
+    if text.starts_with("W/") {
+        return Ok(Some(0));
+    }
+    text.trim_matches('"')
+        .parse::<i64>()
         .map(Some)
         .map_err(|_| ApiError::BadRequest("If-Match must be a tenant version, as its ETag gives it".into()))
 }

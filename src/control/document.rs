@@ -56,7 +56,11 @@ impl Written {
         let Some(node) = node else { return Place { pointer: String::new(), line: None, column: None } };
         let (line, column) = match node.text_start {
             Some(start) if offset >= start && offset <= node.range.end => {
-                let before = &self.toml[start..offset.min(self.toml.len())];
+                let mut end = offset.min(self.toml.len());
+                while !self.toml.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let before = &self.toml[start..end];
                 let line = before.matches('\n').count() + 1;
                 let line_start = before.rfind('\n').map_or(0, |i| i + 1);
                 (Some(line), Some(before[line_start..].chars().count() + 1))

@@ -682,6 +682,17 @@ mod tests {
     }
 
     #[test]
+    fn a_template_error_inside_an_escaped_string_does_not_panic() {
+        // Written as a basic string (it ends in a quote): offsets count escapes, and may
+        // land inside the é.
+        for body in ["\"é<<x'", "é\\<<nope>>'", "«<<status | nope>>»'"] {
+            let document = doc(json!({ "destination": [{ "id": "d", "url": "https://x.example/", "body": body }] }));
+            let problems = validate("acme", &document, &HashMap::new(), 1).unwrap_err();
+            assert!(problems.iter().any(|p| p.place.pointer == "/destination/0/body"), "{body}: {problems:?}");
+        }
+    }
+
+    #[test]
     fn a_sub_resource_reports_problems_relative_to_its_body() {
         let problems = vec![Problem::at("/destination/2/url", "x"), Problem::at("/destination/20/url", "y")];
         let relative = relative(problems, Some("/destination/2"));

@@ -22,6 +22,62 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
+/// An event listing's SQL: only the filters given (so the indexes on them are used), and
+/// by phone number the newest page of each number index, merged. `param(n)` writes the
+/// n-th placeholder (`?n` or `$n`); the parameters come back in order.
+pub fn events_sql(q: &EventQuery, param: &dyn Fn(usize) -> String) -> (String, Vec<EventParam>) {
+    const COLUMNS: &str = "id, tenant, source, call_id, received_at, from_number, to_number";
+    let mut args = Vec::new();
+    let mut clauses = Vec::new();
+    let mut add = |column: &str, op: &str, value: EventParam| {
+        args.push(value);
+        clauses.push(format!("{column} {op} {}", param(args.len())));
+    };
+    if let Some(v) = &q.tenant {
+        add("tenant", "=", EventParam::Text(v.clone()));
+    }
+    if let Some(v) = &q.source {
+        add("source", "=", EventParam::Text(v.clone()));
+    }
+    if let Some(v) = &q.call_id {
+        add("call_id", "=", EventParam::Text(v.clone()));
+    }
+    if let Some(v) = q.since {
+        add("received_at", ">=", EventParam::Int(v));
+    }
+    if let Some(v) = q.until {
+        add("received_at", "<", EventParam::Int(v));
+    }
+    if let Some(v) = q.before {
+        add("id", "<", EventParam::Id(v));
+    }
+    args.push(EventParam::Int(q.limit as i64));
+    let limit = param(args.len());
+    let filters = if clauses.is_empty() { String::new() } else { format!(" AND {}", clauses.join(" AND ")) };
+    let sql = match &q.phone {
+        None => format!("SELECT {COLUMNS} FROM events WHERE true{filters} ORDER BY id DESC LIMIT {limit}"),
+        Some(phone) => {
+            args.push(EventParam::Text(phone.clone()));
+            let phone = param(args.len());
+            format!(
+                "SELECT * FROM (SELECT {COLUMNS} FROM events WHERE from_number = {phone}{filters} ORDER BY id DESC LIMIT {limit}) a
+                 UNION
+                 SELECT * FROM (SELECT {COLUMNS} FROM events WHERE to_number = {phone}{filters} ORDER BY id DESC LIMIT {limit}) b
+                 ORDER BY 1 DESC LIMIT {limit}"
+            )
+        }
+    };
+    (sql, args)
+}
+
+/// A parameter of `events_sql`.
+#[derive(Debug, Clone)]
+pub enum EventParam {
+    Text(String),
+    Int(i64),
+    Id(Uuid),
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct EventSummary {
     pub event_id: Uuid,

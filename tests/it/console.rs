@@ -251,8 +251,17 @@ async fn the_portal_is_framed_only_where_configured_and_its_tokens_live_an_hour_
     let expires = minted["expires_at"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
     let lifetime = expires.as_second() - jiff::Timestamp::now().as_second();
     assert!((1790..=1800).contains(&lifetime), "{lifetime}");
-    // A portal token is a tenant's view: it cannot mint more, nor see the platform's parts.
+    // A portal token is a tenant's view: it cannot mint more, nor see the platform's parts,
+    // nor change the tenant (it sits in a page's address).
     assert_eq!(mint("acme", json!({}), token).await.unwrap().status(), 403);
+    let write = http
+        .put(format!("{}/v1/tenants/acme/secrets/x", node.admin_url()))
+        .bearer_auth(token)
+        .body(json!({ "value": "v" }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 403);
     let events =
         http.get(format!("{}/v1/events?tenant=globex", node.admin_url())).bearer_auth(token).send().await.unwrap();
     assert_eq!(events.status(), 404);

@@ -214,6 +214,7 @@ async fn if_match_refuses_a_change_made_on_a_stale_version() {
     assert_eq!(plane.put("/v1/tenants/acme", tenant_doc(&receiver)).await.0, 200);
     let (status, body) = put(tenant_doc(&receiver), "1").await;
     assert_eq!((status, body["error"]["code"].clone()), (412, json!("version_mismatch")));
+    assert_eq!(put(tenant_doc(&receiver), "W/\"2\"").await.0, 412, "If-Match compares strongly");
     let (status, body) = put(tenant_doc(&receiver), "\"2\"").await;
     assert_eq!((status, body["version"].clone()), (200, json!(3)));
     let audit = plane.get("/v1/audit?tenant=acme").await.1;
@@ -398,7 +399,9 @@ async fn a_tenant_key_sees_and_changes_only_what_its_tenant_may() {
             .iter()
             .any(|a| a["actor"] == format!("key:{key_id}") && a["target"] == "ticketing")
     );
-    let forged = format!("{}0", &token[..token.len() - 1]);
+    // The same key id, the secret's last digit changed.
+    let last = if token.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{last}", &token[..token.len() - 1]);
     assert_eq!(call(&plane.http, &plane.node, Method::GET, "/v1/events", &forged, None, None).await.0, 401);
     assert_eq!(plane.get("/v1/tenants/acme/keys").await.1["keys"][0]["key_id"], key_id.as_str());
     assert_eq!(plane.delete(&format!("/v1/tenants/acme/keys/{key_id}")).await.0, 204);
@@ -549,4 +552,35 @@ async fn an_inbound_secret_rotates_with_two_values_valid_at_once() {
     assert_eq!(plane.delete("/v1/tenants/acme/secrets/inbound-1").await.0, 204);
     assert_eq!((send("first-token").await, send("second-token").await), (401, 200));
     assert_eq!(plane.get("/v1/tenants/acme/secrets").await.1["secrets"], json!(["crm", "inbound-2"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_opens_nothing_once_its_tenant_is_gone_and_the_playground_renders_signed_destinations() {
+    let receiver = Receiver::start().await;
+    let file = format!(
+        "id = \"filed\"\n[[source]]\nid = \"telecmi\"\nprovider = \"telecmi\"\nauth = [{{ scheme = \"none\" }}]\n[[destination]]\nid = \"crm\"\nurl = \"{}\"\n",
+        receiver.url("/crm")
+    );
+    let plane = Plane::start("", &[&file]).await;
+    let (_, key) = plane.call(Method::POST, "/v1/tenants/filed/keys", TOKEN, None).await;
+    let key = key["token"].as_str().unwrap().to_string();
+    assert_eq!(plane.call(Method::GET, "/v1/events", &key, None).await.0, 200);
+    // The file goes; a tenant of the same id made later must not inherit the key.
+    for entry in std::fs::read_dir(plane.dir.path().join("tenants")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    assert_eq!(plane.call(Method::POST, "/v1/reload", TOKEN, None).await.0, 200);
+    assert_eq!(plane.call(Method::GET, "/v1/events", &key, None).await.0, 401);
+
+    // A destination signed with a secret renders in the playground (the mask is a key too).
+    let mut doc = tenant_doc(&receiver);
+    doc["destination"][0]["signing_secret"] = json!("signing");
+    doc["secrets"]["signing"] = json!({ "value": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" });
+    assert_eq!(plane.put("/v1/tenants/acme", doc).await.0, 201);
+    let render = json!({ "destination_id": "crm", "body": String::from_utf8(seed("telecmi.json")).unwrap() });
+    let (status, preview) = plane.call(Method::POST, "/v1/tenants/acme/render", TOKEN, Some(render)).await;
+    assert_eq!(status, 200, "{preview}");
+    let headers = preview["headers"].to_string();
+    assert!(headers.contains("webhook-signature") && headers.contains("‹masked›"), "{headers}");
+    assert!(!preview.to_string().contains(CRM_SECRET) && !preview.to_string().contains("MfKQ9r8"), "{preview}");
 }

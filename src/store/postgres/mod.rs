@@ -546,25 +546,21 @@ impl Store for PgStore {
     }
 
     async fn events(&self, q: EventQuery) -> Result<Vec<EventSummary>, StoreError> {
-        let limit = q.limit as i64;
-        Ok(self
-            .query(
-                &format!(
-                    "SELECT id, tenant, source, call_id, received_at, from_number, to_number FROM events
-                     WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR source = $2)
-                       AND ($3::text IS NULL OR call_id = $3) AND ($4::int8 IS NULL OR received_at >= $4)
-                       AND ($5::int8 IS NULL OR received_at < $5) AND ($6::uuid IS NULL OR id < $6)
-                       {}
-                     ORDER BY id DESC LIMIT $7",
-                    // By number: the two number indexes, then the other filters.
-                    if q.phone.is_some() { "AND (from_number = $8 OR to_number = $8)" } else { "AND $8::text IS NULL" }
-                ),
-                &[&q.tenant, &q.source, &q.call_id, &q.since, &q.until, &q.before, &limit, &q.phone],
-            )
-            .await?
-            .iter()
-            .map(event_summary)
-            .collect())
+        use super::admin::{EventParam, events_sql};
+        use tokio_postgres::types::ToSql;
+        let (sql, args) = events_sql(&q, &|n| format!("${n}"));
+        let args: Vec<Box<dyn ToSql + Sync + Send>> = args
+            .into_iter()
+            .map(|a| -> Box<dyn ToSql + Sync + Send> {
+                match a {
+                    EventParam::Text(t) => Box::new(t),
+                    EventParam::Int(i) => Box::new(i),
+                    EventParam::Id(id) => Box::new(id),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+        Ok(self.query(&sql, &refs).await?.iter().map(event_summary).collect())
     }
 
     async fn event(&self, id: Uuid) -> Result<Option<EventDetail>, StoreError> {

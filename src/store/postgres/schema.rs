@@ -119,6 +119,12 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE events ADD COLUMN from_number text, ADD COLUMN to_number text;
     CREATE INDEX events_from ON events (from_number);
     CREATE INDEX events_to ON events (to_number);",
+    // 6: as the embedded store's eighth migration.
+    "DROP INDEX events_from;
+    DROP INDEX events_to;
+    CREATE INDEX events_from ON events (from_number, id);
+    CREATE INDEX events_to ON events (to_number, id);
+    CREATE INDEX events_call_any ON events (call_id, id);",
 ];
 
 pub async fn migrate(client: &mut Client) -> Result<usize, tokio_postgres::Error> {

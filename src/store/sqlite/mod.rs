@@ -156,12 +156,22 @@ impl SqliteStore {
         })
     }
 
+    /// A command in the work lane.
     async fn call<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
     ) -> Result<T, StoreError> {
+        self.call_in(&self.work, make).await
+    }
+
+    /// A command in the lane `budget` counts for.
+    async fn call_in<T>(
+        &self,
+        budget: &Arc<Semaphore>,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        let permit = self.work.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+        let permit = budget.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
         self.sender.send(Queued { command: make(reply), _permit: Some(permit) }).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -204,11 +214,7 @@ impl Catalog for SqliteStore {
     async fn catalog_write(&self, change: Change) -> Result<Written, StoreError> {
         // In the commits' lane: a tenant change waits behind neither a drain's claims nor
         // the workers queued for the work lane.
-        let permit = self.commits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
-        let (reply, rx) = oneshot::channel();
-        let command = Command::Catalog { change: Box::new(change), reply };
-        self.sender.send(Queued { command, _permit: Some(permit) }).map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.call_in(&self.commits, |reply| Command::Catalog { change: Box::new(change), reply }).await
     }
 
     async fn key_create(&self, key: KeyRecord, audit: AuditEntry) -> Result<bool, StoreError> {
@@ -270,7 +276,8 @@ impl Store for SqliteStore {
         if self.closed.load(Ordering::Relaxed) || self.sender.is_closed() {
             return Err(StoreError::Closed);
         }
-        self.call(|reply| Command::Admin { write: Write::Probe, reply }).await?;
+        // In the commits' lane: readiness is whether a commit would go through now.
+        self.call_in(&self.commits, |reply| Command::Admin { write: Write::Probe, reply }).await?;
         super::recently_failed(&self.last_failure)
     }
 

@@ -23,21 +23,18 @@ fn event_summary(r: &Row) -> rusqlite::Result<EventSummary> {
 }
 
 pub fn events(conn: &Connection, q: &EventQuery) -> rusqlite::Result<Vec<EventSummary>> {
-    let before = q.before.map(|u| u.as_bytes().to_vec());
-    // By number: the two number indexes, then the other filters (a number's calls are few).
-    let by_number = if q.phone.is_some() { "AND (from_number = ?8 OR to_number = ?8)" } else { "AND ?8 IS NULL" };
-    conn.prepare_cached(&format!(
-        "SELECT id, tenant, source, call_id, received_at, from_number, to_number FROM events
-         WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR source = ?2) AND (?3 IS NULL OR call_id = ?3)
-           AND (?4 IS NULL OR received_at >= ?4) AND (?5 IS NULL OR received_at < ?5) AND (?6 IS NULL OR id < ?6)
-           {by_number}
-         ORDER BY id DESC LIMIT ?7"
-    ))?
-    .query_map(
-        params![q.tenant, q.source, q.call_id, q.since, q.until, before, q.limit as i64, q.phone],
-        event_summary,
-    )?
-    .collect()
+    use crate::store::admin::{EventParam, events_sql};
+    use rusqlite::types::Value;
+    let (sql, args) = events_sql(q, &|n| format!("?{n}"));
+    let args: Vec<Value> = args
+        .into_iter()
+        .map(|a| match a {
+            EventParam::Text(t) => Value::Text(t),
+            EventParam::Int(i) => Value::Integer(i),
+            EventParam::Id(id) => Value::Blob(id.as_bytes().to_vec()),
+        })
+        .collect();
+    conn.prepare_cached(&sql)?.query_map(rusqlite::params_from_iter(args), event_summary)?.collect()
 }
 
 pub fn event(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<EventDetail>> {

@@ -22,6 +22,8 @@ use crate::store::{
 };
 
 const MAX_BATCH: usize = 1024;
+/// Of each batch, this much is kept for the work lane when it has work waiting.
+const WORK_SHARE: usize = 256;
 
 /// A command with its place in its lane's budget, given back once it has been executed.
 pub struct Queued {
@@ -103,6 +105,25 @@ pub enum Write {
     },
 }
 
+/// Moves up to `room` commands of a lane into the batch; returns how many it took.
+fn take(
+    lane: &mut VecDeque<Queued>,
+    room: usize,
+    batch: &mut Vec<Command>,
+    permits: &mut Vec<Option<tokio::sync::OwnedSemaphorePermit>>,
+    stopping: &mut bool,
+) -> usize {
+    let n = lane.len().min(room);
+    for queued in lane.drain(..n) {
+        match queued.command {
+            Command::Shutdown => *stopping = true,
+            command => batch.push(command),
+        }
+        permits.push(queued._permit);
+    }
+    n
+}
+
 pub struct Writer {
     conn: Connection,
     node: String,
@@ -136,11 +157,11 @@ impl Writer {
         let (mut commits, mut work) = (VecDeque::new(), VecDeque::new());
         let lane = |queued: Queued, commits: &mut VecDeque<Queued>, work: &mut VecDeque<Queued>| {
             // Tenant changes are rare and an operator waits on each: they go first too.
-            if matches!(queued.command, Command::Commit { .. } | Command::Catalog { .. }) {
-                commits.push_back(queued)
-            } else {
-                work.push_back(queued)
-            }
+            let first = matches!(
+                queued.command,
+                Command::Commit { .. } | Command::Catalog { .. } | Command::Admin { write: Write::Probe, .. }
+            );
+            if first { commits.push_back(queued) } else { work.push_back(queued) }
         };
         let mut stopping = false;
         loop {
@@ -152,15 +173,11 @@ impl Writer {
             while let Ok(queued) = rx.try_recv() {
                 lane(queued, &mut commits, &mut work);
             }
-            while batch.len() < MAX_BATCH
-                && let Some(queued) = commits.pop_front().or_else(|| work.pop_front())
-            {
-                match queued.command {
-                    Command::Shutdown => stopping = true,
-                    command => batch.push(command),
-                }
-                permits.push(queued._permit);
-            }
+            // Commits first, but never the whole batch: a flood of callbacks must not stop
+            // deliveries (claims, completions) from draining.
+            let mut taken = take(&mut commits, MAX_BATCH - WORK_SHARE, &mut batch, &mut permits, &mut stopping);
+            taken += take(&mut work, MAX_BATCH - taken, &mut batch, &mut permits, &mut stopping);
+            take(&mut commits, MAX_BATCH - taken, &mut batch, &mut permits, &mut stopping);
             if !batch.is_empty() {
                 self.execute(&mut batch);
             }
