@@ -1,9 +1,9 @@
 //! The web console: its page and assets as served (a strict Content-Security-Policy, no
-//! inline script), and the console in a real browser (tests/browser/console.py: Debian's
-//! Chromium driven by Playwright) against the binary with real deliveries — sign in, find a
+//! inline script), and the console in real browsers (tests/browser/console.py: Debian's
+//! Chromium and Firefox ESR driven by Playwright) against the binary with real deliveries — sign in, find a
 //! call and every attempt, replay a dead delivery and watch it arrive, pause and resume, a
 //! tenant key that sees its tenant only, and no secret value anywhere in the page.
-//! Screenshots of each page are saved under `target/console-screenshots/`.
+//! Screenshots of each page are saved under `target/console-screenshots/<browser>/`.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -23,6 +23,7 @@ const TOKEN: &str = "console-admin-token";
 const SECRETS_KEY: &str = "8f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c";
 const SECRET: &str = "helpdesk-api-key-5150";
 const CHROMIUM: &str = "/usr/bin/chromium";
+const FIREFOX: &str = "/usr/bin/firefox-esr";
 
 async fn admin(node: &Serve, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
     let mut request = client().request(method, format!("{}{path}", node.admin_url())).bearer_auth(TOKEN);
@@ -75,12 +76,23 @@ async fn the_console_is_served_with_a_strict_policy_and_no_inline_script() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_console_in_a_browser_finds_a_call_replays_it_and_keeps_tenants_apart() {
-    if !std::path::Path::new(CHROMIUM).exists()
+async fn the_console_in_chromium_finds_a_call_replays_it_and_keeps_tenants_apart() {
+    in_a_browser("chromium", CHROMIUM, "chromium").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_firefox_finds_a_call_replays_it_and_keeps_tenants_apart() {
+    in_a_browser("firefox", FIREFOX, "firefox-esr").await;
+}
+
+/// The whole console walk-through (tests/browser/console.py) in one browser, against a
+/// gateway of its own.
+async fn in_a_browser(name: &str, binary: &str, package: &str) {
+    if !std::path::Path::new(binary).exists()
         && unavailable(
             "browser",
-            "no Chromium at /usr/bin/chromium for the console tests",
-            "Install Debian's chromium package",
+            &format!("no {binary} for the console tests"),
+            &format!("Install Debian's {package} package"),
         )
     {
         return;
@@ -152,7 +164,7 @@ async fn the_console_in_a_browser_finds_a_call_replays_it_and_keeps_tenants_apar
     let screenshots = concat!(env!("CARGO_MANIFEST_DIR"), "/target/console-screenshots");
     let facts = json!({
         "console": format!("{}/", node.admin_url()),
-        "chromium": CHROMIUM,
+        "browser": name,
         "admin_token": TOKEN,
         "tenant_key": key["token"],
         "tenant": "acme",
@@ -212,7 +224,7 @@ async fn the_console_in_a_browser_finds_a_call_replays_it_and_keeps_tenants_apar
         "tenant-view",
         "portal",
     ] {
-        assert!(std::path::Path::new(&format!("{screenshots}/{shot}.png")).exists(), "{shot}.png");
+        assert!(std::path::Path::new(&format!("{screenshots}/{name}/{shot}.png")).exists(), "{name}/{shot}.png");
     }
 }
 

@@ -115,6 +115,7 @@ function signIn(message) {
   const error = el("p", { class: "error", role: "alert" }, message || "");
   const form = el("form", { "aria-label": "Sign in" },
     el("label", {}, "Admin token or tenant key", el("input", { name: "token", type: "password", required: true, autocomplete: "off" })),
+    el("p", { class: "notice" }, "The admin token is [admin] token in the gateway's configuration (the example configuration keeps it in config/secrets/admin-token); a tenant key starts with sbk_."),
     el("button", { type: "submit" }, "Sign in"), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
