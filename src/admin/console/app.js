@@ -240,7 +240,7 @@ async function event(id) {
     });
     // The request, rendered from this event by the destination as it is now; secrets and
     // credentials masked.
-    const request = el("details", { class: "request" }, el("summary", {}, "Request"), el("pre", {}, "…"));
+    const request = el("details", { class: "request" }, el("summary", {}, "Request (as the destination makes it now)"), el("pre", {}, "…"));
     request.addEventListener("toggle", async () => {
       if (!request.open || request.dataset.loaded) return;
       request.dataset.loaded = "1";
