@@ -62,11 +62,6 @@ pub struct Tail {
     stop: CancellationToken,
 }
 
-/// Unix milliseconds as RFC 3339.
-pub fn at(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
-}
-
 impl Tail {
     /// Streams end when `stop` is cancelled (a shutdown does not wait on watchers).
     pub fn new(stop: CancellationToken) -> Self {

@@ -12,6 +12,7 @@ use super::{ApiError, Principal};
 use crate::Gateway;
 use crate::server::{Body, json_response};
 use crate::store::admin::{DeliveryQuery, EventQuery, Replay, ReplayFilter};
+pub(super) use crate::store::rfc3339;
 use crate::store::{DeliveryRecord, DeliveryState};
 
 const DEFAULT_LIMIT: usize = 50;
@@ -117,10 +118,6 @@ fn state(v: &str) -> Result<DeliveryState, ApiError> {
     DeliveryState::parse(v).ok_or_else(|| {
         ApiError::BadRequest("state must be pending, delivered, dead, superseded, expired or cancelled".into())
     })
-}
-
-pub(super) fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
 }
 
 async fn events(gateway: &Gateway, principal: &Principal, params: &Params) -> Result<Response<Body>, ApiError> {

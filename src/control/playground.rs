@@ -75,10 +75,7 @@ impl Gateway {
             Some(Origin::Api { .. }) => {
                 let stored =
                     self.store.catalog_tenant(tenant).await?.filter(|s| s.document.is_some()).ok_or_else(missing)?;
-                let Ok(Value::Object(document)) = serde_json::from_str(stored.document.as_deref().unwrap_or("{}"))
-                else {
-                    return Err(missing());
-                };
+                let document = super::parse_document(&stored);
                 Ok((document, stored.secrets.into_iter().map(|(n, _)| n).collect()))
             }
             None => Err(missing()),

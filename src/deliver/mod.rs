@@ -308,10 +308,6 @@ impl Dispatcher {
     }
 
     /// Every running destination worker's state on this node, sorted by name.
-    pub fn status(&self) -> Vec<DestinationStatus> {
-        self.status_of(None, false)
-    }
-
     /// The destinations of `tenant` (all when `None`), with their last hour when asked.
     pub fn status_of(&self, tenant: Option<&str>, with_health: bool) -> Vec<DestinationStatus> {
         let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());

@@ -315,7 +315,7 @@ async fn deliver(
                     Next::Retry { .. } => "retry",
                     Next::Dead { .. } => "dead",
                 },
-                at: crate::tail::at(sent.record.started_at),
+                at: crate::store::rfc3339(sent.record.started_at),
             });
         }
         let completion = Completion { delivery: delivery.id, lease: delivery.lease, attempt: sent.record, next };

@@ -333,7 +333,7 @@ impl Ingest {
                         source: source.id.clone(),
                         event_id: id,
                         call_id: call.id.clone(),
-                        at: crate::tail::at(received_at),
+                        at: crate::store::rfc3339(received_at),
                     });
                 }
                 tracing::debug!("event committed");

@@ -34,6 +34,11 @@ pub(crate) fn recently_failed(last_failure: &std::sync::atomic::AtomicI64) -> Re
     if at > 0 && ago < READY_AFTER_FAILURE { Err(StoreError::RecentlyFailed(ago)) } else { Ok(()) }
 }
 
+/// Unix milliseconds as RFC 3339, as the admin API and the live tail write times.
+pub fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
