@@ -6,7 +6,9 @@
 //! send, decide, retry or dead-letter). `config` is parsed once per load; `admin` serves
 //! health, metrics and the operator API; `server` is the accept loop they share.
 
-#![forbid(unsafe_code)]
+// One module may use `unsafe`: `store::sqlite::alloc`, which hands SQLite the process's
+// allocator through its C configuration call.
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod auth;

@@ -57,6 +57,55 @@ pub async fn upkeep(stop: tokio_util::sync::CancellationToken) {
     }
 }
 
+/// A source's handles for an accepted callback, registered once per tenant version rather
+/// than looked up (with label strings built) on every request.
+pub struct Accepted {
+    requests: metrics::Counter,
+    ack: metrics::Histogram,
+}
+
+impl Accepted {
+    pub fn new(tenant: &str, source: &str) -> Self {
+        let labels = [("tenant", tenant.to_string()), ("source", source.to_string()), ("outcome", "accepted".into())];
+        Self {
+            requests: counter!("switchboard_ingest_requests_total", &labels),
+            ack: histogram!("switchboard_ingest_ack_seconds", "tenant" => tenant.to_string()),
+        }
+    }
+
+    pub fn record(&self, latency: Duration) {
+        self.requests.increment(1);
+        self.ack.record(latency.as_secs_f64());
+    }
+}
+
+/// A destination's handles for a delivered attempt, the common case, registered once.
+pub struct Delivered {
+    success: metrics::Counter,
+    attempt: metrics::Histogram,
+    since_created: metrics::Histogram,
+}
+
+impl Delivered {
+    pub fn new(tenant: &str, destination: &str) -> Self {
+        let labels = [("tenant", tenant.to_string()), ("destination", destination.to_string())];
+        let mut with_outcome = labels.to_vec();
+        with_outcome.push(("outcome", "success".to_string()));
+        Self {
+            success: counter!("switchboard_delivery_attempts_total", &with_outcome),
+            attempt: histogram!("switchboard_delivery_attempt_seconds", &labels),
+            since_created: histogram!("switchboard_delivery_seconds", &labels),
+        }
+    }
+
+    /// As `attempt` with outcome "success", then `delivered`.
+    pub fn record(&self, latency: Duration, since_created: Duration) {
+        self.success.increment(1);
+        self.attempt.record(latency.as_secs_f64());
+        self.since_created.record(since_created.as_secs_f64());
+    }
+}
+
 pub fn ingest(tenant: &str, source: &str, outcome: &'static str, latency: Duration) {
     let labels = [("tenant", tenant.to_string()), ("source", source.to_string()), ("outcome", outcome.to_string())];
     counter!("switchboard_ingest_requests_total", &labels).increment(1);

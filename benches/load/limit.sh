@@ -14,7 +14,8 @@
 # request; destinations (original body, JSON template, form template) on a bare hyper sink;
 # synchronous = "full". Gateway, sink, relay, PostgreSQL and wrk share the machine's cores.
 # Usage: benches/load/limit.sh [--smoke]   (DURATION=8 s per run; BIN=switchboard binary to
-#   measure, default this tree's release build; BACKLOG=1000000; NO_PG=1)
+#   measure, default this tree's release build; BACKLOG=1000000; NO_PG=1; PERF=file: a CPU
+#   profile of the gateway during the carried run; ONLY=1: stop after the carried run)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-8}; BACKLOG=${BACKLOG:-1000000}; WIDTHS="1 3 10 50"
@@ -140,8 +141,11 @@ read -r relay _ _ < <(load http://127.0.0.1:18394/)
 # 1 and 2a: carried, and acknowledged while delivering.
 gateway 3 18392 "$sqlite"
 before=$(threads_cpu "$gw")
+# PERF=file: a CPU profile of the gateway during this run (`perf report -i file`).
+if [ -n "${PERF:-}" ]; then perf record -q -F 499 -g -o "$PERF" -p "$gw" 2>/dev/null & prof=$!; fi
 read -r acked sb < <(carried 18392 3)
 after=$(threads_cpu "$gw")
+if [ -n "${PERF:-}" ]; then kill -INT "$prof"; wait "$prof" 2>/dev/null || true; fi
 stop "$gw"
 r1=$(calc "round($sb / $relay, 3)")
 echo "| 1 | carried, 3 destinations (SQLite, sync full) | $sb events/s vs relay $relay/s: **$r1** | ≥ 0.5 | $(verdict "$r1 >= 0.5") |"
@@ -155,6 +159,8 @@ print(', '.join(f"{k} {round(a[k] - b.get(k, 0), 2)} s" for k in sorted(a, key=l
 PY
 )
 echo "|  | gateway CPU in that run, by thread | $cpu | — | — |"
+
+[ "${ONLY:-0}" = 1 ] && exit 0
 
 # 2b and 4: destinations paused: acknowledged, then fill to the backlog, RSS, drain.
 gateway 3 18392 "$sqlite"

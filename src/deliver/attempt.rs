@@ -287,7 +287,7 @@ mod tests {
             content_type: Some(content_type.into()),
             query: None,
             body: Bytes::from_static(body),
-            normalized: normalized.map(str::to_owned),
+            normalized: normalized.map(Arc::from),
         }
     }
 

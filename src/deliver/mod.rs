@@ -24,20 +24,20 @@ mod slowdown;
 pub mod ssrf;
 mod worker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use attempt::{RESPONSE_PREFIX, client};
 
 use crate::config::{Config, Destination, RateLimit, Source, Tenant};
-use crate::store::Store;
+use crate::store::{ClaimedDelivery, Leased, Store, Target};
 
 /// Workers by tenant, then destination id.
 type Workers = HashMap<String, HashMap<String, Running>>;
@@ -85,9 +85,59 @@ struct Handle {
     pacer: Option<governor::DefaultDirectRateLimiter>,
     /// Its last hour of attempts on this node, for the console (kept across reshapes).
     health: Arc<health::Health>,
+    /// Deliveries handed over by ingest, committed already leased to this node: sent
+    /// without a claim. Each holds a place of `room` until its worker takes it.
+    handed: Mutex<VecDeque<(ClaimedDelivery, OwnedSemaphorePermit)>>,
+    /// The metric handles of a delivered attempt, registered once.
+    delivered: crate::metrics::Delivered,
+    /// `max_in_flight` places: what waits in `handed` is bounded.
+    room: Arc<Semaphore>,
+    /// The store may hold work for this destination that no claim has seen yet (a commit
+    /// not handed over, a replay, a resume): the worker claims before it waits again.
+    store_work: AtomicBool,
+}
+
+/// How long a claim or a hand-over leases a delivery: well past the attempt's own timeout,
+/// so only a dead process ever lets one expire.
+pub(crate) fn lease_for(destination: &Destination) -> Duration {
+    destination.timeout * 2 + Duration::from_secs(30)
 }
 
 impl Handle {
+    /// A place for one handed-over delivery, if the worker can send it from memory now:
+    /// running normally (not paused, paced, slowed down or with its circuit other than
+    /// closed) and with room.
+    fn place(&self) -> Option<OwnedSemaphorePermit> {
+        let destination = self.destination.load();
+        let free = !self.paused.load(Ordering::Relaxed)
+            && self.pacer.is_none()
+            && (destination.circuit_breaker.is_none() || self.breaker.circuit() == breaker::Circuit::Closed)
+            && self.slowdown.held_until(tokio::time::Instant::now()).is_none();
+        free.then(|| self.room.clone().try_acquire_owned().ok()).flatten()
+    }
+
+    /// Wakes the worker to claim again: a retry was scheduled, a probe ended, a call's turn
+    /// passed.
+    fn recheck(&self) {
+        self.store_work.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// The next handed-over delivery; its place in `room` is free again.
+    fn take_handed(&self) -> Option<ClaimedDelivery> {
+        self.handed.lock().unwrap_or_else(|p| p.into_inner()).pop_front().map(|(delivery, _place)| delivery)
+    }
+
+    /// Gives every handed-over delivery not yet taken back to the store, due now: for a
+    /// paused or removed destination, or a worker that stops.
+    async fn release_handed(&self, store: &dyn Store) {
+        while let Some(delivery) = self.take_handed() {
+            if let Err(e) = store.release(delivery.id, delivery.lease).await {
+                tracing::warn!(error = %e, "could not release a handed-over delivery; it resumes when its lease expires");
+            }
+        }
+    }
+
     /// Called by an idle worker with nothing in flight: marks it ended unless a wake came
     /// in meanwhile. `true`: end now.
     fn end_if_idle(&self) -> bool {
@@ -137,6 +187,13 @@ pub struct Applied {
     pub removed: Vec<String>,
 }
 
+/// Places taken, before a commit, in the workers that will get its deliveries from memory.
+/// Dropped unused (the commit failed, or was a repeat), the places are free again.
+#[derive(Default)]
+pub struct HandOver {
+    places: Vec<(Arc<Handle>, OwnedSemaphorePermit)>,
+}
+
 impl Dispatcher {
     /// A dispatcher with no destination yet: `apply_starting` gives it the config's.
     pub fn new(
@@ -161,6 +218,10 @@ impl Dispatcher {
         start: bool,
     ) -> Running {
         let handle = Arc::new(Handle {
+            handed: Mutex::new(VecDeque::new()),
+            room: Arc::new(Semaphore::new(destination.max_in_flight)),
+            store_work: AtomicBool::new(true),
+            delivered: crate::metrics::Delivered::new(&destination.tenant, &destination.id),
             destination: ArcSwap::new(destination.clone()),
             wake: Notify::new(),
             paused: AtomicBool::new(paused),
@@ -172,13 +233,17 @@ impl Dispatcher {
             health: health.unwrap_or_default(),
         });
         if start {
-            self.poke(&handle);
+            self.poke(&handle, true);
         }
         Running { handle, shape: (destination.max_in_flight, destination.rate_limit) }
     }
 
-    /// Wakes a destination's worker, starting one if none runs.
-    fn poke(&self, handle: &Arc<Handle>) {
+    /// Wakes a destination's worker, starting one if none runs; with `store_work`, it
+    /// claims before it waits again.
+    fn poke(&self, handle: &Arc<Handle>, store_work: bool) {
+        if store_work {
+            handle.store_work.store(true, Ordering::SeqCst);
+        }
         handle.wake.notify_one();
         if !handle.running.swap(true, Ordering::SeqCst) {
             self.shared.tracker.spawn(worker::run(self.shared.clone(), handle.clone()));
@@ -279,13 +344,47 @@ impl Dispatcher {
         running_now
     }
 
-    /// Wakes the workers of every destination `source` fans out to.
-    pub fn wake(&self, tenant: &Tenant, source: &Source) {
+    /// Before a commit: gives a lease to each of `targets` whose worker can send it from
+    /// memory, and takes its place there. Deliveries that go by call are never handed over
+    /// (their turn is decided by the claim).
+    pub fn reserve(&self, tenant: &str, targets: &mut [Target]) -> HandOver {
+        let mut hand_over = HandOver::default();
+        let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
+        let Some(of_tenant) = workers.get(tenant) else { return hand_over };
+        for target in targets.iter_mut().filter(|t| !t.by_call) {
+            let Some(running) = of_tenant.get(&target.destination) else { continue };
+            if let Some(place) = running.handle.place() {
+                target.lease = Some(lease_for(&running.handle.destination.load()));
+                hand_over.places.push((running.handle.clone(), place));
+            }
+        }
+        hand_over
+    }
+
+    /// After the commit of `event`: hands each leased delivery to its worker, and wakes the
+    /// workers of `source`'s other destinations to claim theirs.
+    pub fn committed(
+        &self,
+        tenant: &Tenant,
+        source: &Source,
+        event: &ClaimedDelivery,
+        hand_over: HandOver,
+        leased: &Leased,
+    ) {
+        let mut handed = Vec::with_capacity(hand_over.places.len());
+        for ((handle, place), &id) in hand_over.places.into_iter().zip(&leased.ids) {
+            let delivery = ClaimedDelivery { id, lease: leased.lease, ..event.clone() };
+            handle.handed.lock().unwrap_or_else(|p| p.into_inner()).push_back((delivery, place));
+            self.poke(&handle, false);
+            handed.push(handle);
+        }
         let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
         let Some(of_tenant) = workers.get(&tenant.id) else { return };
         for &i in &source.destinations {
-            if let Some(running) = of_tenant.get(&tenant.destinations[i].id) {
-                self.poke(&running.handle);
+            if let Some(running) = of_tenant.get(&tenant.destinations[i].id)
+                && !handed.iter().any(|h| Arc::ptr_eq(h, &running.handle))
+            {
+                self.poke(&running.handle, true);
             }
         }
     }
@@ -302,7 +401,7 @@ impl Dispatcher {
         let tenants = workers.iter().filter(|(t, _)| tenant.is_none_or(|want| want == t.as_str()));
         for (_, of_tenant) in tenants {
             for (_, running) in of_tenant.iter().filter(|(d, _)| destination.is_none_or(|want| want == d.as_str())) {
-                self.poke(&running.handle);
+                self.poke(&running.handle, true);
             }
         }
     }
@@ -333,7 +432,7 @@ impl Dispatcher {
         let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
         let Some(running) = workers.get(tenant).and_then(|t| t.get(destination)) else { return false };
         running.handle.paused.store(paused, Ordering::Relaxed);
-        self.poke(&running.handle);
+        self.poke(&running.handle, true);
         true
     }
 }

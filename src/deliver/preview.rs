@@ -110,10 +110,10 @@ pub fn render(server: &Server, tenant: &Tenant, destination: &str, callback: Cal
         event_id,
         attempt: 1,
         created_at: received_at,
-        content_type: content_type.map(str::to_string),
-        query: query.map(str::to_string),
+        content_type: content_type.map(Arc::from),
+        query: query.map(Arc::from),
         body: Bytes::copy_from_slice(body),
-        normalized: Some(serde_json::to_string(&event).unwrap_or_default()),
+        normalized: Some(serde_json::to_string(&event).unwrap_or_default().into()),
     };
     let guard = Arc::new(Guard::from_config(server));
     let client = attempt::client(guard.clone()).map_err(|e| e.to_string())?;

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::Instrument;
 
 use super::breaker::{Circuit, Permit, Signal, Transition};
 use super::outcome::{self, Outcome};
@@ -32,8 +31,17 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
     let pacer = &handle.pacer;
     let burst = built_with.rate_limit.map_or(CLAIM_BATCH, |r| r.burst.get() as usize);
     let mut failures = 0u32;
+    // Whether to claim on this turn: the store may hold due deliveries. Until a claim comes
+    // back empty, the worker claims again; then only once woken with store work, at the
+    // next due time the claim reported, or at an idle poll. Handed-over deliveries need no
+    // claim at all.
+    // A worker's first claim comes from `store_work`, set when its destination's handle is
+    // made: a worker started again by a hand-over does not claim.
+    let mut look = false;
+    let mut due: Option<tokio::time::Instant> = None;
     loop {
         if handle.paused.load(Ordering::Relaxed) {
+            handle.release_handed(&*shared.store).await;
             // Deliveries keep accumulating in the store; nothing is claimed until resumed
             // (which wakes, or starts, a worker).
             tokio::select! {
@@ -49,14 +57,41 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
             }
         }
         let destination = handle.destination.load_full();
-        // A lease outlives the attempt's own timeout by a wide margin, so only a dead
-        // process ever lets one expire.
-        let lease = destination.timeout * 2 + Duration::from_secs(30);
+        let lease = super::lease_for(&destination);
         let first = tokio::select! {
             biased;
             _ = handle.stop.cancelled() => break,
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
         };
+        // Handed over by ingest: already leased and in memory. The circuit and any slowdown
+        // are checked again before the request goes (`deliver`).
+        if let Some(delivery) = handle.take_handed() {
+            let permits = Permits { _slot: first, sending: sending.clone() };
+            shared.tracker.spawn(deliver(shared.clone(), destination, delivery, permits, handle.clone(), false));
+            continue;
+        }
+        look |= handle.store_work.swap(false, Ordering::SeqCst);
+        if !look {
+            drop(first);
+            let poll = shared.idle_poll().map(|p| tokio::time::Instant::now() + p);
+            let until = due.into_iter().chain(poll).min();
+            tokio::select! {
+                _ = handle.stop.cancelled() => break,
+                _ = handle.wake.notified() => {}
+                _ = tokio::time::sleep_until(until.unwrap_or_else(tokio::time::Instant::now)), if until.is_some() => {
+                    look = true;
+                }
+                // Nothing due and nothing to look for: once every delivery in flight is
+                // recorded, the worker ends; the next wake starts another.
+                all = slots.clone().acquire_many_owned(capacity as u32), if until.is_none() => {
+                    drop(all);
+                    if handle.end_if_idle() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
         // Asked with a slot in hand: the circuit may have opened while every slot was busy.
         let mut probe = false;
         if destination.circuit_breaker.is_some() {
@@ -128,26 +163,13 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
             if probe {
                 handle.breaker.probe_unused(Instant::now());
             }
-            let until_due = claim.next_due.map(|due| Duration::from_millis(due.saturating_sub(now_ms()).max(1) as u64));
-            let wait = match (until_due, shared.idle_poll()) {
-                (Some(due), Some(poll)) => Some(due.min(poll)),
-                (due, poll) => due.or(poll),
-            };
-            tokio::select! {
-                _ = handle.stop.cancelled() => break,
-                _ = handle.wake.notified() => {}
-                _ = tokio::time::sleep(wait.unwrap_or(Duration::MAX)), if wait.is_some() => {}
-                // Nothing due and nothing to look for: once every delivery in flight is
-                // recorded, the worker ends; the next wake starts another.
-                all = slots.clone().acquire_many_owned(capacity as u32), if wait.is_none() => {
-                    drop(all);
-                    if handle.end_if_idle() {
-                        break;
-                    }
-                }
-            }
+            look = false;
+            due = claim.next_due.map(|due| {
+                tokio::time::Instant::now() + Duration::from_millis(due.saturating_sub(now_ms()).max(1) as u64)
+            });
             continue;
         }
+        due = None;
         let mut first = Some(first);
         let mut claimed = claim.deliveries.into_iter();
         while let Some(delivery) = claimed.next() {
@@ -183,6 +205,9 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
             ));
         }
     }
+    // Stopped (removed, reshaped, shutting down): what was handed over and not taken goes
+    // back to the store for the next worker or node.
+    handle.release_handed(&*shared.store).await;
 }
 
 /// What a delivery task holds: its slot until the result is recorded, and the semaphore
@@ -200,19 +225,23 @@ async fn deliver(
     handle: Arc<Handle>,
     probe: bool,
 ) {
-    let span = tracing::info_span!(
-        "attempt",
-        tenant = %destination.tenant,
-        destination = %destination.id,
-        event_id = %delivery.event_id,
-        attempt = delivery.attempt,
-        probe,
-    );
-    async move {
-        if expired(&shared, &destination, &delivery).await {
+    // The attempt's context for its log lines, made only when one is written (a span per
+    // attempt formats its fields whether anything is logged or not).
+    let span = || {
+        tracing::info_span!(
+            "attempt",
+            tenant = %destination.tenant,
+            destination = %destination.id,
+            event_id = %delivery.event_id,
+            attempt = delivery.attempt,
+            probe,
+        )
+    };
+    {
+        if expired(&shared, &destination, &delivery, &span).await {
             circuit(&handle, &destination, Signal::Neutral, probe);
             if probe {
-                handle.wake.notify_one();
+                handle.recheck();
             }
             return;
         }
@@ -242,15 +271,26 @@ async fn deliver(
         let Some(sent) = sent else {
             // Back to the queue, unattempted: for the next claim, a restart or another node.
             if let Err(e) = shared.store.release(delivery.id, delivery.lease).await {
-                tracing::warn!(error = %e, "could not release the delivery; it resumes when its lease expires");
+                span().in_scope(
+                    || tracing::warn!(error = %e, "could not release the delivery; it resumes when its lease expires"),
+                );
             }
             circuit(&handle, &destination, Signal::Neutral, probe);
             return;
         };
         let now = now_ms();
         let permanent = sent.permanent();
-        let outcome = outcome::decide(&destination, &sent.record, sent.retry_after, permanent, delivery.attempt, now, delivery.created_at);
-        let summary = sent.record.summary();
+        let outcome = outcome::decide(
+            &destination,
+            &sent.record,
+            sent.retry_after,
+            permanent,
+            delivery.attempt,
+            now,
+            delivery.created_at,
+        );
+        // The result in words, written only where it is read (a log line, the live tail).
+        let summary = || sent.record.summary();
         let latency_ms = sent.record.latency.as_secs_f64() * 1000.0;
         let (tenant, id) = (destination.tenant.as_str(), destination.id.as_str());
         let delivered = outcome == Outcome::Delivered;
@@ -259,13 +299,19 @@ async fn deliver(
         let paced = handle.slowdown.record(sent.record.status, delivered, probe, sent.retry_after, now_instant);
         if let Some(spacing) = paced {
             metrics::spacing(&destination.tenant, &destination.id, spacing);
+            let _span = span().entered();
             if spacing.is_zero() {
                 tracing::info!("destination back to full speed");
             } else if !delivered {
-                tracing::info!(spacing_ms = spacing.as_millis() as u64, "destination asked to slow down; its requests are spaced");
+                tracing::info!(
+                    spacing_ms = spacing.as_millis() as u64,
+                    "destination asked to slow down; its requests are spaced"
+                );
             }
         }
-        metrics::attempt(tenant, id, label, sent.record.latency);
+        if !delivered {
+            metrics::attempt(tenant, id, label, sent.record.latency);
+        }
         handle.health.record(now, delivered, sent.record.latency);
         let signal = match outcome {
             Outcome::Delivered => Signal::Success,
@@ -275,28 +321,37 @@ async fn deliver(
         let next = match outcome {
             Outcome::Delivered => {
                 let since = Duration::from_millis(now.saturating_sub(delivery.created_at).max(0) as u64);
-                metrics::delivered(tenant, id, since);
-                tracing::debug!(result = %summary, latency_ms, "delivered");
+                handle.delivered.record(sent.record.latency, since);
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    span().in_scope(|| tracing::debug!(result = %summary(), latency_ms, "delivered"));
+                }
                 Next::Delivered
             }
             Outcome::Retry { after } => {
                 metrics::retry(tenant, id);
-                tracing::info!(result = %summary, latency_ms, retry_in_ms = after.as_millis() as u64, "attempt failed; will retry");
+                span().in_scope(|| {
+                    let retry_in_ms = after.as_millis() as u64;
+                    tracing::info!(result = %summary(), latency_ms, retry_in_ms, "attempt failed; will retry")
+                });
                 Next::Retry { at: now + after.as_millis() as i64 }
             }
             Outcome::Dead { reason } => {
                 metrics::dead(tenant, id);
-                tracing::warn!(result = %summary, %reason, "delivery is dead");
+                span().in_scope(|| tracing::warn!(result = %summary(), %reason, "delivery is dead"));
                 Next::Dead { reason }
             }
             Outcome::PauseDestination { reason } => {
                 // Durable first, as an operator's pause: a restart must not resume it.
                 if let Err(e) = shared.store.set_paused(tenant, id, true).await {
-                    tracing::error!(error = %e, "could not store the pause; pausing on this node only");
+                    span().in_scope(
+                        || tracing::error!(error = %e, "could not store the pause; pausing on this node only"),
+                    );
                 }
                 handle.paused.store(true, Ordering::Relaxed);
                 metrics::paused_by_answer(tenant, id);
-                tracing::error!(result = %summary, %reason, "destination paused by its answer; resume it by API once fixed");
+                span().in_scope(|| {
+                    tracing::error!(result = %summary(), %reason, "destination paused by its answer; resume it by API once fixed")
+                });
                 // The delivery is kept for the resume, due at once then.
                 Next::Retry { at: now }
             }
@@ -308,7 +363,7 @@ async fn deliver(
                 destination: destination.id.clone(),
                 event_id: delivery.event_id,
                 attempt: delivery.attempt,
-                result: summary.clone(),
+                result: summary(),
                 latency_ms,
                 next: match &next {
                     Next::Delivered => "delivered",
@@ -321,8 +376,10 @@ async fn deliver(
         let completion = Completion { delivery: delivery.id, lease: delivery.lease, attempt: sent.record, next };
         match shared.store.complete(completion).await {
             Ok(true) => {}
-            Ok(false) => tracing::warn!("lease lost before the result was recorded; the new holder decides"),
-            Err(e) => tracing::error!(error = %e, "could not record the attempt; the delivery resumes when its lease expires"),
+            Ok(false) => span().in_scope(|| tracing::warn!("lease lost before the result was recorded; the new holder decides")),
+            Err(e) => span().in_scope(|| {
+                tracing::error!(error = %e, "could not record the attempt; the delivery resumes when its lease expires")
+            }),
         }
         // Recorded after the completion, so a probe that closes the circuit lets the worker
         // claim a queue that already holds the probe's outcome.
@@ -330,11 +387,9 @@ async fn deliver(
         if retry || probe || reopened_or_closed || destination.calls.ordered {
             // The worker may be asleep until a later time or waiting for this probe (or, for
             // an ordered destination, for this call's turn to pass to its next event).
-            handle.wake.notify_one();
+            handle.recheck();
         }
     }
-    .instrument(span)
-    .await
 }
 
 /// A delivery that waited well past its retry deadline (its destination paused, its circuit
@@ -342,7 +397,12 @@ async fn deliver(
 /// after it. The grace (a tenth of the deadline, at most a minute) spares a retry that was
 /// scheduled just before the deadline and claimed just after. The record says it was not
 /// sent; a replay starts a new deadline.
-async fn expired(shared: &Shared, destination: &Destination, delivery: &ClaimedDelivery) -> bool {
+async fn expired(
+    shared: &Shared,
+    destination: &Destination,
+    delivery: &ClaimedDelivery,
+    span: &(dyn Fn() -> tracing::Span + Sync),
+) -> bool {
     let now = now_ms();
     let allowed = destination.retry.deadline + (destination.retry.deadline / 10).min(Duration::from_secs(60));
     if now <= delivery.created_at.saturating_add(allowed.as_millis() as i64) {
@@ -353,7 +413,7 @@ async fn expired(shared: &Shared, destination: &Destination, delivery: &ClaimedD
         humantime::format_duration(destination.retry.deadline)
     );
     metrics::dead(&destination.tenant, &destination.id);
-    tracing::warn!(%reason, "delivery is dead");
+    span().in_scope(|| tracing::warn!(%reason, "delivery is dead"));
     let attempt = AttemptRecord {
         started_at: now,
         latency: Duration::ZERO,
@@ -363,7 +423,9 @@ async fn expired(shared: &Shared, destination: &Destination, delivery: &ClaimedD
     };
     let completion = Completion { delivery: delivery.id, lease: delivery.lease, attempt, next: Next::Dead { reason } };
     if let Err(e) = shared.store.complete(completion).await {
-        tracing::error!(error = %e, "could not record the expiry; the delivery resumes when its lease expires");
+        span().in_scope(
+            || tracing::error!(error = %e, "could not record the expiry; the delivery resumes when its lease expires"),
+        );
     }
     true
 }
@@ -376,6 +438,8 @@ fn circuit(handle: &Handle, destination: &Destination, signal: Signal, probe: bo
         Some(Transition::Opened { cooldown }) => {
             metrics::circuit(tenant, id, true);
             tracing::warn!(
+                tenant,
+                destination = id,
                 cooldown_ms = cooldown.as_millis() as u64,
                 "destination is failing; circuit open, pending deliveries wait for a probe"
             );
@@ -383,7 +447,7 @@ fn circuit(handle: &Handle, destination: &Destination, signal: Signal, probe: bo
         }
         Some(Transition::Closed) => {
             metrics::circuit(tenant, id, false);
-            tracing::info!("destination answered; circuit closed, pending deliveries resume");
+            tracing::info!(tenant, destination = id, "destination answered; circuit closed, pending deliveries resume");
             true
         }
         None => false,

@@ -30,7 +30,7 @@ pub fn destinations(tenant: &Tenant, source: &Source, event: &CallEvent) -> Vec<
         .iter()
         .map(|&i| &tenant.destinations[i])
         .filter(|d| d.when.matches(event))
-        .map(|d| Target { destination: d.id.clone(), by_call: d.calls.by_call() })
+        .map(|d| Target { destination: d.id.clone(), by_call: d.calls.by_call(), lease: None })
         .collect()
 }
 

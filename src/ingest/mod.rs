@@ -24,7 +24,6 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 use uuid::Uuid;
 
 pub use error::IngestError;
@@ -46,6 +45,8 @@ struct Limiters {
     /// The limits these were built from: a tenant changed with the same limits keeps its
     /// buckets (a change must not refill them).
     shape: LimitShape,
+    /// Aligned with `sources`: the metric handles of an accepted callback.
+    accepted: Vec<metrics::Accepted>,
 }
 
 type LimitShape = (Option<RateLimit>, Vec<(String, Option<RateLimit>)>, Vec<Option<RateLimit>>);
@@ -66,6 +67,7 @@ impl Limiters {
             tenant: shape.0.map(|r| r.limiter()),
             sources: shape.1.iter().map(|(_, r)| r.map(|r| r.limiter())).collect(),
             responders: shape.2.iter().map(|r| r.map(|r| r.limiter())).collect(),
+            accepted: t.sources.iter().map(|s| metrics::Accepted::new(&t.id, &s.id)).collect(),
             shape,
         }
     }
@@ -115,12 +117,27 @@ pub struct Ingest {
     tail: Arc<crate::tail::Tail>,
 }
 
-/// What a request turned out to be, for its metrics.
+/// What a request turned out to be, for its metrics and log lines.
 #[derive(Default)]
 struct Seen {
     tenant: Option<Arc<Tenant>>,
     source: usize,
     duplicate: bool,
+    event_id: Option<Uuid>,
+}
+
+impl Seen {
+    /// The request's context for a log line. Made only when a line is written: a span per
+    /// request formats its fields whether anything is logged or not.
+    fn span(&self) -> tracing::Span {
+        let tenant = self.tenant.as_deref();
+        tracing::info_span!(
+            "ingest",
+            tenant = tenant.map(|t| t.id.as_str()),
+            source = tenant.and_then(|t| t.sources.get(self.source)).map(|s| s.id.as_str()),
+            event_id = self.event_id.map(tracing::field::display),
+        )
+    }
 }
 
 impl Ingest {
@@ -147,13 +164,7 @@ impl Ingest {
     }
 
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let span = tracing::info_span!(
-            "ingest",
-            tenant = tracing::field::Empty,
-            source = tracing::field::Empty,
-            event_id = tracing::field::Empty
-        );
-        async move {
+        {
             let started = std::time::Instant::now();
             let tables = self.tables.load_full();
             let mut seen = Seen::default();
@@ -167,10 +178,16 @@ impl Ingest {
                 Ok(_) => "accepted",
                 Err(e) => e.outcome(),
             };
-            metrics::ingest(tenant, source, outcome, started.elapsed());
+            let accepted =
+                (outcome == "accepted").then(|| tables.limiters.get(tenant)?.accepted.get(seen.source)).flatten();
+            match accepted {
+                Some(handles) => handles.record(started.elapsed()),
+                None => metrics::ingest(tenant, source, outcome, started.elapsed()),
+            }
             match result {
                 Ok(response) => response,
                 Err(e) => {
+                    let _span = seen.span().entered();
                     match &e {
                         IngestError::Store(cause) => tracing::error!(error = %cause, "event not stored"),
                         IngestError::Unauthorized(reason) => tracing::warn!(%reason, "callback unauthorized"),
@@ -186,8 +203,6 @@ impl Ingest {
                 }
             }
         }
-        .instrument(span)
-        .await
     }
 
     async fn accept(
@@ -210,9 +225,6 @@ impl Ingest {
         let (index, source) =
             tenant.sources.iter().enumerate().find(|(_, s)| s.id == source_id).ok_or(IngestError::UnknownSource)?;
         seen.source = index;
-        let span = tracing::Span::current();
-        span.record("tenant", tenant_id);
-        span.record("source", source_id);
 
         let is_get = parts.method == Method::GET;
         let kind = if is_get { None } else { payload::kind(parts.headers.get(header::CONTENT_TYPE))? };
@@ -255,7 +267,7 @@ impl Ingest {
         let id = Uuid::now_v7();
         let mut id_text = Uuid::encode_buffer();
         let id_text = &*id.hyphenated().encode_lower(&mut id_text);
-        span.record("event_id", id_text);
+        seen.event_id = Some(id);
         let context = normalize::Context {
             event_id: id_text,
             tenant: &tenant.id,
@@ -282,22 +294,20 @@ impl Ingest {
         {
             return Err(IngestError::Backlog);
         }
-        let normalized = serde_json::to_string(&call).unwrap_or_default();
-        // A responder gets the callback exactly as a queued delivery would.
-        let question = source.responder.as_ref().map(|responder| {
-            let delivery = ClaimedDelivery {
-                id: 0,
-                lease: 0,
-                event_id: id,
-                attempt: 1,
-                created_at: received_at,
-                content_type: content_type.clone(),
-                query: query.clone(),
-                body: body.clone(),
-                normalized: Some(normalized.clone()),
-            };
-            (responder, delivery)
-        });
+        let normalized: Arc<str> = serde_json::to_string(&call).unwrap_or_default().into();
+        // The event as a delivery of it is sent: to a responder now, and to the workers it is
+        // handed over to after the commit (they share its body and text).
+        let as_sent = ClaimedDelivery {
+            id: 0,
+            lease: 0,
+            event_id: id,
+            attempt: 1,
+            created_at: received_at,
+            content_type: content_type.map(Arc::from),
+            query: query.map(Arc::from),
+            body,
+            normalized: Some(normalized.clone()),
+        };
         let provider_key = dedupe_key
             .zip(source.dedupe_window)
             .map(|(key, window)| Dedupe { key, until: received_at.saturating_add(window.as_millis() as i64) });
@@ -305,6 +315,10 @@ impl Ingest {
         // same event, answered as the first time.
         let replay = replay.map(|r| Dedupe { key: format!("\u{1e}replay\u{1e}{}", r.id), until: r.until });
         let dedupe = provider_key.into_iter().chain(replay).collect();
+        // Deliveries whose workers have room are committed leased to this node and handed
+        // to them from memory: no claim, no re-read of the event.
+        let mut destinations = destinations;
+        let hand_over = self.dispatcher.reserve(&tenant.id, &mut destinations);
         let committed = self
             .store
             .commit(NewEvent {
@@ -312,9 +326,9 @@ impl Ingest {
                 tenant: tenant.id.clone(),
                 source: source.id.clone(),
                 received_at,
-                content_type,
-                query,
-                body,
+                content_type: as_sent.content_type.clone(),
+                query: as_sent.query.clone(),
+                body: as_sent.body.clone(),
                 normalized,
                 destinations,
                 call: place,
@@ -325,8 +339,8 @@ impl Ingest {
             })
             .await?;
         let event_id = match committed {
-            Committed::New => {
-                self.dispatcher.wake(tenant, source);
+            Committed::New(leased) => {
+                self.dispatcher.committed(tenant, source, &as_sent, hand_over, &leased);
                 if self.tail.watched() {
                     self.tail.publish(crate::tail::Item::Event {
                         tenant: tenant.id.clone(),
@@ -336,21 +350,21 @@ impl Ingest {
                         at: crate::store::rfc3339(received_at),
                     });
                 }
-                tracing::debug!("event committed");
                 id
             }
             Committed::Duplicate(first) => {
                 // The provider is re-sending because our answer was slow: answer as the first
                 // time (a responder is asked again: its answer was not kept).
                 seen.duplicate = true;
-                tracing::info!(first = %first, "duplicate callback");
+                seen.span().in_scope(|| tracing::info!(first = %first, "duplicate callback"));
                 first
             }
         };
-        match question {
+        match &source.responder {
             None => Ok(acknowledge(event_id, source)),
-            Some((responder, mut delivery)) => {
-                delivery.event_id = event_id;
+            // A responder gets the callback exactly as a queued delivery would.
+            Some(responder) => {
+                let delivery = ClaimedDelivery { event_id, ..as_sent };
                 Ok(self.respond(tables, tenant, responder, &delivery).await)
             }
         }
@@ -389,7 +403,12 @@ impl Ingest {
                 r
             }
             None => {
-                tracing::warn!(destination = %destination.id, "responder failed; answering with the fallback");
+                tracing::warn!(
+                    tenant = %tenant.id,
+                    destination = %destination.id,
+                    event_id = %delivery.event_id,
+                    "responder failed; answering with the fallback"
+                );
                 fixed(&responder.fallback)
             }
         };

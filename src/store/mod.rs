@@ -11,6 +11,7 @@ mod error;
 pub mod postgres;
 pub mod sqlite;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -50,11 +51,12 @@ pub struct NewEvent {
     pub tenant: String,
     pub source: String,
     pub received_at: i64,
-    pub content_type: Option<String>,
-    pub query: Option<String>,
+    /// Shared with the deliveries handed over from memory.
+    pub content_type: Option<Arc<str>>,
+    pub query: Option<Arc<str>>,
     pub body: Bytes,
     /// The normalized call event, as JSON: what templates render from, now and on replay.
-    pub normalized: String,
+    pub normalized: Arc<str>,
     /// The tenant's destinations this event goes to, one delivery each.
     pub destinations: Vec<Target>,
     /// The event's place in its call, for the destinations that go by call.
@@ -76,11 +78,15 @@ pub struct Target {
     /// The destination orders, supersedes or expires by call: the delivery carries the
     /// event's `CallPlace`.
     pub by_call: bool,
+    /// Handed over: the delivery is committed already leased to this node for this long,
+    /// and its worker gets it from memory instead of claiming it (`Committed::New` says
+    /// its id). Never for a delivery that goes by call.
+    pub lease: Option<Duration>,
 }
 
 impl From<&str> for Target {
     fn from(destination: &str) -> Self {
-        Self { destination: destination.to_string(), by_call: false }
+        Self { destination: destination.to_string(), by_call: false, lease: None }
     }
 }
 
@@ -96,6 +102,14 @@ pub struct CallPlace {
     pub sequence: Option<(i64, i64)>,
 }
 
+/// The deliveries a commit leased to this node (the targets with a `lease`, in order),
+/// under one lease token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leased {
+    pub lease: i64,
+    pub ids: Vec<i64>,
+}
+
 /// A provider's identity for a callback: a repeat with the same key before `until` is the
 /// same event.
 #[derive(Debug, Clone)]
@@ -105,9 +119,9 @@ pub struct Dedupe {
     pub until: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Committed {
-    New,
+    New(Leased),
     /// A repeat of an event already stored: nothing new was written.
     Duplicate(Uuid),
 }
@@ -154,10 +168,11 @@ pub struct ClaimedDelivery {
     pub attempt: u32,
     /// When the event arrived (or was replayed): the retry deadline counts from here.
     pub created_at: i64,
-    pub content_type: Option<String>,
-    pub query: Option<String>,
+    /// Shared by every delivery of a handed-over event.
+    pub content_type: Option<Arc<str>>,
+    pub query: Option<Arc<str>>,
     pub body: Bytes,
-    pub normalized: Option<String>,
+    pub normalized: Option<Arc<str>>,
 }
 
 /// What one attempt observed.

@@ -126,7 +126,7 @@ async fn run(ops: Vec<Op>, rules: CallRules) -> Result<(), TestCaseError> {
                     query: None,
                     body: bytes::Bytes::from_static(b"{}"),
                     normalized: "{}".into(),
-                    destinations: vec![Target { destination: "crm".into(), by_call: true }],
+                    destinations: vec![Target { destination: "crm".into(), by_call: true, lease: None }],
                     call: call.map(|c| CallPlace { key: format!("call-{c}"), rank, sequence: None }),
                     dedupe: Vec::new(),
                     call_id: None,

@@ -87,6 +87,7 @@ conformance!(
     the_catalog_versions_every_change_and_keeps_tombstones,
     removing_a_destination_cancels_only_its_pending_deliveries,
     keys_are_found_by_id_and_go_with_their_tenant,
+    a_handed_over_delivery_is_committed_leased_and_comes_back_after_its_lease,
 );
 
 fn event(tenant: &str, destinations: &[&str]) -> NewEvent {
@@ -137,13 +138,13 @@ async fn state_of(store: &Shared, delivery: i64) -> DeliveryState {
 
 async fn commits_an_event_with_one_delivery_per_destination(store: Shared) {
     let e = event("acme", &["crm", "analytics", "ticketing"]);
-    assert_eq!(store.commit(e.clone()).await.unwrap(), Committed::New);
+    assert_eq!(store.commit(e.clone()).await.unwrap(), Committed::New(Default::default()));
     assert_eq!(store.pending_deliveries(), 3);
     let stats = store.queue_stats().await.unwrap();
     assert_eq!((stats.pending, stats.delivered, stats.dead), (3, 0, 0));
     let detail = store.event(e.id).await.unwrap().expect("stored");
     assert_eq!(detail.body, e.body.to_vec());
-    assert_eq!(detail.normalized.as_deref(), Some(e.normalized.as_str()));
+    assert_eq!(detail.normalized.as_deref(), Some(&*e.normalized));
     assert_eq!(detail.content_type.as_deref(), Some("application/json"));
     assert_eq!(detail.query.as_deref(), Some("a=1"));
     assert_eq!(detail.summary.call_id.as_deref(), Some("c1"));
@@ -164,7 +165,7 @@ async fn claims_lease_due_deliveries_once(store: Shared) {
     assert_eq!(first.event_id, events[0].id, "oldest first");
     assert_eq!(first.attempt, 1);
     assert_eq!(&first.body[..], &events[0].body[..]);
-    assert_eq!(first.normalized.as_deref(), Some(events[0].normalized.as_str()));
+    assert_eq!(first.normalized.as_deref(), Some(&*events[0].normalized));
     let rest = store.claim(request("crm", LEASE)).await.unwrap();
     assert_eq!(rest.deliveries.len(), 2, "leased deliveries are not handed out twice");
     let ids: HashSet<i64> = claim.deliveries.iter().chain(&rest.deliveries).map(|d| d.id).collect();
@@ -322,19 +323,19 @@ async fn dedupe_keys_hold_within_their_window_only(store: Shared) {
     let keyed =
         |key: &str, until: i64| NewEvent { dedupe: vec![Dedupe { key: key.into(), until }], ..event("acme", &["crm"]) };
     let first = keyed("call-1/completed", now_ms() + 60_000);
-    assert_eq!(store.commit(first.clone()).await.unwrap(), Committed::New);
+    assert_eq!(store.commit(first.clone()).await.unwrap(), Committed::New(Default::default()));
     let repeat = keyed("call-1/completed", now_ms() + 60_000);
     assert_eq!(store.commit(repeat.clone()).await.unwrap(), Committed::Duplicate(first.id));
     assert!(store.event(repeat.id).await.unwrap().is_none(), "a repeat stores nothing");
     assert_eq!(store.pending_deliveries(), 1);
     // Keys are per tenant and source.
     let other = NewEvent { tenant: "globex".into(), ..keyed("call-1/completed", now_ms() + 60_000) };
-    assert_eq!(store.commit(other).await.unwrap(), Committed::New);
+    assert_eq!(store.commit(other).await.unwrap(), Committed::New(Default::default()));
     // A window that has closed lets the key through again.
     let short = keyed("call-2/completed", now_ms() - 1);
-    assert_eq!(store.commit(short).await.unwrap(), Committed::New);
+    assert_eq!(store.commit(short).await.unwrap(), Committed::New(Default::default()));
     let later = keyed("call-2/completed", now_ms() + 60_000);
-    assert_eq!(store.commit(later).await.unwrap(), Committed::New);
+    assert_eq!(store.commit(later).await.unwrap(), Committed::New(Default::default()));
 }
 
 async fn concurrent_repeats_store_one_event(store: Shared) {
@@ -354,7 +355,7 @@ async fn concurrent_repeats_store_one_event(store: Shared) {
     let mut named = HashSet::new();
     for commit in commits {
         match commit.await.unwrap() {
-            Committed::New => new.push(()),
+            Committed::New(_) => new.push(()),
             Committed::Duplicate(id) => {
                 named.insert(id);
             }
@@ -569,7 +570,7 @@ async fn postgres_dedupe_holds_across_nodes() {
         .collect();
     let mut new = 0;
     for commit in commits {
-        if commit.await.unwrap() == Committed::New {
+        if commit.await.unwrap() == Committed::New(Default::default()) {
             new += 1;
         }
     }
@@ -648,7 +649,7 @@ async fn postgres_a_delivery_whose_event_is_gone_ends_dead_at_the_claim() {
 /// An event of `call` with a status of `rank`, to one destination that goes by call.
 fn call_event(call: &str, rank: Option<i16>, sequence: Option<(i64, i64)>) -> NewEvent {
     NewEvent {
-        destinations: vec![Target { destination: "crm".into(), by_call: true }],
+        destinations: vec![Target { destination: "crm".into(), by_call: true, lease: None }],
         call: Some(CallPlace { key: call.into(), rank, sequence }),
         call_id: Some(call.into()),
         ..event("acme", &[])
@@ -921,4 +922,56 @@ async fn keys_are_found_by_id_and_go_with_their_tenant(store: Shared) {
     assert_eq!(store.key("k1").await.unwrap(), None, "a deleted tenant's keys go with it");
     let trail = store.audit(Some("acme".into()), None, 10).await.unwrap();
     assert_eq!(trail.iter().filter(|a| a.entry.kind == "key").count(), 1);
+}
+
+/// A commit hands deliveries over by writing them leased to its node: their ids come back in
+/// the order of the leased targets, no claim hands them out while the lease holds, the lease
+/// records their result, a release gives them to the queue, and an expired lease makes them
+/// due for anyone (a node that died after the commit loses nothing).
+async fn a_handed_over_delivery_is_committed_leased_and_comes_back_after_its_lease(store: Shared) {
+    let mut e = event("acme", &["crm", "analytics", "ticketing"]);
+    e.destinations[0].lease = Some(LEASE);
+    e.destinations[2].lease = Some(Duration::from_millis(1));
+    let Committed::New(leased) = store.commit(e.clone()).await.unwrap() else { panic!("a new event") };
+    assert_eq!(leased.ids.len(), 2, "one id per leased target");
+    assert!(leased.lease > 0);
+    assert_eq!(store.pending_deliveries(), 3, "leased deliveries are pending until recorded");
+    let detail = store.event(e.id).await.unwrap().expect("stored");
+    let id_of = |d: &str| detail.deliveries.iter().find(|x| x.destination == d).map(|x| x.id).unwrap();
+    assert_eq!(leased.ids, [id_of("crm"), id_of("ticketing")], "ids in the order of the leased targets");
+
+    assert!(store.claim(request("crm", LEASE)).await.unwrap().deliveries.is_empty(), "held by its lease");
+    let analytics = store.claim(request("analytics", LEASE)).await.unwrap();
+    assert_eq!(analytics.deliveries.len(), 1, "a target without a lease is queued as before");
+
+    let done =
+        Completion { delivery: leased.ids[0], lease: leased.lease, attempt: attempt(200), next: Next::Delivered };
+    assert!(store.complete(done).await.unwrap(), "the commit's lease records the result");
+    assert_eq!(state_of(&store, leased.ids[0]).await, DeliveryState::Delivered);
+    assert_eq!(store.pending_deliveries(), 2);
+
+    // The short lease ran out: the delivery is due again, and the old lease is fenced.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        let mut claim = store.claim(request("ticketing", LEASE)).await.unwrap();
+        if let Some(d) = claim.deliveries.pop() {
+            break d;
+        }
+        assert!(std::time::Instant::now() < deadline, "the expired hand-over lease was never taken over");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(again.id, leased.ids[1]);
+    assert_eq!(again.attempt, 1, "a hand-over that was never sent is not an attempt");
+    assert_eq!(&again.body[..], &e.body[..]);
+    let late =
+        Completion { delivery: leased.ids[1], lease: leased.lease, attempt: attempt(200), next: Next::Delivered };
+    assert!(!store.complete(late).await.unwrap(), "the lapsed hand-over lease records nothing");
+
+    // A release gives a handed-over delivery to the queue at once.
+    let mut f = event("acme", &["crm"]);
+    f.destinations[0].lease = Some(LEASE);
+    let Committed::New(held) = store.commit(f).await.unwrap() else { panic!("a new event") };
+    store.release(held.ids[0], held.lease).await.unwrap();
+    let claimed = store.claim(request("crm", LEASE)).await.unwrap();
+    assert_eq!(claimed.deliveries.iter().map(|d| d.id).collect::<Vec<_>>(), held.ids);
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::pg_error;
-use crate::store::{Committed, NewEvent, StoreError, now_ms};
+use crate::store::{Committed, Leased, NewEvent, StoreError, now_ms};
 
 const MAX_BATCH: usize = 1024;
 
@@ -25,21 +25,22 @@ pub struct Queued {
 /// Runs until `stop`, then writes what was queued before it (see `batch::run`).
 pub async fn run(
     pool: Pool,
+    node: String,
     rx: mpsc::Receiver<Queued>,
-    pending: Arc<AtomicU64>,
-    last_failure: Arc<AtomicI64>,
+    (pending, last_failure): (Arc<AtomicU64>, Arc<AtomicI64>),
     stop: CancellationToken,
 ) {
+    let node: Arc<str> = node.into();
     super::batch::run(rx, MAX_BATCH, stop, move |batch| {
-        answer(pool.clone(), pending.clone(), last_failure.clone(), batch)
+        answer(pool.clone(), node.clone(), pending.clone(), last_failure.clone(), batch)
     })
     .await;
 }
 
-async fn answer(pool: Pool, pending: Arc<AtomicU64>, last_failure: Arc<AtomicI64>, batch: Vec<Queued>) {
+async fn answer(pool: Pool, node: Arc<str>, pending: Arc<AtomicU64>, last_failure: Arc<AtomicI64>, batch: Vec<Queued>) {
     let started = std::time::Instant::now();
     let size = batch.len();
-    let results = match write(&pool, &batch).await {
+    let results = match write(&pool, &node, &batch).await {
         Ok(results) => results,
         Err(e) => {
             last_failure.store(now_ms(), Ordering::Relaxed);
@@ -51,7 +52,7 @@ async fn answer(pool: Pool, pending: Arc<AtomicU64>, last_failure: Arc<AtomicI64
     let added: usize = batch
         .iter()
         .zip(&results)
-        .filter(|(_, r)| matches!(r, Ok(Committed::New)))
+        .filter(|(_, r)| matches!(r, Ok(Committed::New(_))))
         .map(|(q, _)| q.event.destinations.len())
         .sum();
     pending.fetch_add(added as u64, Ordering::Relaxed);
@@ -71,7 +72,7 @@ enum Plan {
     Refused,
 }
 
-async fn write(pool: &Pool, batch: &[Queued]) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
+async fn write(pool: &Pool, node: &str, batch: &[Queued]) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
     let mut client = pool.get().await.map_err(super::pool_error)?;
     let tx = client.transaction().await.map_err(pg_error)?;
     let now = now_ms();
@@ -156,6 +157,7 @@ async fn write(pool: &Pool, batch: &[Queued]) -> Result<Vec<Result<Committed, St
     }
 
     let new: Vec<usize> = (0..events.len()).filter(|&i| matches!(plan[i], Plan::Insert)).collect();
+    let mut leases: HashMap<(Uuid, String), (i64, i64)> = HashMap::new();
     if !new.is_empty() {
         let ids: Vec<Uuid> = new.iter().map(|&i| events[i].id).collect();
         let text = |f: fn(&NewEvent) -> Option<&str>| new.iter().map(|&i| f(events[i])).collect::<Vec<_>>();
@@ -178,7 +180,7 @@ async fn write(pool: &Pool, batch: &[Queued]) -> Result<Vec<Result<Committed, St
                     &text(|e| e.content_type.as_deref()),
                     &text(|e| e.query.as_deref()),
                     &bodies,
-                    &text(|e| Some(&e.normalized)),
+                    &text(|e| Some(&*e.normalized)),
                     &text(|e| e.call_id.as_deref()),
                     &text(|e| e.from.as_deref()),
                     &text(|e| e.to.as_deref()),
@@ -204,20 +206,56 @@ async fn write(pool: &Pool, batch: &[Queued]) -> Result<Vec<Result<Committed, St
         }
         if !rows.event_ids.is_empty() {
             let r = &rows;
-            tx.execute(
-                "INSERT INTO deliveries (event_id, tenant, destination, created_at, due_at, call_key, status_rank, seq, hold_until)
-                 SELECT e, t, d, c, c, k, r, s, h FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[],
-                     $5::text[], $6::int2[], $7::int8[], $8::int8[]) AS x(e, t, d, c, k, r, s, h)",
-                &[&r.event_ids, &r.tenants, &r.destinations, &r.created, &r.call_keys, &r.ranks, &r.seqs, &r.holds],
-            )
-            .await
-            .map_err(pg_error)?;
+            // Deliveries handed over are written leased to this node, under one lease token
+            // for the batch; their ids come back for the hand-over.
+            let handed = tx
+                .query(
+                    "WITH token AS (SELECT CASE WHEN $9 THEN nextval('lease_tokens') END AS v)
+                     INSERT INTO deliveries (event_id, tenant, destination, created_at, due_at, call_key, status_rank,
+                         seq, hold_until, claimed_by, lease_token)
+                     SELECT e, t, d, c, c + coalesce(l, 0), k, r, s, h,
+                            CASE WHEN l IS NOT NULL THEN $10 END, CASE WHEN l IS NOT NULL THEN token.v END
+                     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int2[], $7::int8[],
+                                 $8::int8[], $11::int8[]) AS x(e, t, d, c, k, r, s, h, l), token
+                     RETURNING event_id, destination, id, lease_token",
+                    &[
+                        &r.event_ids,
+                        &r.tenants,
+                        &r.destinations,
+                        &r.created,
+                        &r.call_keys,
+                        &r.ranks,
+                        &r.seqs,
+                        &r.holds,
+                        &r.leases.iter().any(Option::is_some),
+                        &node,
+                        &r.leases,
+                    ],
+                )
+                .await
+                .map_err(pg_error)?;
+            for row in handed {
+                let Some(token) = row.get::<_, Option<i64>>(3) else { continue };
+                let (event, destination): (Uuid, String) = (row.get(0), row.get(1));
+                leases.insert((event, destination), (token, row.get::<_, i64>(2)));
+            }
         }
     }
     tx.commit().await.map_err(pg_error)?;
 
-    let answer = |p: Plan| match p {
-        Plan::Insert => Some(Ok(Committed::New)),
+    // Each event's leased ids, in the order of its targets.
+    let leased = |e: &NewEvent| {
+        let mut leased = Leased::default();
+        for target in e.destinations.iter().filter(|t| t.lease.is_some()) {
+            if let Some(&(token, id)) = leases.get(&(e.id, target.destination.clone())) {
+                leased.lease = token;
+                leased.ids.push(id);
+            }
+        }
+        leased
+    };
+    let answer = |p: Plan, i: usize| match p {
+        Plan::Insert => Some(Ok(Committed::New(leased(events[i])))),
         Plan::Duplicate(id) => Some(Ok(Committed::Duplicate(id))),
         Plan::Refused => Some(Err(StoreError::Conflict)),
         Plan::RepeatOf(_) => None,
@@ -226,10 +264,12 @@ async fn write(pool: &Pool, batch: &[Queued]) -> Result<Vec<Result<Committed, St
         .map(|i| match plan[i] {
             Plan::RepeatOf(j) => match plan[j] {
                 Plan::Insert => Ok(Committed::Duplicate(events[j].id)),
-                other => answer(other)
+                other => answer(other, j)
                     .unwrap_or_else(|| Err(StoreError::Setup("a repeat in the batch was not resolved".into()))),
             },
-            p => answer(p).unwrap_or_else(|| Err(StoreError::Setup("a repeat in the batch was not resolved".into()))),
+            p => {
+                answer(p, i).unwrap_or_else(|| Err(StoreError::Setup("a repeat in the batch was not resolved".into())))
+            }
         })
         .collect())
 }
@@ -245,6 +285,8 @@ struct DeliveryRows<'a> {
     ranks: Vec<Option<i16>>,
     seqs: Vec<Option<i64>>,
     holds: Vec<Option<i64>>,
+    /// Milliseconds a handed-over delivery is leased for.
+    leases: Vec<Option<i64>>,
 }
 
 impl<'a> DeliveryRows<'a> {
@@ -259,6 +301,7 @@ impl<'a> DeliveryRows<'a> {
             self.ranks.push(call.and_then(|c| c.rank));
             self.seqs.push(call.and_then(|c| c.sequence.map(|s| s.0)));
             self.holds.push(call.and_then(|c| c.sequence.map(|s| s.1)));
+            self.leases.push(target.lease.filter(|_| call.is_none()).map(|l| l.as_millis() as i64));
         }
     }
 }

@@ -127,7 +127,13 @@ impl PgStore {
         let stop = CancellationToken::new();
         let last_failure = Arc::new(AtomicI64::new(0));
         let tasks = TaskTracker::new();
-        tasks.spawn(commit::run(pool.clone(), receiver, pending.clone(), last_failure.clone(), stop.clone()));
+        tasks.spawn(commit::run(
+            pool.clone(),
+            node.to_string(),
+            receiver,
+            (pending.clone(), last_failure.clone()),
+            stop.clone(),
+        ));
         // Completions wait for nothing but the database: in-flight attempts are bounded by
         // the workers' slots, so the queue is too.
         let (completions, completed) = mpsc::channel(QUEUE_CAPACITY);
@@ -266,10 +272,10 @@ async fn claimed(
             event_id: r.get(2),
             attempt: r.get::<_, i32>(3).max(0) as u32 + 1,
             created_at: r.get(4),
-            content_type: r.get(5),
-            query: r.get(6),
+            content_type: r.get::<_, Option<String>>(5).map(Arc::from),
+            query: r.get::<_, Option<String>>(6).map(Arc::from),
             body: Bytes::from(r.get::<_, Vec<u8>>(7)),
-            normalized: r.get(8),
+            normalized: r.get::<_, Option<String>>(8).map(Arc::from),
         })
         .collect();
     Ok((deliveries, missing.len() as u64))

@@ -4,6 +4,8 @@
 //! writer writes), so one slow listing does not hold up the next. Only one process may use a file at a time, so
 //! leases found at open belong to a dead process and are released at once.
 
+#[allow(unsafe_code)]
+mod alloc;
 mod catalog;
 mod queries;
 mod schema;
@@ -74,6 +76,7 @@ pub struct SqliteStore {
 }
 
 fn open_connection(path: &Path, config: &config::Store) -> rusqlite::Result<Connection> {
+    alloc::install();
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -436,7 +439,7 @@ mod tests {
         };
         let store = Arc::new(SqliteStore::open(&dir.path().join("t.db"), &config, "n").unwrap());
         let taken = Uuid::now_v7();
-        assert_eq!(store.commit(event(taken)).await.unwrap(), Committed::New);
+        assert_eq!(store.commit(event(taken)).await.unwrap(), Committed::New(Default::default()));
         // Many commits at once, so they share batches; every other one reuses a taken id.
         let commits: Vec<_> = (0..64)
             .map(|i| {

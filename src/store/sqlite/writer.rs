@@ -18,7 +18,7 @@ use crate::store::AttemptRecord;
 use crate::store::admin::ReplayFilter;
 use crate::store::catalog::{AuditEntry, Change, KeyRecord, Written};
 use crate::store::{
-    Claim, ClaimRequest, ClaimedDelivery, Committed, Completion, DeliveryState, NewEvent, StoreError, now_ms,
+    Claim, ClaimRequest, ClaimedDelivery, Committed, Completion, DeliveryState, Leased, NewEvent, StoreError, now_ms,
 };
 
 const MAX_BATCH: usize = 1024;
@@ -64,7 +64,7 @@ pub enum Command {
 }
 
 enum Done {
-    Committed { deliveries: u64 },
+    Committed { deliveries: u64, leased: Leased },
     Duplicate(Uuid),
     Claimed(Claim),
     Completed { recorded: bool, terminal: bool },
@@ -202,7 +202,7 @@ impl Writer {
         let mut finished = 0;
         for result in &results {
             match result {
-                Ok(Done::Committed { deliveries }) => added += deliveries,
+                Ok(Done::Committed { deliveries, .. }) => added += deliveries,
                 Ok(Done::Admin { replayed, .. }) => added += replayed,
                 Ok(Done::Completed { terminal: true, .. }) => finished += 1,
                 Ok(Done::Claimed(claim)) => finished += claim.ended(),
@@ -300,7 +300,8 @@ fn reply(command: Command, result: Result<Done, StoreError>) {
         Command::Commit { reply, .. } => {
             let _ = reply.send(result.map(|d| match d {
                 Done::Duplicate(id) => Committed::Duplicate(id),
-                _ => Committed::New,
+                Done::Committed { leased, .. } => Committed::New(leased),
+                _ => Committed::New(Leased::default()),
             }));
         }
         Command::Claim { reply, .. } => {
@@ -340,7 +341,13 @@ fn apply(
     pressure: bool,
 ) -> rusqlite::Result<Done> {
     match command {
-        Command::Commit { event, .. } => commit(tx, event),
+        Command::Commit { event, .. } => {
+            let lease = *next_lease;
+            if event.destinations.iter().any(|t| t.lease.is_some()) {
+                *next_lease += 1;
+            }
+            commit(tx, event, node, lease)
+        }
         Command::Claim { request, .. } => {
             let lease = *next_lease;
             *next_lease += 1;
@@ -470,7 +477,9 @@ fn admin(tx: &Connection, write: &Write, now: i64) -> rusqlite::Result<Done> {
     }
 }
 
-fn commit(tx: &Connection, event: &NewEvent) -> rusqlite::Result<Done> {
+/// Writes the event and its deliveries; those with a `lease` are written already leased to
+/// `node` under `lease`, and their ids come back for the hand-over.
+fn commit(tx: &Connection, event: &NewEvent, node: &str, lease: i64) -> rusqlite::Result<Done> {
     for dedupe in &event.dedupe {
         let existing: Option<(Vec<u8>, i64)> = tx
             .prepare_cached(DEDUPE_SQL)?
@@ -500,19 +509,36 @@ fn commit(tx: &Connection, event: &NewEvent) -> rusqlite::Result<Done> {
         event.tenant,
         event.source,
         event.received_at,
-        event.content_type,
-        event.query,
+        event.content_type.as_deref(),
+        event.query.as_deref(),
         &event.body[..],
-        event.normalized,
+        &*event.normalized,
         event.call_id,
         event.from,
         event.to,
     ])?;
     let mut insert = tx.prepare_cached(
-        "INSERT INTO deliveries (event_id, tenant, destination, created_at, due_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+        "INSERT INTO deliveries (event_id, tenant, destination, created_at, due_at, claimed_by, lease_token)
+         VALUES (?1, ?2, ?3, ?4, ?4 + coalesce(?5, 0), ?6, ?7)",
     )?;
+    let mut leased = Leased::default();
     for target in event.destinations.iter().filter(|t| !t.by_call || event.call.is_none()) {
-        insert.execute(params![event.id.as_bytes(), event.tenant, target.destination, event.received_at])?;
+        // A leased delivery is due again only when its lease ends, as a claimed one.
+        let held = target.lease.map(|l| l.as_millis() as i64);
+        let (by, token) = if held.is_some() { (Some(node), Some(lease)) } else { (None, None) };
+        insert.execute(params![
+            event.id.as_bytes(),
+            event.tenant,
+            target.destination,
+            event.received_at,
+            held,
+            by,
+            token
+        ])?;
+        if held.is_some() {
+            leased.lease = lease;
+            leased.ids.push(tx.last_insert_rowid());
+        }
     }
     if let Some(call) = &event.call {
         let mut insert = tx.prepare_cached(
@@ -533,11 +559,11 @@ fn commit(tx: &Connection, event: &NewEvent) -> rusqlite::Result<Done> {
             ])?;
         }
     }
-    Ok(Done::Committed { deliveries: event.destinations.len() as u64 })
+    Ok(Done::Committed { deliveries: event.destinations.len() as u64, leased })
 }
 
 /// A leased delivery: id, event id, attempts in this series, created at.
-type Leased = (i64, Vec<u8>, u32, i64);
+type Picked = (i64, Vec<u8>, u32, i64);
 
 /// How many times one claim looks again for a call's next delivery after ending stale
 /// ones (a call whose ringing, in-progress and completed all waited ends two, then sends one).
@@ -554,7 +580,7 @@ fn claim(tx: &Connection, request: &ClaimRequest, now: i64, node: &str, lease: i
                 params![request.tenant, request.destination, now, request.limit as i64, lease_until, node, lease],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?
-            .collect::<rusqlite::Result<Vec<Leased>>>()?
+            .collect::<rusqlite::Result<Vec<Picked>>>()?
     };
     load(tx, request, rows, now, lease, claim)
 }
@@ -610,7 +636,7 @@ fn lease_by_call(
     node: &str,
     lease: i64,
     claim: &mut Claim,
-) -> rusqlite::Result<Vec<Leased>> {
+) -> rusqlite::Result<Vec<Picked>> {
     let rules = request.calls;
     let lease_until = now + request.lease.as_millis() as i64;
     let mut leased = Vec::new();
@@ -665,7 +691,7 @@ fn lease_by_call(
 fn load(
     tx: &Connection,
     request: &ClaimRequest,
-    rows: Vec<Leased>,
+    rows: Vec<Picked>,
     now: i64,
     lease: i64,
     mut claim: Claim,
@@ -705,10 +731,10 @@ fn load(
             event_id,
             attempt: attempts + 1,
             created_at,
-            content_type,
-            query,
+            content_type: content_type.map(Arc::from),
+            query: query.map(Arc::from),
             body: Bytes::from(body),
-            normalized,
+            normalized: normalized.map(Arc::from),
         });
     }
     deliveries.sort_unstable_by_key(|d| d.id);
