@@ -142,7 +142,7 @@ read -r relay _ _ < <(load http://127.0.0.1:18394/)
 gateway 3 18392 "$sqlite"
 before=$(threads_cpu "$gw")
 # PERF=file: a CPU profile of the gateway during this run (`perf report -i file`).
-if [ -n "${PERF:-}" ]; then perf record -q -F 499 -g -o "$PERF" -p "$gw" 2>/dev/null & prof=$!; fi
+if [ -n "${PERF:-}" ]; then perf record -q -F ${PERF_HZ:-499} ${PERF_CG:--g} -o "$PERF" -p "$gw" 2>/dev/null & prof=$!; fi
 read -r acked sb < <(carried 18392 3)
 after=$(threads_cpu "$gw")
 if [ -n "${PERF:-}" ]; then kill -INT "$prof"; wait "$prof" 2>/dev/null || true; fi

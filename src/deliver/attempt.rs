@@ -162,10 +162,11 @@ pub fn build(
         Payload::default()
     };
     let rendered = destination.request.render(&Data { event: &event, payload: &payload });
-    if crate::template::has_dot_segment(&rendered.url) {
-        return Err(BuildError::DotSegment);
-    }
-    let url = reqwest::Url::parse(&rendered.url)?;
+    let url = match destination.request.static_url() {
+        Some(url) => url.clone(),
+        None if crate::template::has_dot_segment(&rendered.url) => return Err(BuildError::DotSegment),
+        None => reqwest::Url::parse(&rendered.url)?,
+    };
     // The resolver guards names; an address written in the URL never reaches it.
     let literal = match url.host() {
         Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
@@ -293,6 +294,24 @@ mod tests {
 
     /// Stored data that no longer decodes is never rendered as defaults: the attempt is not
     /// made, and the error is permanent (the delivery ends dead with it).
+    /// A URL without placeholders is parsed once, at load, and requests go to it as written;
+    /// one with placeholders is parsed per request, its values escaped.
+    #[test]
+    fn a_static_url_is_parsed_once_and_sent_as_written() {
+        let guard = Guard { allow_private: true, allowlist: Vec::new() };
+        let client = super::client(Arc::new(guard.clone())).unwrap();
+        let fixed = destination("http://127.0.0.1:9/hooks/crm?tenant=acme", None, 3);
+        assert!(fixed.request.static_url().is_some());
+        let templated = destination("http://127.0.0.1:9/hooks/<<status>>", None, 3);
+        assert!(templated.request.static_url().is_none());
+        let event =
+            serde_json::to_string(&CallEvent { status: crate::normalize::Status::Busy, ..Default::default() }).unwrap();
+        let d = delivery(Some(&event), "application/json", b"{}");
+        let url = |dest| build(&client, &guard, dest, &d, 0).unwrap().build().unwrap().url().to_string();
+        assert_eq!(url(&fixed), "http://127.0.0.1:9/hooks/crm?tenant=acme");
+        assert_eq!(url(&templated), "http://127.0.0.1:9/hooks/busy");
+    }
+
     #[test]
     fn corrupt_stored_data_is_not_sent() {
         let guard = Guard { allow_private: true, allowlist: Vec::new() };

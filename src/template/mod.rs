@@ -97,6 +97,15 @@ impl Template {
         out
     }
 
+    /// The template's text when it has no placeholder: it renders the same every time.
+    pub fn literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Text(t)] => Some(t),
+            _ => None,
+        }
+    }
+
     /// Whether rendering reads the raw payload (which then must be parsed at send time).
     /// Whether the template reads a normalized event field (`<<status>>`, `<<id>>`, …).
     pub fn uses_event(&self) -> bool {

@@ -26,6 +26,9 @@ pub struct RequestTemplate {
     uses_payload: bool,
     /// Whether rendering reads the normalized event: only then does an attempt decode it.
     uses_event: bool,
+    /// The URL, parsed once, when it has no placeholder: parsing a URL (its host through
+    /// IDNA) is a good part of building a request.
+    static_url: Option<url::Url>,
 }
 
 /// A rendered request; `body` is `None` for `Original` (the caller has the stored body).
@@ -48,7 +51,13 @@ impl RequestTemplate {
                 }
         };
         let (uses_payload, uses_event) = (any(Template::uses_payload), any(Template::uses_event));
-        Self { url, headers, body, uses_payload, uses_event }
+        let static_url = url.literal().and_then(|text| url::Url::parse(text).ok());
+        Self { url, headers, body, uses_payload, uses_event, static_url }
+    }
+
+    /// The parsed URL of a template without placeholders.
+    pub fn static_url(&self) -> Option<&url::Url> {
+        self.static_url.as_ref()
     }
 
     pub fn render(&self, data: &Data) -> Rendered {
