@@ -126,7 +126,10 @@ pub fn client(guard: Arc<Guard>) -> reqwest::Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("Switchboard/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
+        // No cap on idle connections: in use or idle, their number per host is bounded by
+        // the destinations' `max_in_flight`, and a cap below it made every request past it
+        // open a new connection (a quarter of them at 50 destinations on one host).
+        .pool_max_idle_per_host(usize::MAX)
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10))
         .build()

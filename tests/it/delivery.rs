@@ -138,6 +138,61 @@ async fn a_destination_never_has_more_than_max_in_flight_attempts_at_once() {
     gateway.stop().await;
 }
 
+/// Six destinations on one host, 64 requests each at once, in two bursts: the second goes
+/// out on the connections the first opened. With the idle pool capped at 256 per host, the
+/// first burst's connections past 256 were closed as they went idle and the second burst
+/// opened them again (a quarter of all requests opened a connection at 50 destinations).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_one_host_are_reused_however_many_destinations_share_it() {
+    let receiver = Receiver::start().await;
+    receiver.reply_with(|_, _| Reply::status(200).after(Duration::from_millis(400)));
+    let destinations: String = (1..=6)
+        .map(|i| {
+            destination(&format!("d{i}"), &receiver.url(&format!("/d{i}")), "max_in_flight = 64")
+                .replace("timeout = \"300ms\"", "timeout = \"5s\"")
+        })
+        .collect();
+    let tenant = format!(
+        "id = \"acme\"\n[[source]]\nid = \"s\"\nprovider = \"generic\"\nauth = [{{ scheme = \"none\" }}]\n{destinations}"
+    );
+    let gateway = Arc::new(Gateway::start("", &[&tenant]).await);
+    let burst = |round: usize| {
+        let senders: Vec<_> = (0..64)
+            .map(|n| {
+                let gateway = gateway.clone();
+                tokio::spawn(async move {
+                    gateway.accept("acme", "s", "application/json", format!("{{\"n\":{}}}", round * 100 + n)).await;
+                })
+            })
+            .collect();
+        async move {
+            for sender in senders {
+                sender.await.unwrap();
+            }
+        }
+    };
+    burst(0).await;
+    let first = receiver.wait_until(Duration::from_secs(30), "the first burst", |r| r.len() == 384).await;
+    // Two more bursts; by the third, the pool holds as many connections as were ever busy at
+    // once, so it needs next to none (it may need a few if more requests overlap than before).
+    let mut opened: std::collections::HashSet<_> = first.iter().map(|r| r.peer).collect();
+    burst(1).await;
+    let two = receiver.wait_until(Duration::from_secs(30), "the second burst", |r| r.len() == 768).await;
+    opened.extend(two.iter().map(|r| r.peer));
+    burst(2).await;
+    let all = receiver.wait_until(Duration::from_secs(30), "the third burst", |r| r.len() == 1152).await;
+    let new: std::collections::HashSet<_> = all[768..].iter().map(|r| r.peer).filter(|p| !opened.contains(p)).collect();
+    assert!(
+        new.len() < 64,
+        "the third burst opened {} new connections beside the {} before: idle ones were closed",
+        new.len(),
+        opened.len()
+    );
+    let most_at_once = receiver.max_concurrent();
+    assert!(most_at_once > 256, "the test needs more requests at once than the old cap: {most_at_once}");
+    Arc::try_unwrap(gateway).ok().expect("senders are done").stop().await;
+}
+
 #[tokio::test]
 async fn a_stuck_destination_does_not_delay_a_healthy_one() {
     let (stuck, healthy) = (Receiver::start().await, Receiver::start().await);

@@ -26,6 +26,8 @@ pub struct Captured {
     pub answered: Instant,
     /// The status it was answered with.
     pub status: u16,
+    /// The connection it came on (the client's address and port).
+    pub peer: SocketAddr,
 }
 
 impl Captured {
@@ -109,8 +111,8 @@ impl Receiver {
             drain_timeout: Duration::from_millis(100),
         };
         let handler_state = state.clone();
-        tokio::spawn(server::serve(listener, limits, stop.clone(), move |request, _| {
-            handle(handler_state.clone(), request)
+        tokio::spawn(server::serve(listener, limits, stop.clone(), move |request, peer| {
+            handle(handler_state.clone(), request, peer)
         }));
         Self { addr, state, stop }
     }
@@ -151,7 +153,7 @@ impl Receiver {
     }
 }
 
-async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<server::Body> {
+async fn handle(state: Arc<State>, request: Request<Incoming>, peer: SocketAddr) -> Response<server::Body> {
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let (parts, body) = request.into_parts();
@@ -164,6 +166,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<serve
         at: Instant::now(),
         answered: Instant::now(),
         status: 0,
+        peer,
     };
     let script = state.script.lock().unwrap().clone();
     let before = state.requests.lock().unwrap().iter().filter(|r| r.path() == captured.path()).count();
