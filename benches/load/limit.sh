@@ -24,11 +24,12 @@ if [ "${1:-}" = --smoke ]; then DURATION=2; BACKLOG=30000; WIDTHS="1 10"; fi
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release -q --bin switchboard --example ceiling --example relay --example loadgen
 BIN=${BIN:-target/release/switchboard}
-work=$(mktemp -d); pids=()
+work=$(mktemp -d); pids=(); own_pg=""
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  if [ -n "${SWITCHBOARD_PG_DIR:-}" ]; then bash tests/postgres.sh stop; fi
+  # Only the PostgreSQL this script started (a caller's, e.g. CI's, is left alone).
+  if [ -n "$own_pg" ]; then SWITCHBOARD_PG_DIR=$own_pg bash tests/postgres.sh stop; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -208,6 +209,7 @@ echo "| 5 | deliveries/s carried by fan-out width | ${line% } | rises with width
 # 3: PostgreSQL.
 if [ "${NO_PG:-0}" != 1 ]; then
   export SWITCHBOARD_PG_DIR=$work/pg SWITCHBOARD_PG_DURABLE=1
+  own_pg=$SWITCHBOARD_PG_DIR
   server=$(bash tests/postgres.sh start); pgbase=${server%/*}
   psql -q "$server" -c "CREATE DATABASE bench_1"
   gateway 3 18392 "$pgbase/bench_1"
