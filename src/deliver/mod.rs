@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 
 pub use attempt::{RESPONSE_PREFIX, client};
 
-use crate::config::{Config, Destination, RateLimit, Source, Tenant};
+use crate::config::{Config, Destination, RateLimit, Tenant};
 use crate::store::{ClaimedDelivery, Leased, Store, Target};
 
 /// Workers by tenant, then destination id.
@@ -192,6 +192,8 @@ pub struct Applied {
 #[derive(Default)]
 pub struct HandOver {
     places: Vec<(Arc<Handle>, OwnedSemaphorePermit)>,
+    /// The workers of the other targets: they claim theirs after the commit.
+    queued: Vec<Arc<Handle>>,
 }
 
 impl Dispatcher {
@@ -351,41 +353,33 @@ impl Dispatcher {
         let mut hand_over = HandOver::default();
         let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
         let Some(of_tenant) = workers.get(tenant) else { return hand_over };
-        for target in targets.iter_mut().filter(|t| !t.by_call) {
+        for target in targets.iter_mut() {
             let Some(running) = of_tenant.get(&target.destination) else { continue };
-            if let Some(place) = running.handle.place() {
-                target.lease = Some(lease_for(&running.handle.destination.load()));
-                hand_over.places.push((running.handle.clone(), place));
+            if target.by_call {
+                hand_over.queued.push(running.handle.clone());
+                continue;
+            }
+            match running.handle.place() {
+                Some(place) => {
+                    target.lease = Some(lease_for(&running.handle.destination.load()));
+                    hand_over.places.push((running.handle.clone(), place));
+                }
+                None => hand_over.queued.push(running.handle.clone()),
             }
         }
         hand_over
     }
 
     /// After the commit of `event`: hands each leased delivery to its worker, and wakes the
-    /// workers of `source`'s other destinations to claim theirs.
-    pub fn committed(
-        &self,
-        tenant: &Tenant,
-        source: &Source,
-        event: &ClaimedDelivery,
-        hand_over: HandOver,
-        leased: &Leased,
-    ) {
-        let mut handed = Vec::with_capacity(hand_over.places.len());
+    /// workers of its other deliveries to claim them.
+    pub fn committed(&self, event: &ClaimedDelivery, hand_over: HandOver, leased: &Leased) {
         for ((handle, place), &id) in hand_over.places.into_iter().zip(&leased.ids) {
             let delivery = ClaimedDelivery { id, lease: leased.lease, ..event.clone() };
             handle.handed.lock().unwrap_or_else(|p| p.into_inner()).push_back((delivery, place));
             self.poke(&handle, false);
-            handed.push(handle);
         }
-        let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
-        let Some(of_tenant) = workers.get(&tenant.id) else { return };
-        for &i in &source.destinations {
-            if let Some(running) = of_tenant.get(&tenant.destinations[i].id)
-                && !handed.iter().any(|h| Arc::ptr_eq(h, &running.handle))
-            {
-                self.poke(&running.handle, true);
-            }
+        for handle in &hand_over.queued {
+            self.poke(handle, true);
         }
     }
 

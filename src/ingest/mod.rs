@@ -340,7 +340,7 @@ impl Ingest {
             .await?;
         let event_id = match committed {
             Committed::New(leased) => {
-                self.dispatcher.committed(tenant, source, &as_sent, hand_over, &leased);
+                self.dispatcher.committed(&as_sent, hand_over, &leased);
                 if self.tail.watched() {
                     self.tail.publish(crate::tail::Item::Event {
                         tenant: tenant.id.clone(),
