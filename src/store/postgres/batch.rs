@@ -1,6 +1,6 @@
 //! The batching loop both PostgreSQL writers share: callers queue work; the loop takes
-//! whatever is queued (up to a maximum) and hands it to `write` as one batch. A few
-//! batches run at once, so one batch's round trip overlaps the next one's filling.
+//! whatever is queued (up to a maximum) and hands it to `write` as one batch. The next
+//! batch fills while one is in flight, and takes everything queued when it ends.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,8 +9,12 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Batches in flight at once, each on its own pooled connection.
-const CONCURRENT_BATCHES: usize = 4;
+/// Batches in flight at once, each on its own pooled connection. One: a batch grows with
+/// what queued behind the one in flight, so a second one in flight adds no throughput. It
+/// only splits the same events into more transactions, each with its own WAL flush, and
+/// spends database CPU that another node sharing the database needs (BENCHMARKS.md,
+/// "PostgreSQL: fewer, larger transactions").
+const CONCURRENT_BATCHES: usize = 1;
 
 /// Runs until `stop`, then hands over what was queued before it and waits for the batches
 /// in flight: `write` answers everyone in its batch, so nobody queued is left waiting.
@@ -20,7 +24,9 @@ where
     F: Fn(Vec<T>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
+    let slots = Arc::new(Semaphore::new(
+        std::env::var("SB_EXP_PGB").ok().and_then(|v| v.parse().ok()).unwrap_or(CONCURRENT_BATCHES),
+    ));
     let batches = TaskTracker::new();
     while let Ok(slot) = slots.clone().acquire_owned().await {
         let first = tokio::select! {

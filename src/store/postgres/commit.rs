@@ -111,12 +111,16 @@ async fn write(pool: &Pool, node: &str, batch: &[Queued]) -> Result<Vec<Result<C
         // Rows written are new keys, or keys whose window had closed; the rest are repeats.
         let taken = tx
             .query(
-                "INSERT INTO dedupe (tenant, source, key, event_id, expires_at)
+                &prepared(
+                    &tx,
+                    "INSERT INTO dedupe (tenant, source, key, event_id, expires_at)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::int8[])
                  ON CONFLICT (tenant, source, key) DO UPDATE
                    SET event_id = excluded.event_id, expires_at = excluded.expires_at
                    WHERE dedupe.expires_at <= $6
                  RETURNING event_id, key",
+                )
+                .await?,
                 &[&tenants, &sources, &keys, &ids, &until, &now],
             )
             .await
@@ -127,9 +131,13 @@ async fn write(pool: &Pool, node: &str, batch: &[Queued]) -> Result<Vec<Result<C
         if !held.is_empty() {
             let rows = tx
                 .query(
-                    "SELECT d.tenant, d.source, d.key, d.event_id FROM dedupe d
+                    &prepared(
+                        &tx,
+                        "SELECT d.tenant, d.source, d.key, d.event_id FROM dedupe d
                      JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, source, key)
                        ON d.tenant = k.tenant AND d.source = k.source AND d.key = k.key",
+                    )
+                    .await?,
                     &[
                         &held.iter().map(|&(i, _)| &*events[i].tenant).collect::<Vec<_>>(),
                         &held.iter().map(|&(i, _)| &*events[i].source).collect::<Vec<_>>(),
@@ -153,7 +161,9 @@ async fn write(pool: &Pool, node: &str, batch: &[Queued]) -> Result<Vec<Result<C
     }
     if !repeats.is_empty() {
         // A repeat by one key may have taken its other keys above: they name no stored event.
-        tx.execute("DELETE FROM dedupe WHERE event_id = ANY($1)", &[&repeats]).await.map_err(pg_error)?;
+        tx.execute(&prepared(&tx, "DELETE FROM dedupe WHERE event_id = ANY($1)").await?, &[&repeats])
+            .await
+            .map_err(pg_error)?;
     }
 
     let new: Vec<usize> = (0..events.len()).filter(|&i| matches!(plan[i], Plan::Insert)).collect();
@@ -164,14 +174,13 @@ async fn write(pool: &Pool, node: &str, batch: &[Queued]) -> Result<Vec<Result<C
         let received: Vec<i64> = new.iter().map(|&i| events[i].received_at).collect();
         let bodies: Vec<&[u8]> = new.iter().map(|&i| &events[i].body[..]).collect();
         // An id already stored fails that event alone, not the batch.
-        let inserted = tx
-            .query(
-                "INSERT INTO events (id, tenant, source, received_at, content_type, query, body, normalized, call_id,
+        let inserted = tx.query(
+                &prepared(&tx, "INSERT INTO events (id, tenant, source, received_at, content_type, query, body, normalized, call_id,
                    from_number, to_number)
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
                                       $7::bytea[], $8::text[], $9::text[], $10::text[], $11::text[])
                  ON CONFLICT (id) DO NOTHING
-                 RETURNING id",
+                 RETURNING id").await?,
                 &[
                     &ids,
                     &text(|e| Some(&e.tenant)),
@@ -198,7 +207,9 @@ async fn write(pool: &Pool, node: &str, batch: &[Queued]) -> Result<Vec<Result<C
         }
         if !refused.is_empty() {
             // Keys written above for events that were not stored would hide real repeats.
-            tx.execute("DELETE FROM dedupe WHERE event_id = ANY($1)", &[&refused]).await.map_err(pg_error)?;
+            tx.execute(&prepared(&tx, "DELETE FROM dedupe WHERE event_id = ANY($1)").await?, &[&refused])
+                .await
+                .map_err(pg_error)?;
         }
         let mut rows = DeliveryRows::default();
         for &i in new.iter().filter(|&&i| matches!(plan[i], Plan::Insert)) {
@@ -210,7 +221,9 @@ async fn write(pool: &Pool, node: &str, batch: &[Queued]) -> Result<Vec<Result<C
             // for the batch; their ids come back for the hand-over.
             let handed = tx
                 .query(
-                    "WITH token AS (SELECT CASE WHEN $9 THEN nextval('lease_tokens') END AS v)
+                    &prepared(
+                        &tx,
+                        "WITH token AS (SELECT CASE WHEN $9 THEN nextval('lease_tokens') END AS v)
                      INSERT INTO deliveries (event_id, tenant, destination, created_at, due_at, call_key, status_rank,
                          seq, hold_until, claimed_by, lease_token)
                      SELECT e, t, d, c, c + coalesce(l, 0), k, r, s, h,
@@ -218,6 +231,8 @@ async fn write(pool: &Pool, node: &str, batch: &[Queued]) -> Result<Vec<Result<C
                      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int2[], $7::int8[],
                                  $8::int8[], $11::int8[]) AS x(e, t, d, c, k, r, s, h, l), token
                      RETURNING event_id, destination, id, lease_token",
+                    )
+                    .await?,
                     &[
                         &r.event_ids,
                         &r.tenants,
@@ -272,6 +287,12 @@ async fn write(pool: &Pool, node: &str, batch: &[Queued]) -> Result<Vec<Result<C
             }
         })
         .collect())
+}
+
+/// A statement parsed and planned once per pooled connection, not once per batch: a
+/// text query is a Parse round trip and a fresh plan on the server every time.
+async fn prepared(tx: &deadpool_postgres::Transaction<'_>, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
+    tx.prepare_cached(sql).await.map_err(pg_error)
 }
 
 /// The deliveries of a batch's new events, as columns for one `unnest` insert.
