@@ -24,9 +24,7 @@ where
     F: Fn(Vec<T>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(
-        std::env::var("SB_EXP_PGB").ok().and_then(|v| v.parse().ok()).unwrap_or(CONCURRENT_BATCHES),
-    ));
+    let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
     let batches = TaskTracker::new();
     while let Ok(slot) = slots.clone().acquire_owned().await {
         let first = tokio::select! {

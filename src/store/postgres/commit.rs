@@ -16,6 +16,8 @@ use super::pg_error;
 use crate::store::{Committed, Leased, NewEvent, StoreError, now_ms};
 
 const MAX_BATCH: usize = 1024;
+/// Drops the dedupe keys a batch wrote for events it did not store.
+const FORGET_KEYS: &str = "DELETE FROM dedupe WHERE event_id = ANY($1)";
 
 pub struct Queued {
     pub event: NewEvent,
@@ -161,9 +163,7 @@ async fn write(pool: &Pool, node: &str, batch: &[Queued]) -> Result<Vec<Result<C
     }
     if !repeats.is_empty() {
         // A repeat by one key may have taken its other keys above: they name no stored event.
-        tx.execute(&prepared(&tx, "DELETE FROM dedupe WHERE event_id = ANY($1)").await?, &[&repeats])
-            .await
-            .map_err(pg_error)?;
+        tx.execute(&prepared(&tx, FORGET_KEYS).await?, &[&repeats]).await.map_err(pg_error)?;
     }
 
     let new: Vec<usize> = (0..events.len()).filter(|&i| matches!(plan[i], Plan::Insert)).collect();
@@ -207,9 +207,7 @@ async fn write(pool: &Pool, node: &str, batch: &[Queued]) -> Result<Vec<Result<C
         }
         if !refused.is_empty() {
             // Keys written above for events that were not stored would hide real repeats.
-            tx.execute(&prepared(&tx, "DELETE FROM dedupe WHERE event_id = ANY($1)").await?, &[&refused])
-                .await
-                .map_err(pg_error)?;
+            tx.execute(&prepared(&tx, FORGET_KEYS).await?, &[&refused]).await.map_err(pg_error)?;
         }
         let mut rows = DeliveryRows::default();
         for &i in new.iter().filter(|&&i| matches!(plan[i], Plan::Insert)) {
