@@ -75,6 +75,7 @@ conformance!(
     bulk_replay_queues_each_finished_delivery_once,
     release_gives_a_delivery_back_without_an_attempt,
     dedupe_keys_hold_within_their_window_only,
+    a_repeat_by_any_of_its_keys_stores_nothing_and_keeps_none_of_them,
     concurrent_repeats_store_one_event,
     retention_purges_finished_work_and_keeps_pending,
     pause_is_persisted,
@@ -336,6 +337,26 @@ async fn dedupe_keys_hold_within_their_window_only(store: Shared) {
     assert_eq!(store.commit(short).await.unwrap(), Committed::New(Default::default()));
     let later = keyed("call-2/completed", now_ms() + 60_000);
     assert_eq!(store.commit(later).await.unwrap(), Committed::New(Default::default()));
+}
+
+/// An event may carry several keys (the provider's, the signed message's): a repeat by one of
+/// them is a repeat, and its other keys, written on the way, must not stay behind naming an
+/// event that was never stored (a later callback with that key would be dropped as its repeat).
+async fn a_repeat_by_any_of_its_keys_stores_nothing_and_keeps_none_of_them(store: Shared) {
+    let keyed = |keys: &[&str]| NewEvent {
+        dedupe: keys.iter().map(|k| Dedupe { key: (*k).into(), until: now_ms() + 60_000 }).collect(),
+        ..event("acme", &["crm"])
+    };
+    let first = keyed(&["msg-1"]);
+    assert_eq!(store.commit(first.clone()).await.unwrap(), Committed::New(Default::default()));
+    // "call-1/answered" is new and sorts before "msg-1", which repeats the first event.
+    let repeat = keyed(&["call-1/answered", "msg-1"]);
+    assert_eq!(store.commit(repeat.clone()).await.unwrap(), Committed::Duplicate(first.id));
+    assert!(store.event(repeat.id).await.unwrap().is_none(), "a repeat stores nothing");
+    let later = keyed(&["call-1/answered"]);
+    assert_eq!(store.commit(later.clone()).await.unwrap(), Committed::New(Default::default()), "the key stayed free");
+    assert_eq!(store.commit(keyed(&["call-1/answered"])).await.unwrap(), Committed::Duplicate(later.id));
+    assert_eq!(store.pending_deliveries(), 2);
 }
 
 async fn concurrent_repeats_store_one_event(store: Shared) {
@@ -974,4 +995,65 @@ async fn a_handed_over_delivery_is_committed_leased_and_comes_back_after_its_lea
     store.release(held.ids[0], held.lease).await.unwrap();
     let claimed = store.claim(request("crm", LEASE)).await.unwrap();
     assert_eq!(claimed.deliveries.iter().map(|d| d.id).collect::<Vec<_>>(), held.ids);
+}
+
+/// A plan a connection keeps is made once. Made while the queue was small (a fresh database,
+/// a quiet hour), the completion's plan found a batch's rows by reading every pending
+/// delivery, so each batch cost as much as the backlog. Warm every pooled connection up on a
+/// queue of one, build a backlog for another destination, then send and complete: the queue
+/// index is read for what is sent, not once per pending delivery per batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_plans_made_on_a_small_queue_do_not_scan_a_large_one() {
+    let Some(url) = database().await else { return };
+    let node = pg(&url, "node-a").await;
+    let cycle = |node: Shared| async move {
+        node.commit(event("acme", &["crm"])).await.unwrap();
+        for d in node.claim(request("crm", LEASE)).await.unwrap().deliveries {
+            let done = Completion { delivery: d.id, lease: d.lease, attempt: attempt(200), next: Next::Delivered };
+            assert!(node.complete(done).await.unwrap(), "recorded");
+        }
+    };
+    // Several runs on each of the pool's 8 connections: PostgreSQL keeps a generic plan after 5.
+    for _ in 0..80 {
+        cycle(node.clone()).await;
+    }
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    const BACKLOG: i64 = 5_000;
+    client
+        .execute(
+            "INSERT INTO deliveries (event_id, tenant, destination, created_at, due_at)
+             SELECT gen_random_uuid(), 'acme', 'backlog', 0, 0 FROM generate_series(1, $1::int8)",
+            &[&BACKLOG],
+        )
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        cycle(node.clone()).await;
+    }
+    node.close().await;
+    // A backend hands its statistics over as it exits: wait for the store's to be gone.
+    let mut left = i64::MAX;
+    for _ in 0..200 {
+        left = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "the store's connections closed");
+    let read: i64 = client
+        .query_one("SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'deliveries_queue'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // A scan of the backlog per completion would read 20 × 5,000 entries.
+    assert!(read < 2 * BACKLOG, "the queue index was read {read} times for 100 deliveries");
 }
