@@ -11,10 +11,13 @@
 //! of a call's next event) flushes the outcome first. Ingest commits keep waiting for their
 //! flush, and no longer queue behind the completions' own.
 //!
-//! The statement is planned on every run, for the arrays it gets and the table as it is. A
-//! plan kept per connection is made once, and one made while the queue was small (a fresh
-//! database, a quiet hour) finds the batch's rows by scanning every pending delivery: a
-//! cost that grows with the backlog, at the moment a burst makes one.
+//! Its plan is made once per connection, so it must not depend on the table's size when
+//! it was made: a plan made while the queue was small (a fresh database, a quiet hour) found
+//! the batch's rows by reading every pending delivery, at a cost that grew with the backlog
+//! just when a burst built one. The rows are therefore found by primary key (`id =
+//! ANY($1)`; sequential scans are off for the store's connections). There is no `state = 0`
+//! test to offer the queue's partial index instead: the lease token fences alone, as every
+//! way out of pending clears it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -99,7 +102,7 @@ async fn write(pool: &Pool, batch: &[Queued]) -> Result<HashSet<i64>, StoreError
              ), done AS (
                 UPDATE deliveries d SET state = c.state, attempts = d.attempts + 1, due_at = c.due_at,
                     finished_at = c.finished_at, claimed_by = NULL, lease_token = NULL, last_error = c.last_error
-                FROM c WHERE d.id = c.id AND d.lease_token = c.lease AND d.state = 0
+                FROM c WHERE d.id = ANY($1) AND d.id = c.id AND d.lease_token = c.lease
                 RETURNING d.id, d.attempts, c.started_at, c.latency_us, c.status, c.error, c.prefix
              )
              INSERT INTO attempts (delivery_id, n, started_at, latency_us, status, error, response_prefix)
@@ -131,7 +134,7 @@ async fn write(pool: &Pool, batch: &[Queued]) -> Result<HashSet<i64>, StoreError
     // One pipeline: the transaction's requests go out together and wait for one round trip.
     let (begun, rows, committed) = tokio::join!(
         biased;
-        client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL plan_cache_mode = force_custom_plan"),
+        client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
         recorded,
         client.batch_execute("COMMIT")
     );

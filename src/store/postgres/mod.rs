@@ -87,8 +87,15 @@ impl PgStore {
     /// Connects (retrying for a while: the database may be starting too), applies
     /// migrations under an advisory lock, and starts the batcher.
     pub async fn open(config: &tokio_postgres::Config, pool_size: usize, node: &str) -> Result<Self, StoreError> {
-        let manager =
-            Manager::from_config(config.clone(), tls()?, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let mut config = config.clone();
+        // Every statement keeps one plan per connection, made whatever the tables' size at
+        // that moment. Made on a fresh or quiet database, a plan reads a small table whole,
+        // and it keeps doing so once a burst has made the table large. No statement of the
+        // store means to read a table whole: they are all written for an index, so the
+        // planner is told not to choose a sequential scan where an index serves.
+        let options = format!("{} -c enable_seqscan=off", config.get_options().unwrap_or_default());
+        config.options(options.trim_start());
+        let manager = Manager::from_config(config, tls()?, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .wait_timeout(Some(Duration::from_secs(10)))
