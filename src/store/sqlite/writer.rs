@@ -131,6 +131,8 @@ pub struct Writer {
     pending: Arc<AtomicU64>,
     /// Pages in use past which new events are refused (`max_size_bytes` less a reserve).
     ingest_ceiling: Option<i64>,
+    /// Whether the last writing batch found the store past its ceiling (see `full`).
+    full: bool,
     /// When a whole batch last failed to commit (Unix ms; 0: never), for readiness.
     last_failure: Arc<AtomicI64>,
 }
@@ -144,7 +146,7 @@ impl Writer {
         ingest_ceiling: Option<i64>,
         last_failure: Arc<AtomicI64>,
     ) -> Self {
-        Self { conn, node, next_lease, pending, ingest_ceiling, last_failure }
+        Self { conn, node, next_lease, pending, ingest_ceiling, full: false, last_failure }
     }
 
     /// Runs batches until shut down. Each round takes everything queued (the lanes' budgets
@@ -246,7 +248,10 @@ impl Writer {
         let writes = batch.iter().any(|c| {
             matches!(c, Command::Commit { .. } | Command::Complete { .. } | Command::Admin { write: Write::Probe, .. })
         });
-        let full = writes && past_ceiling(&tx, ceiling)?;
+        if writes {
+            self.full = past_ceiling(&tx, ceiling, self.full)?;
+        }
+        let full = writes && self.full;
         let mut results = Vec::with_capacity(batch.len());
         for command in batch {
             if full && matches!(command, Command::Commit { .. } | Command::Admin { write: Write::Probe, .. }) {
@@ -287,11 +292,20 @@ impl Writer {
 /// kept for the work that frees space: finishing deliveries (with a smaller history, see
 /// `complete`) and purging. A store that let ingest or retry history take every page could
 /// not record the deliveries that would drain it, and would stay full.
-fn past_ceiling(tx: &Connection, ceiling: Option<i64>) -> rusqlite::Result<bool> {
+fn past_ceiling(tx: &Connection, ceiling: Option<i64>, was_full: bool) -> rusqlite::Result<bool> {
     let Some(ceiling) = ceiling else { return Ok(false) };
     let pages: i64 = tx.query_row("PRAGMA page_count", [], |r| r.get(0))?;
     let free: i64 = tx.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-    Ok(pages - free >= ceiling)
+    Ok(full(pages - free, ceiling, was_full))
+}
+
+/// A full store stays full until a fiftieth of its ceiling (at least 4 pages) is free
+/// again. Rows rewritten in place (a retry's count and last error) free and take pages by
+/// the handful; without the margin those let single events in at the edge, each filling
+/// the store again, and ingest would flap between accepting and refusing.
+fn full(used: i64, ceiling: i64, was_full: bool) -> bool {
+    let margin = if was_full { (ceiling / 50).max(4) } else { 0 };
+    used >= ceiling - margin
 }
 
 fn reply(command: Command, result: Result<Done, StoreError>) {
@@ -808,6 +822,16 @@ fn complete(tx: &Connection, c: &Completion, pressure: bool) -> rusqlite::Result
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_full_store_stays_full_until_a_margin_is_free() {
+        let ceiling = 1_000;
+        assert!(!super::full(999, ceiling, false), "below the ceiling: room");
+        assert!(super::full(1_000, ceiling, false), "at the ceiling: full");
+        assert!(super::full(990, ceiling, true), "a few pages freed: still full");
+        assert!(!super::full(979, ceiling, true), "more than a fiftieth freed: room again");
+        assert!(super::full(6, 10, true) && !super::full(5, 10, true), "at least 4 pages");
+    }
+
     use super::*;
 
     /// Each claim statement, run three times with new values, is compiled once.
