@@ -15,7 +15,8 @@
 # synchronous = "full". Gateway, sink, relay, PostgreSQL and wrk share the machine's cores.
 # Usage: benches/load/limit.sh [--smoke]   (DURATION=8 s per run; BIN=switchboard binary to
 #   measure, default this tree's release build; BACKLOG=1000000; NO_PG=1; PERF=file: a CPU
-#   profile of the gateway during the carried run; ONLY=1: stop after the carried run)
+#   profile of the gateway during the carried run; ONLY=1: stop after the carried run;
+#   ONLY=3: PostgreSQL's figure 3 alone)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-8}; BACKLOG=${BACKLOG:-1000000}; WIDTHS="1 3 10 50"
@@ -136,6 +137,8 @@ echo "| # | measure | figure | target | verdict |"
 echo "|---|---|---|---|---|"
 verdict() { python3 -c "print('met' if $1 else 'missed')"; }
 
+# ONLY=3: PostgreSQL's figure alone.
+if [ "${ONLY:-0}" != 3 ]; then
 read -r ceiling _ _ < <(load http://127.0.0.1:18390/)
 read -r relay _ _ < <(load http://127.0.0.1:18394/)
 
@@ -205,6 +208,8 @@ for n in $WIDTHS; do
   [ "$d" -gt "$prev" ] || rising=0; prev=$d
 done
 echo "| 5 | deliveries/s carried by fan-out width | ${line% } | rises with width | $(verdict "$rising == 1") |"
+
+fi
 
 # 3: PostgreSQL.
 # CPU seconds of every PostgreSQL process on the machine (backends, WAL writer, checkpointer).
