@@ -1,7 +1,6 @@
 //! Group commit on PostgreSQL: callers queue their events; a batcher takes whatever is
 //! queued (up to `MAX_BATCH`) and writes it in one transaction of two multi-row
-//! statements (`unnest` over arrays), sent as one pipeline: a batch waits for one round
-//! trip, whatever its size.
+//! statements (`unnest` over arrays) and two round trips, whatever its size (see `write`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -179,7 +178,6 @@ async fn write(pool: &Pool, node: &str, batch: &[Queued]) -> Result<Vec<Result<C
 
     let take = client.prepare_cached(TAKE_KEYS).await.map_err(pg_error)?;
     let store = client.prepare_cached(STORE).await.map_err(pg_error)?;
-    let forget_sql = client.prepare_cached(FORGET).await.map_err(pg_error)?;
     let take_keys = async {
         if keyed.is_empty() {
             return Ok(Vec::new());
@@ -270,14 +268,20 @@ async fn write(pool: &Pool, node: &str, batch: &[Queued]) -> Result<Vec<Result<C
         let (tenants, sources) = (pick(&key_tenants, &forget), pick(&key_sources, &forget));
         let (forgotten_keys, forgotten) =
             (pick(&keys, &forget), forget.iter().map(|&n| key_events[n]).collect::<Vec<_>>());
+        let forget_sql = client.prepare_cached(FORGET).await;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&tenants, &sources, &forgotten_keys, &forgotten];
-        let (planned, forgot, committed) = tokio::join!(
-            biased;
-            client.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan"),
-            client.execute(&forget_sql, &params),
-            client.batch_execute("COMMIT")
-        );
-        planned.and(forgot.map(drop)).and(committed)
+        match forget_sql {
+            Err(e) => Err(e),
+            Ok(forget_sql) => {
+                let (planned, forgot, committed) = tokio::join!(
+                    biased;
+                    client.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan"),
+                    client.execute(&forget_sql, &params),
+                    client.batch_execute("COMMIT")
+                );
+                planned.and(forgot.map(drop)).and(committed)
+            }
+        }
     };
     if let Err(e) = committed {
         let _ = client.batch_execute("ROLLBACK").await;

@@ -822,17 +822,17 @@ fn complete(tx: &Connection, c: &Completion, pressure: bool) -> rusqlite::Result
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_full_store_stays_full_until_a_margin_is_free() {
         let ceiling = 1_000;
-        assert!(!super::full(999, ceiling, false), "below the ceiling: room");
-        assert!(super::full(1_000, ceiling, false), "at the ceiling: full");
-        assert!(super::full(990, ceiling, true), "a few pages freed: still full");
-        assert!(!super::full(979, ceiling, true), "more than a fiftieth freed: room again");
-        assert!(super::full(6, 10, true) && !super::full(5, 10, true), "at least 4 pages");
+        assert!(!full(999, ceiling, false), "below the ceiling: room");
+        assert!(full(1_000, ceiling, false), "at the ceiling: full");
+        assert!(full(990, ceiling, true), "a few pages freed: still full");
+        assert!(!full(979, ceiling, true), "more than a fiftieth freed: room again");
+        assert!(full(6, 10, true) && !full(5, 10, true), "at least 4 pages");
     }
-
-    use super::*;
 
     /// Each claim statement, run three times with new values, is compiled once.
     #[test]
