@@ -227,7 +227,16 @@ async fn a_stuck_destination_does_not_delay_a_healthy_one() {
     assert_eq!(arrived.load(Ordering::SeqCst), 1, "max_in_flight = 1");
     assert_eq!(stuck.max_concurrent(), 1);
     for id in ids {
-        let deliveries = gateway.store.deliveries_of(id).await.unwrap();
+        // The receiver counts a request as it answers; the outcome is recorded just after.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let deliveries = loop {
+            let deliveries = gateway.store.deliveries_of(id).await.unwrap();
+            let healthy = deliveries.iter().find(|d| d.destination == "healthy").map(|d| d.state);
+            if healthy == Some(DeliveryState::Delivered) || tokio::time::Instant::now() >= deadline {
+                break deliveries;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         let state = |destination: &str| deliveries.iter().find(|d| d.destination == destination).map(|d| d.state);
         assert_eq!(state("healthy"), Some(DeliveryState::Delivered), "{deliveries:#?}");
         assert_eq!(state("stuck"), Some(DeliveryState::Pending), "{deliveries:#?}");
