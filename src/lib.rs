@@ -47,7 +47,7 @@ const PURGE_BATCH: usize = 500;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot build the HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    Client(#[from] deliver::client::SetupError),
     #[error("cannot read paused destinations: {0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -174,7 +174,7 @@ pub async fn run(
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
     let guard = Arc::new(deliver::ssrf::Guard::from_config(&config.server));
-    let client = deliver::client(guard.clone())?;
+    let client = deliver::Client::new(guard.clone())?;
     let paused = store.paused().await?;
     // Only destinations with pending deliveries start a worker now; the others at their
     // first delivery (ten thousand idle destinations cost no task and no claim).

@@ -146,7 +146,7 @@ fn full_url(public_url: &str, query: Option<&str>) -> String {
 /// either form.
 fn port_variants(url: &str) -> Vec<String> {
     let mut variants = vec![url.to_string()];
-    if let Ok(mut parsed) = reqwest::Url::parse(url) {
+    if let Ok(mut parsed) = url::Url::parse(url) {
         if parsed.port().is_none() {
             if let Some(port) = parsed.port_or_known_default() {
                 // `set_port` drops a default port, so build the text by hand.

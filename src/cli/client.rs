@@ -3,33 +3,46 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use switchboard::deliver::Client;
 
 pub struct Admin {
     base: String,
     token: Option<String>,
-    client: reqwest::Client,
+    client: Client,
 }
 
 impl Admin {
-    pub fn new(base: &str, token: Option<String>) -> reqwest::Result<Self> {
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, switchboard::deliver::client::SetupError> {
         // The admin API is normally on loopback: the delivery SSRF guard does not apply here.
         let guard = switchboard::deliver::ssrf::Guard { allow_private: true, allowlist: Vec::new() };
-        let client = switchboard::deliver::client(std::sync::Arc::new(guard))?;
+        let client = Client::new(std::sync::Arc::new(guard))?;
         Ok(Self { base: base.trim_end_matches('/').to_string(), token, client })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, String> {
-        let mut request = self.client.request(method, format!("{}{path}", self.base)).timeout(Duration::from_secs(60));
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let unreachable = |e: &dyn std::fmt::Display| format!("cannot reach the admin API at {}: {e}", self.base);
+        let mut request = Request::builder().method(method).uri(format!("{}{path}", self.base));
         if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body.to_string());
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
         }
-        let response = request.send().await.map_err(|e| format!("cannot reach the admin API at {}: {e}", self.base))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| e.to_string())?;
+        let request =
+            request.body(body.map(|b| Bytes::from(b.to_string())).unwrap_or_default()).map_err(|e| unreachable(&e))?;
+        let exchange = async {
+            let response = self.client.send(request).await.map_err(|e| unreachable(&e))?;
+            let status = response.status();
+            let body = response.into_body().collect().await.map_err(|e| unreachable(&e))?.to_bytes();
+            Ok::<_, String>((status, body))
+        };
+        let (status, body) =
+            tokio::time::timeout(Duration::from_secs(60), exchange).await.map_err(|_| unreachable(&"timed out"))??;
+        let text = String::from_utf8_lossy(&body).into_owned();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if status.is_success() {
             Ok(value)
@@ -53,15 +66,15 @@ impl Admin {
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, String> {
-        self.call(reqwest::Method::GET, path, None).await
+        self.call(Method::GET, path, None).await
     }
 
     pub async fn post(&self, path: &str, body: Option<Value>) -> Result<Value, String> {
-        self.call(reqwest::Method::POST, path, body).await
+        self.call(Method::POST, path, body).await
     }
 
     pub async fn put(&self, path: &str, body: Value) -> Result<Value, String> {
-        self.call(reqwest::Method::PUT, path, Some(body)).await
+        self.call(Method::PUT, path, Some(body)).await
     }
 }
 

@@ -606,7 +606,7 @@ fn scheme(
 /// source's for all its schemes).
 fn public_url(file: &mut File, raw: &Option<S<String>>) -> Option<String> {
     let url = raw.as_ref()?;
-    match reqwest::Url::parse(url.get_ref()) {
+    match url::Url::parse(url.get_ref()) {
         Ok(u) if u.query().is_none() && matches!(u.scheme(), "http" | "https") => Some(url.get_ref().clone()),
         _ => {
             file.error(

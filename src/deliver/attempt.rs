@@ -5,15 +5,16 @@
 
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Method, header};
+use std::borrow::Cow;
+use std::net::IpAddr;
 
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Uri, header};
+use http_body_util::BodyExt;
 
-use std::net::IpAddr;
-use std::sync::Arc;
-
+use super::client::{Client, SendError, user_agent};
 use super::outcome::parse_retry_after;
-use super::ssrf::{Guard, Refused, Resolver};
+use super::ssrf::{Guard, Refused};
 use crate::auth::signatures::sign_standard;
 use crate::config::Destination;
 use crate::ingest::payload;
@@ -51,6 +52,8 @@ pub enum BuildError {
     DotSegment,
     #[error("rendered url is invalid: {0}")]
     InvalidUrl(#[from] url::ParseError),
+    #[error("rendered url is invalid: {0}")]
+    InvalidUri(#[from] http::uri::InvalidUri),
     #[error(transparent)]
     Refused(#[from] Refused),
 }
@@ -93,57 +96,26 @@ impl AttemptError {
             Self::RateLimited => "rate_limited",
         }
     }
-
-    pub fn from_client(e: &reqwest::Error) -> Self {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        while let Some(c) = cause {
-            if let Some(refused) = c.downcast_ref::<Refused>() {
-                return Self::Refused(refused.clone());
-            }
-            cause = c.source();
-        }
-        if e.is_timeout() {
-            return Self::Timeout;
-        }
-        let mut innermost: &dyn std::error::Error = e;
-        while let Some(inner) = innermost.source() {
-            innermost = inner;
-        }
-        if e.is_connect() { Self::Connect(innermost.to_string()) } else { Self::Io(innermost.to_string()) }
-    }
 }
 
-/// The HTTP client every delivery shares: pooled keep-alive connections, rustls, and no
-/// redirects followed (a 3xx is a failed attempt, not an invitation to go elsewhere).
-/// Proxies from the environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) are ignored: a
-/// proxy resolves the destination's name itself, past the SSRF guard.
-pub fn client(guard: Arc<Guard>) -> reqwest::Result<reqwest::Client> {
-    // Several callers may race to install it; the first one wins and that is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .dns_resolver(Arc::new(Resolver(guard)))
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("Switchboard/", env!("CARGO_PKG_VERSION")))
-        .pool_idle_timeout(Duration::from_secs(60))
-        // No cap on idle connections: in use or idle, their number per host is bounded by
-        // the destinations' `max_in_flight`, and a cap below it made every request past it
-        // open a new connection (a quarter of them at 50 destinations on one host).
-        .pool_max_idle_per_host(usize::MAX)
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10))
-        .build()
+impl From<SendError> for AttemptError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Refused(refused) => Self::Refused(refused),
+            SendError::Connect(cause) => Self::Connect(cause),
+            SendError::Io(cause) => Self::Io(cause),
+        }
+    }
 }
 
 /// The request a delivery sends: the destination's templates rendered from the stored
 /// event, or the provider's original body when the destination has no body template.
 pub fn build(
-    client: &reqwest::Client,
     guard: &Guard,
     destination: &Destination,
     delivery: &ClaimedDelivery,
     now_ms: i64,
-) -> Result<reqwest::RequestBuilder, BuildError> {
+) -> Result<Request<Bytes>, BuildError> {
     // Decoded only when a template reads it (decided at load): most destinations forward
     // the original body, and an attempt then costs no JSON parse at all.
     let event: CallEvent = match (destination.request.uses_event(), delivery.normalized.as_deref()) {
@@ -166,9 +138,9 @@ pub fn build(
     };
     let rendered = destination.request.render(&Data { event: &event, payload: &payload });
     let url = match destination.request.static_url() {
-        Some(url) => url.clone(),
+        Some(url) => Cow::Borrowed(url),
         None if crate::template::has_dot_segment(&rendered.url) => return Err(BuildError::DotSegment),
-        None => reqwest::Url::parse(&rendered.url)?,
+        None => Cow::Owned(url::Url::parse(&rendered.url)?),
     };
     // The resolver guards names; an address written in the URL never reaches it.
     let literal = match url.host() {
@@ -179,28 +151,38 @@ pub fn build(
     if let Some(ip) = literal.filter(|ip| !guard.permits(*ip)) {
         return Err(Refused { host: ip.to_string(), addr: ip }.into());
     }
+    let uri = Uri::try_from(url.as_str())?;
     let mut id = uuid::Uuid::encode_buffer();
     let id = delivery.event_id.hyphenated().encode_lower(&mut id);
-    let mut request = client
-        .request(destination.method.clone(), url)
-        .headers(rendered.headers.into_iter().collect())
-        .header("webhook-id", &*id)
-        .header("webhook-timestamp", now_ms / 1000)
-        .header("x-switchboard-attempt", delivery.attempt);
-    if destination.method != Method::GET {
-        let (content_type, body) = match rendered.body {
-            Some((content_type, body)) => (Some(content_type), Bytes::from(body)),
-            None => original_body(delivery),
-        };
-        if let Some(ct) = content_type {
-            request = request.header(header::CONTENT_TYPE, ct);
-        }
-        if !destination.signing_keys.is_empty() {
-            let signature = sign_standard(&destination.signing_keys, id, now_ms / 1000, &body);
-            request = request.header("webhook-signature", signature);
-        }
-        request = request.body(body);
+    let (content_type, body) = match (&destination.method, rendered.body) {
+        (&Method::GET, _) => (None, Bytes::new()),
+        (_, Some((content_type, body))) => (Some(content_type), Bytes::from(body)),
+        (_, None) => original_body(delivery),
+    };
+    let signature = (destination.method != Method::GET && !destination.signing_keys.is_empty())
+        .then(|| sign_standard(&destination.signing_keys, id, now_ms / 1000, &body));
+    let mut request = Request::new(body);
+    *request.method_mut() = destination.method.clone();
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    headers.reserve(rendered.headers.len() + 7);
+    for (name, value) in rendered.headers {
+        headers.append(name, value);
     }
+    let id = HeaderValue::from_str(id).expect("a hyphenated uuid is a header value");
+    headers.append(HeaderName::from_static("webhook-id"), id);
+    headers.append(HeaderName::from_static("webhook-timestamp"), HeaderValue::from(now_ms / 1000));
+    headers.append(HeaderName::from_static("x-switchboard-attempt"), HeaderValue::from(delivery.attempt));
+    if let Some(ct) = content_type {
+        headers.append(header::CONTENT_TYPE, ct);
+    }
+    if let Some(signature) = signature {
+        let signature = HeaderValue::try_from(signature).expect("base64 signatures are header values");
+        headers.append(HeaderName::from_static("webhook-signature"), signature);
+    }
+    // What any HTTP client sends unasked, unless the destination's headers say otherwise.
+    headers.entry(header::USER_AGENT).or_insert_with(user_agent);
+    headers.entry(header::ACCEPT).or_insert(HeaderValue::from_static("*/*"));
     Ok(request)
 }
 
@@ -216,12 +198,7 @@ fn original_body(delivery: &ClaimedDelivery) -> (Option<HeaderValue>, Bytes) {
     }
 }
 
-pub async fn send(
-    client: &reqwest::Client,
-    guard: &Guard,
-    destination: &Destination,
-    delivery: &ClaimedDelivery,
-) -> Sent {
+pub async fn send(client: &Client, guard: &Guard, destination: &Destination, delivery: &ClaimedDelivery) -> Sent {
     let started_at = now_ms();
     let start = Instant::now();
     let failed = |error: AttemptError| Sent {
@@ -235,13 +212,16 @@ pub async fn send(
         retry_after: None,
         error: Some(error),
     };
-    let request = match build(client, guard, destination, delivery, started_at) {
-        Ok(request) => request.timeout(destination.timeout),
+    let request = match build(guard, destination, delivery, started_at) {
+        Ok(request) => request,
         Err(e) => return failed(e.into()),
     };
-    let mut response = match request.send().await {
-        Ok(response) => response,
-        Err(e) => return failed(AttemptError::from_client(&e)),
+    // The timeout covers the answer and the part of its body that is read.
+    let deadline = tokio::time::Instant::now() + destination.timeout;
+    let response = match tokio::time::timeout_at(deadline, client.send(request)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => return failed(e.into()),
+        Err(_) => return failed(AttemptError::Timeout),
     };
     let status = response.status().as_u16();
     let retry_after =
@@ -252,15 +232,17 @@ pub async fn send(
         let location: String = location.as_deref().unwrap_or("(no Location)").chars().take(512).collect();
         format!("redirect not followed: {location}")
     });
+    let mut body = response.into_body();
     let mut prefix = Vec::new();
-    // The status is the answer; a body that then fails or stalls does not change it.
-    while prefix.len() < RESPONSE_PREFIX {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                let take = chunk.len().min(RESPONSE_PREFIX - prefix.len());
-                prefix.extend_from_slice(&chunk[..take]);
+    // The status is the answer; a body that then fails or stalls does not change it. A
+    // body read to its end gives the connection back to the pool.
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, body.frame()).await {
+        if let Ok(chunk) = frame.into_data() {
+            let take = chunk.len().min(RESPONSE_PREFIX - prefix.len());
+            prefix.extend_from_slice(&chunk[..take]);
+            if prefix.len() == RESPONSE_PREFIX {
+                break;
             }
-            _ => break,
         }
     }
     Sent {
@@ -278,6 +260,8 @@ pub async fn send(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::deliver::testing::destination;
 
@@ -302,7 +286,6 @@ mod tests {
     #[test]
     fn a_static_url_is_parsed_once_and_sent_as_written() {
         let guard = Guard { allow_private: true, allowlist: Vec::new() };
-        let client = super::client(Arc::new(guard.clone())).unwrap();
         let fixed = destination("http://127.0.0.1:9/hooks/crm?tenant=acme", None, 3);
         assert!(fixed.request.static_url().is_some());
         let templated = destination("http://127.0.0.1:9/hooks/<<status>>", None, 3);
@@ -310,7 +293,7 @@ mod tests {
         let event =
             serde_json::to_string(&CallEvent { status: crate::normalize::Status::Busy, ..Default::default() }).unwrap();
         let d = delivery(Some(&event), "application/json", b"{}");
-        let url = |dest| build(&client, &guard, dest, &d, 0).unwrap().build().unwrap().url().to_string();
+        let url = |dest| build(&guard, dest, &d, 0).unwrap().uri().to_string();
         assert_eq!(url(&fixed), "http://127.0.0.1:9/hooks/crm?tenant=acme");
         assert_eq!(url(&templated), "http://127.0.0.1:9/hooks/busy");
     }
@@ -318,28 +301,27 @@ mod tests {
     #[test]
     fn corrupt_stored_data_is_not_sent() {
         let guard = Guard { allow_private: true, allowlist: Vec::new() };
-        let client = super::client(Arc::new(guard.clone())).unwrap();
         let uses_event = destination("http://127.0.0.1/<<status>>", None, 3);
         let uses_payload = destination("http://127.0.0.1/", Some(r#"{"from": "<<payload.from>>"}"#), 3);
         let event = serde_json::to_string(&CallEvent::default()).unwrap();
         let good = delivery(Some(&event), "application/json", br#"{"from":"91"}"#);
-        assert!(build(&client, &guard, &uses_event, &good, 0).is_ok());
-        assert!(build(&client, &guard, &uses_payload, &good, 0).is_ok());
+        assert!(build(&guard, &uses_event, &good, 0).is_ok());
+        assert!(build(&guard, &uses_payload, &good, 0).is_ok());
 
         let broken_event = delivery(Some("{\"status\": "), "application/json", b"{}");
-        let e = build(&client, &guard, &uses_event, &broken_event, 0).unwrap_err();
+        let e = build(&guard, &uses_event, &broken_event, 0).unwrap_err();
         assert!(matches!(e, BuildError::CorruptEvent(_)), "{e}");
         let missing_event = delivery(None, "application/json", b"{}");
-        assert!(matches!(build(&client, &guard, &uses_event, &missing_event, 0), Err(BuildError::CorruptEvent(_))));
+        assert!(matches!(build(&guard, &uses_event, &missing_event, 0), Err(BuildError::CorruptEvent(_))));
 
         let broken_body = delivery(Some(&event), "application/json", b"{\"from\": ");
-        let e = build(&client, &guard, &uses_payload, &broken_body, 0).unwrap_err();
+        let e = build(&guard, &uses_payload, &broken_body, 0).unwrap_err();
         assert!(matches!(e, BuildError::CorruptBody(_)), "{e}");
         assert!(AttemptError::from(e).is_permanent());
         // A destination that forwards the body as it is needs neither to parse it nor to
         // decode the event.
         let forwards = destination("http://127.0.0.1/", None, 3);
-        assert!(build(&client, &guard, &forwards, &broken_body, 0).is_ok());
-        assert!(build(&client, &guard, &forwards, &broken_event, 0).is_ok());
+        assert!(build(&guard, &forwards, &broken_body, 0).is_ok());
+        assert!(build(&guard, &forwards, &broken_event, 0).is_ok());
     }
 }

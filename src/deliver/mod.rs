@@ -16,6 +16,7 @@
 
 pub mod attempt;
 pub mod breaker;
+pub mod client;
 pub mod health;
 pub mod outcome;
 pub mod preview;
@@ -34,7 +35,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use attempt::{RESPONSE_PREFIX, client};
+pub use attempt::RESPONSE_PREFIX;
+pub use client::Client;
 
 use crate::config::{Config, Destination, RateLimit, Tenant};
 use crate::store::{ClaimedDelivery, Leased, Store, Target};
@@ -51,7 +53,7 @@ struct Shared {
     store: Arc<dyn Store>,
     /// Milliseconds between an idle worker's looks for work; 0: it waits for a wake.
     idle_poll_ms: std::sync::atomic::AtomicU64,
-    client: reqwest::Client,
+    client: Client,
     guard: Arc<ssrf::Guard>,
     tracker: TaskTracker,
     /// The drain time is over: give in-flight deliveries back to the queue.
@@ -200,7 +202,7 @@ impl Dispatcher {
     /// A dispatcher with no destination yet: `apply_starting` gives it the config's.
     pub fn new(
         store: Arc<dyn Store>,
-        client: reqwest::Client,
+        client: Client,
         guard: Arc<ssrf::Guard>,
         tracker: &TaskTracker,
         (stop, abort): (CancellationToken, CancellationToken),
@@ -384,7 +386,7 @@ impl Dispatcher {
     }
 
     /// The delivery client and its SSRF guard, for the synchronous responder.
-    pub fn client(&self) -> (&reqwest::Client, &ssrf::Guard) {
+    pub fn client(&self) -> (&Client, &ssrf::Guard) {
         (&self.shared.client, &self.shared.guard)
     }
 

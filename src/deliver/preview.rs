@@ -115,21 +115,17 @@ pub fn render(server: &Server, tenant: &Tenant, destination: &str, callback: Cal
         body: Bytes::copy_from_slice(body),
         normalized: Some(serde_json::to_string(&event).unwrap_or_default().into()),
     };
-    let guard = Arc::new(Guard::from_config(server));
-    let client = attempt::client(guard.clone()).map_err(|e| e.to_string())?;
-    let request = attempt::build(&client, &guard, destination, &delivery, received_at)
-        .map_err(|e| e.to_string())?
-        .build()
-        .map_err(|e| format!("cannot build the request: {e}"))?;
+    let guard = Guard::from_config(server);
+    let request = attempt::build(&guard, destination, &delivery, received_at).map_err(|e| e.to_string())?;
     Ok(Preview {
         notes,
         method: request.method().to_string(),
-        url: request.url().to_string(),
+        url: request.uri().to_string(),
         headers: request
             .headers()
             .iter()
             .map(|(name, value)| (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
             .collect(),
-        body: request.body().and_then(|b| b.as_bytes()).map(|b| String::from_utf8_lossy(b).into_owned()),
+        body: (request.method() != http::Method::GET).then(|| String::from_utf8_lossy(request.body()).into_owned()),
     })
 }

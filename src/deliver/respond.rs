@@ -9,8 +9,10 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use governor::DefaultDirectRateLimiter;
 use http::{HeaderMap, StatusCode};
+use http_body_util::BodyExt;
 
 use super::attempt::{self, AttemptError, RESPONSE_PREFIX, Sent};
+use super::client::{self, Client};
 use super::ssrf::Guard;
 use crate::config::{Destination, Responder};
 use crate::store::{AttemptRecord, ClaimedDelivery, now_ms};
@@ -38,7 +40,7 @@ const HOP_BY_HOP: [&str; 9] = [
 /// Calls the responder; `None` when the provider must get the fallback instead. The rest
 /// is the exchange as an attempt, for the event's history and metrics.
 pub async fn exchange(
-    client: &reqwest::Client,
+    client: &Client,
     guard: &Guard,
     destination: &Destination,
     delivery: &ClaimedDelivery,
@@ -62,28 +64,31 @@ pub async fn exchange(
     if pacer.is_some_and(|p| p.check().is_err()) {
         return (None, failed(AttemptError::RateLimited, None));
     }
-    let request = match attempt::build(client, guard, destination, delivery, started_at) {
-        Ok(request) => request.timeout(timeout.min(destination.timeout)),
+    let request = match attempt::build(guard, destination, delivery, started_at) {
+        Ok(request) => request,
         Err(e) => return (None, failed(e.into(), None)),
     };
     let limit = destination.max_response_bytes;
     let exchange = async {
-        let mut response = request.send().await.map_err(|e| (AttemptError::from_client(&e), None))?;
+        let response = client.send(request).await.map_err(|e| (e.into(), None))?;
         let status = response.status();
+        let (parts, mut incoming) = response.into_parts();
         let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| (AttemptError::from_client(&e), Some(status)))? {
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|e| (AttemptError::Io(client::innermost(&e)), Some(status)))?;
+            let Ok(chunk) = frame.into_data() else { continue };
             if body.len() + chunk.len() > limit {
                 return Err((AttemptError::ResponseTooLarge(limit), Some(status)));
             }
             body.extend_from_slice(&chunk);
         }
-        let mut headers = response.headers().clone();
+        let mut headers = parts.headers;
         for name in HOP_BY_HOP {
             headers.remove(name);
         }
         Ok(Answer { status, headers, body: body.freeze() })
     };
-    match tokio::time::timeout(timeout, exchange).await {
+    match tokio::time::timeout(timeout.min(destination.timeout), exchange).await {
         Err(_) => (None, failed(AttemptError::Timeout, None)),
         Ok(Err((error, status))) => (None, failed(error, status.map(|s| s.as_u16()))),
         Ok(Ok(answer)) => {

@@ -3,8 +3,13 @@
 //! connected to — in the HTTP client's resolver, after DNS — so a hostname that resolves to
 //! 127.0.0.1 is refused like the literal, and to IP-literal URLs before any connection.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper_util::client::legacy::connect::dns::Name;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -117,20 +122,30 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 }
 
 /// The HTTP client's resolver: the system's lookup, with refused addresses removed.
+#[derive(Clone)]
 pub struct Resolver(pub Arc<Guard>);
 
-impl reqwest::dns::Resolve for Resolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+type Resolved = std::vec::IntoIter<SocketAddr>;
+type ResolveError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Name> for Resolver {
+    type Response = Resolved;
+    type Error = ResolveError;
+    type Future = Pin<Box<dyn Future<Output = Result<Resolved, ResolveError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ResolveError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let guard = self.0.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
             let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed: Vec<SocketAddr> = found.iter().copied().filter(|a| guard.permits(a.ip())).collect();
             match (allowed.is_empty(), found.first()) {
-                (false, _) => Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs),
-                (true, Some(first)) => {
-                    Err(Box::new(Refused { host, addr: first.ip() }) as Box<dyn std::error::Error + Send + Sync>)
-                }
+                (false, _) => Ok(allowed.into_iter()),
+                (true, Some(first)) => Err(Box::new(Refused { host, addr: first.ip() }) as ResolveError),
                 (true, None) => Err(format!("{host} has no addresses").into()),
             }
         })

@@ -183,7 +183,7 @@ fn check_url(segments: &[Segment]) -> Result<(), TemplateError> {
         }
     }
     let (probe, _) = probe(segments, false, |_| "x");
-    match reqwest::Url::parse(&probe) {
+    match url::Url::parse(&probe) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
         Ok(_) => Err(TemplateError {
             offset: 0,

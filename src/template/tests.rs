@@ -177,7 +177,7 @@ proptest! {
         event.id = Some(value.clone());
         let template = Template::compile("https://crm.example/calls/<<id>>?v=<<id>>&w=1", Kind::Url, &secrets).unwrap();
         let out = template.render_to_string(&Data { event: &event, payload: &Payload::default() });
-        let url = reqwest::Url::parse(&out).unwrap();
+        let url = url::Url::parse(&out).unwrap();
         prop_assert_eq!(url.host_str(), Some("crm.example"));
         let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
         prop_assert_eq!(pairs, vec![("v".to_string(), value.clone()), ("w".to_string(), "1".to_string())]);

@@ -25,4 +25,5 @@ mod soak;
 mod store;
 mod support;
 mod templates;
+mod tls;
 mod trust;

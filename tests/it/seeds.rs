@@ -121,7 +121,6 @@ async fn a_get_callback_is_forwarded_with_its_query_fields_as_a_form_body() {
 async fn callbacks_over_h2c_are_accepted() {
     let (crm, analytics) = (Receiver::start().await, Receiver::start().await);
     let gateway = Gateway::start("", &[&tenant(&crm, &analytics)]).await;
-    let _ = crate::support::gateway::client(); // installs the TLS provider reqwest needs
     let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     let response = h2
         .post(gateway.hook("acme", "telecmi"))
