@@ -137,10 +137,14 @@ pub fn build(
         Payload::default()
     };
     let rendered = destination.request.render(&Data { event: &event, payload: &payload });
-    let url = match destination.request.static_url() {
-        Some(url) => Cow::Borrowed(url),
+    let (url, uri) = match destination.request.static_url() {
+        Some((url, uri)) => (Cow::Borrowed(url), uri.clone()),
         None if crate::template::has_dot_segment(&rendered.url) => return Err(BuildError::DotSegment),
-        None => Cow::Owned(url::Url::parse(&rendered.url)?),
+        None => {
+            let url = url::Url::parse(&rendered.url)?;
+            let uri = Uri::try_from(url.as_str())?;
+            (Cow::Owned(url), uri)
+        }
     };
     // The resolver guards names; an address written in the URL never reaches it.
     let literal = match url.host() {
@@ -151,7 +155,6 @@ pub fn build(
     if let Some(ip) = literal.filter(|ip| !guard.permits(*ip)) {
         return Err(Refused { host: ip.to_string(), addr: ip }.into());
     }
-    let uri = Uri::try_from(url.as_str())?;
     let mut id = uuid::Uuid::encode_buffer();
     let id = delivery.event_id.hyphenated().encode_lower(&mut id);
     let (content_type, body) = match (&destination.method, rendered.body) {

@@ -26,9 +26,9 @@ pub struct RequestTemplate {
     uses_payload: bool,
     /// Whether rendering reads the normalized event: only then does an attempt decode it.
     uses_event: bool,
-    /// The URL, parsed once, when it has no placeholder: parsing a URL (its host through
-    /// IDNA) is a good part of building a request.
-    static_url: Option<url::Url>,
+    /// The URL, parsed once (and as the URI a request carries), when it has no placeholder:
+    /// parsing a URL (its host through IDNA) is a good part of building a request.
+    static_url: Option<(url::Url, http::Uri)>,
 }
 
 /// A rendered request; `body` is `None` for `Original` (the caller has the stored body).
@@ -51,13 +51,17 @@ impl RequestTemplate {
                 }
         };
         let (uses_payload, uses_event) = (any(Template::uses_payload), any(Template::uses_event));
-        let static_url = url.literal().and_then(|text| url::Url::parse(text).ok());
+        let static_url = url.literal().and_then(|text| {
+            let parsed = url::Url::parse(text).ok()?;
+            let uri = http::Uri::try_from(parsed.as_str()).ok()?;
+            Some((parsed, uri))
+        });
         Self { url, headers, body, uses_payload, uses_event, static_url }
     }
 
-    /// The parsed URL of a template without placeholders.
-    pub fn static_url(&self) -> Option<&url::Url> {
-        self.static_url.as_ref()
+    /// The parsed URL of a template without placeholders, and its URI.
+    pub fn static_url(&self) -> Option<(&url::Url, &http::Uri)> {
+        self.static_url.as_ref().map(|(url, uri)| (url, uri))
     }
 
     pub fn render(&self, data: &Data) -> Rendered {

@@ -39,8 +39,14 @@ use super::{
 
 /// How many events may wait for the batcher before ingest is told the store is busy.
 const QUEUE_CAPACITY: usize = 8192;
-/// How often the shared pending count is read back (other nodes change it too).
+/// How often the shared pending count is read back (other nodes change it too)...
 const PENDING_REFRESH: Duration = Duration::from_secs(1);
+/// ...unless counting takes longer than this share of the time between counts: a million
+/// pending deliveries take a read of the whole queue index.
+const PENDING_REFRESH_SHARE: u32 = 50;
+/// The longest the count goes unread; between counts, this node's own commits and
+/// completions keep it current.
+const PENDING_REFRESH_MAX: Duration = Duration::from_secs(60);
 /// How many times one by-call claim looks again for a call's next delivery after ending
 /// stale ones (as the embedded store).
 const STALE_PASSES: usize = 8;
@@ -199,18 +205,24 @@ impl PgStore {
 async fn refresh_pending(pool: Pool, pending: Arc<AtomicU64>, stop: CancellationToken) {
     // The store has just counted at open: a first count now could finish after a commit's
     // increment and overwrite it with the older figure.
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PENDING_REFRESH, PENDING_REFRESH);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wait = PENDING_REFRESH;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(wait) => {}
         }
         let Ok(client) = pool.get().await else { continue };
+        let started = tokio::time::Instant::now();
         if let Ok(row) = client.query_one("SELECT count(*) FROM deliveries WHERE state = 0", &[]).await {
             pending.store(row.get::<_, i64>(0) as u64, Ordering::Relaxed);
         }
+        wait = next_count_in(started.elapsed());
     }
+}
+
+/// The wait before the next count of pending deliveries, from how long this one took.
+fn next_count_in(took: Duration) -> Duration {
+    (took * PENDING_REFRESH_SHARE).clamp(PENDING_REFRESH, PENDING_REFRESH_MAX)
 }
 
 fn delivery_record(r: &Row) -> DeliveryRecord {
@@ -778,5 +790,20 @@ impl Store for PgStore {
         }
         self.closed.store(true, Ordering::Relaxed);
         self.pool.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A count that reads a large queue is made less often, so that counting never takes
+    /// more than a fiftieth of a connection's time; a quick one runs every second.
+    #[test]
+    fn the_pending_count_is_read_less_often_when_reading_it_costs_more() {
+        assert_eq!(next_count_in(Duration::from_micros(300)), PENDING_REFRESH);
+        assert_eq!(next_count_in(Duration::from_millis(20)), PENDING_REFRESH);
+        assert_eq!(next_count_in(Duration::from_millis(80)), Duration::from_secs(4));
+        assert_eq!(next_count_in(Duration::from_secs(5)), PENDING_REFRESH_MAX);
     }
 }
