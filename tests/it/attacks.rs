@@ -350,23 +350,8 @@ async fn a_proxy_in_the_environment_does_not_route_deliveries_around_the_ssrf_gu
         .unwrap();
     assert_eq!(response.status(), 200);
     let id = event_id(&response);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let detail = loop {
-        let detail: Value = http
-            .get(format!("{}/v1/events/{id}", gateway.admin_url()))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if detail["deliveries"][0]["state"] == "dead" {
-            break detail;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the delivery did not end: {detail:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let dead = |detail: &Value| detail["deliveries"][0]["state"] == "dead";
+    let detail = gateway.admin_until(ADMIN, &format!("/v1/events/{id}"), "the delivery to end", dead).await;
     let error = detail["deliveries"][0]["attempts"][0]["error"].as_str().unwrap_or_default();
     assert!(error.starts_with("refused_private"), "{detail:#}");
     assert!(proxy.requests().is_empty(), "a delivery went through the proxy: {:?}", proxy.requests());

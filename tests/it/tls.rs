@@ -4,7 +4,6 @@
 //! certificate nothing vouches for gets no request at all.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Version};
@@ -96,25 +95,8 @@ async fn deliveries_over_https_are_verified_against_the_trust_store_and_use_http
     assert_eq!(response.status(), 200);
     let id = response.headers()["x-switchboard-event-id"].to_str().unwrap().to_string();
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let detail = loop {
-        let detail: Value = http
-            .get(format!("{}/v1/events/{id}", gateway.admin_url()))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let states: Vec<&str> =
-            detail["deliveries"].as_array().unwrap().iter().filter_map(|d| d["state"].as_str()).collect();
-        if states.iter().all(|s| *s != "pending") {
-            break detail;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the deliveries did not end: {detail:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let ended = |detail: &Value| detail["deliveries"].as_array().unwrap().iter().all(|d| d["state"] != "pending");
+    let detail = gateway.admin_until(ADMIN, &format!("/v1/events/{id}"), "the deliveries to end", ended).await;
     let delivery = |destination: &str| {
         detail["deliveries"].as_array().unwrap().iter().find(|d| d["destination"] == destination).unwrap().clone()
     };

@@ -93,4 +93,27 @@ impl Serve {
     pub fn log(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
+
+    /// Polls `GET path` on the admin API with `token` until `done` holds for the answer,
+    /// for at most 20 s; `what` names the wait in the failure.
+    pub async fn admin_until(
+        &self,
+        token: &str,
+        path: &str,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let http = super::gateway::client();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let request = http.get(format!("{}{path}", self.admin_url())).bearer_auth(token);
+            let value: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            if done(&value) {
+                return value;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {value:#}");
+            // The admin API has no change notification; poll it.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
