@@ -56,6 +56,13 @@ case "$cmd" in
     # Test settings: no fsync (the tests kill gateways, not the database), room for many
     # pools. SWITCHBOARD_PG_DURABLE=1 keeps PostgreSQL's durable defaults (for benchmarks).
     settings="-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=400"
+    # SWITCHBOARD_PG_STATEMENTS=1 loads pg_stat_statements (the load harness's PG_STATEMENTS=1).
+    if [ "${SWITCHBOARD_PG_STATEMENTS:-0}" = 1 ]; then
+      settings="$settings -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
+      settings="$settings -c pg_stat_statements.track_planning=on"
+    fi
+    # SWITCHBOARD_PG_SETTINGS: more server settings, e.g. "-c commit_delay=100" (benchmarks).
+    settings="$settings ${SWITCHBOARD_PG_SETTINGS:-}"
     if [ "${SWITCHBOARD_PG_DURABLE:-0}" != 1 ]; then
       settings="$settings -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     fi

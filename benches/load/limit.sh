@@ -16,7 +16,8 @@
 # Usage: benches/load/limit.sh [--smoke]   (DURATION=8 s per run; BIN=switchboard binary to
 #   measure, default this tree's release build; BACKLOG=1000000; NO_PG=1; PERF=file: a CPU
 #   profile of the gateway during the carried run; ONLY=1: stop after the carried run;
-#   ONLY=3: PostgreSQL's figure 3 alone)
+#   ONLY=3: PostgreSQL's figure 3 alone; PG_STATEMENTS=1: figure 3's cost by statement;
+#   PG_SETTINGS="-c name=value ...": PostgreSQL's settings for figure 3)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-8}; BACKLOG=${BACKLOG:-1000000}; WIDTHS="1 3 10 50"
@@ -227,20 +228,41 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
 print(ticks / os.sysconf("SC_CLK_TCK"))
 PY
 }
+# PG_STATEMENTS=1: what each statement cost the database in a run ($1, for $2 events):
+# calls, rows and blocks per call, WAL records per call, plans made, and its execution time
+# per event. That time is wall time inside PostgreSQL: on a saturated machine it includes
+# waiting for a core, so compare statements within a run, not runs.
+statements() {
+  [ "${PG_STATEMENTS:-0}" = 1 ] || return 0
+  echo "PostgreSQL statements, $1 ($2 events):"
+  psql -q -At -F ' | ' "$server" -c "SELECT calls, round(rows::numeric / calls, 1), round(shared_blks_hit::numeric / calls),
+      round(wal_records::numeric / calls), plans, round((total_exec_time * 1000 / $2)::numeric, 1),
+      left(regexp_replace(query, '\s+', ' ', 'g'), 70)
+    FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '$3')
+    ORDER BY total_exec_time DESC LIMIT 8" |
+    awk 'BEGIN {print "  calls | rows/call | blocks/call | WAL records/call | plans | exec µs/event | statement"} {print "  " $0}'
+  psql -q "$server" -c "SELECT pg_stat_statements_reset()" >/dev/null
+}
 if [ "${NO_PG:-0}" != 1 ]; then
-  export SWITCHBOARD_PG_DIR=$work/pg SWITCHBOARD_PG_DURABLE=1
+  export SWITCHBOARD_PG_DIR=$work/pg SWITCHBOARD_PG_DURABLE=1 SWITCHBOARD_PG_STATEMENTS=${PG_STATEMENTS:-0}
+  export SWITCHBOARD_PG_SETTINGS=${PG_SETTINGS:-}
   own_pg=$SWITCHBOARD_PG_DIR
   server=$(bash tests/postgres.sh start); pgbase=${server%/*}
+  [ "${PG_STATEMENTS:-0}" = 1 ] && psql -q "$server" -c "CREATE EXTENSION pg_stat_statements"
   psql -q "$server" -c "CREATE DATABASE bench_1"
   gateway 3 18392 "$pgbase/bench_1"
+  [ "${PG_STATEMENTS:-0}" = 1 ] && psql -q "$server" -c "SELECT pg_stat_statements_reset()" >/dev/null
   c0=$(pg_cpu)
   read -r _ pg1 < <(carried 18392 3)
   # Read while the gateway's connections (and so their backends) are still up.
-  pg_us=$(calc "round(($(pg_cpu) - $c0) * 1e6 / max(1, $(metric 18393 delivered) / 3))")
+  one=$(($(metric 18393 delivered) / 3))
+  pg_us=$(calc "round(($(pg_cpu) - $c0) * 1e6 / max(1, $one))")
   stop "$gw"
+  statements "one node" "$one" bench_1
   psql -q "$server" -c "CREATE DATABASE bench_2"
   gateway 3 18392 "$pgbase/bench_2"; g1=$gw
   gateway 3 18396 "$pgbase/bench_2"; g2=$gw
+  [ "${PG_STATEMENTS:-0}" = 1 ] && psql -q "$server" -c "SELECT pg_stat_statements_reset()" >/dev/null
   c0=$(pg_cpu)
   start=$(date +%s.%N)
   load http://127.0.0.1:18392/v1/hooks/bench/wavecell 16 > "$work/n1" & l1=$!
@@ -254,6 +276,7 @@ if [ "${NO_PG:-0}" != 1 ]; then
   pg2=$(calc "round($ok / ($(date +%s.%N) - $start))")
   pg2_us=$(calc "round(($(pg_cpu) - $c0) * 1e6 / max(1, $ok))")
   stop "$g1"; stop "$g2"
+  statements "two nodes" "$ok" bench_2
   echo "| 3 | PostgreSQL, one node, carried | $pg1 events/s (PostgreSQL CPU $pg_us µs per event) | ≥ 4,000 | $(verdict "$pg1 >= 4000") |"
   echo "| 3 | PostgreSQL, two nodes on one database, carried | $pg2 events/s ($(calc "round($pg2 / $pg1, 2)")× one node; PostgreSQL CPU $pg2_us µs per event) | ≥ one node | $(verdict "$pg2 >= $pg1") |"
 fi
