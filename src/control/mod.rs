@@ -412,6 +412,26 @@ fn relative(problems: Vec<Problem>, element: Option<&str>) -> Vec<Problem> {
 }
 
 /// Destinations in `before` that `after` no longer has.
+/// The destinations `fresh` takes away from tenants this node serves (`None`: a tenant
+/// deleted with all of its destinations).
+fn removed_by(current: &crate::config::Config, fresh: &[Update]) -> Vec<(String, Option<String>)> {
+    let mut removed = Vec::new();
+    for (id, _, now) in fresh {
+        let Some(before) = current.tenants.get(id) else { continue };
+        match now {
+            None => removed.push((id.clone(), None)),
+            Some(now) => removed.extend(
+                before
+                    .destinations
+                    .iter()
+                    .filter(|d| !now.destinations.iter().any(|n| n.id == d.id))
+                    .map(|d| (id.clone(), Some(d.id.clone()))),
+            ),
+        }
+    }
+    removed
+}
+
 fn removed_destinations(before: Option<&StoredTenant>, after: Option<&Map<String, Value>>) -> Vec<String> {
     let before = before.map(|s| ids_of(&parse_document(s), "destination")).unwrap_or_default();
     let after = after.map(|d| ids_of(d, "destination")).unwrap_or_default();
@@ -526,6 +546,7 @@ impl Gateway {
         if fresh.is_empty() {
             return;
         }
+        let removed = removed_by(&current, &fresh);
         let mut tenants = current.tenants.clone();
         for (id, version, tenant) in &fresh {
             applied.versions.insert(id.clone(), *version);
@@ -536,9 +557,12 @@ impl Gateway {
         }
         let config = Arc::new(current.with_tenants(tenants));
         let ids: Vec<&str> = fresh.iter().map(|(id, ..)| id.as_str()).collect();
-        self.ingest.update(config.clone(), &ids);
+        let routed = self.ingest.update(config.clone(), &ids);
         self.dispatcher.apply_tenants(&config, &ids);
         self.config.store(config);
+        if !removed.is_empty() {
+            self.ingest.cancel_left_behind(routed, removed);
+        }
         tracing::info!(tenants = ?ids, "tenants applied from the catalog");
     }
 

@@ -12,6 +12,7 @@ pub mod payload;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
@@ -23,6 +24,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
@@ -75,15 +77,23 @@ impl Limiters {
 
 /// The routing tables of one config version. A reload swaps them whole; a request in
 /// flight keeps the version it started with.
-struct Tables {
+pub struct Tables {
     config: Arc<Config>,
     limiters: HashMap<String, Arc<Limiters>>,
+    /// Cancelled once these tables are dropped: no request routes with them any more.
+    retired: CancellationToken,
+    _retire: DropGuard,
 }
 
 impl Tables {
     fn new(config: Arc<Config>) -> Self {
         let limiters = config.tenants.values().map(|t| (t.id.clone(), Arc::new(Limiters::new(t)))).collect();
-        Self { config, limiters }
+        Self::with(config, limiters)
+    }
+
+    fn with(config: Arc<Config>, limiters: HashMap<String, Arc<Limiters>>) -> Self {
+        let retired = CancellationToken::new();
+        Self { config, limiters, _retire: retired.clone().drop_guard(), retired }
     }
 
     /// The tables of `config`, where only the tenants `ids` changed since `self`.
@@ -102,9 +112,13 @@ impl Tables {
                 }
             }
         }
-        Self { config, limiters }
+        Self::with(config, limiters)
     }
 }
+
+/// How long the requests routing as before a removal may take to finish before what they
+/// left behind is cancelled anyway (one that commits later leaves its delivery pending).
+const LEFT_BEHIND_WAIT: Duration = Duration::from_secs(60);
 
 pub struct Ingest {
     tables: ArcSwap<Tables>,
@@ -158,9 +172,52 @@ impl Ingest {
     }
 
     /// Takes a config where only the tenants `ids` changed; the others keep their buckets.
-    pub fn update(&self, config: Arc<Config>, ids: &[&str]) {
-        let next = self.tables.load().with_changes(config, ids);
-        self.tables.store(Arc::new(next));
+    /// Gives back the tables it replaced: requests in flight may still be routing with them.
+    pub fn update(&self, config: Arc<Config>, ids: &[&str]) -> Arc<Tables> {
+        let replaced = self.tables.load_full();
+        self.tables.store(Arc::new(replaced.with_changes(config, ids)));
+        replaced
+    }
+
+    /// After the API removed destinations (`None`: a whole tenant) and cancelled their
+    /// pending deliveries: a request that routed with the tables from before (`routed`) can
+    /// still commit one, as can another node until it follows the change. Once the requests
+    /// here are done, what is pending for those destinations is cancelled too, unless a
+    /// destination is back by then. Each node does this, so each node's stragglers go.
+    pub fn cancel_left_behind(self: &Arc<Self>, routed: Arc<Tables>, removed: Vec<(String, Option<String>)>) {
+        let ingest = self.clone();
+        self.tasks.spawn(async move {
+            let retired = routed.retired.clone();
+            drop(routed);
+            if tokio::time::timeout(LEFT_BEHIND_WAIT, retired.cancelled()).await.is_err() {
+                tracing::warn!("requests routing as before a removal are still running; cancelling without them");
+            }
+            let created_to = crate::store::now_ms();
+            let config = ingest.tables.load().config.clone();
+            for (tenant, destination) in removed {
+                let back = match (config.tenants.get(&tenant), destination.as_deref()) {
+                    (None, _) => false,
+                    (Some(_), None) => true,
+                    (Some(t), Some(d)) => t.destinations.iter().any(|x| x.id == d),
+                };
+                if back {
+                    continue;
+                }
+                match ingest.store.cancel_left_behind(&tenant, destination.as_deref(), created_to).await {
+                    Ok(0) => {}
+                    Ok(cancelled) => {
+                        tracing::info!(
+                            tenant,
+                            destination,
+                            cancelled,
+                            "deliveries committed during a removal cancelled"
+                        )
+                    }
+                    Err(e) => tracing::error!(tenant, destination, error = %e,
+                        "deliveries committed during a removal could not be cancelled; they stay pending"),
+                }
+            }
+        });
     }
 
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {

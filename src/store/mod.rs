@@ -355,6 +355,16 @@ pub trait Store: catalog::Catalog + Send + Sync + 'static {
     async fn replay_matching(&self, filter: ReplayFilter) -> Result<u64, StoreError>;
     async fn set_paused(&self, tenant: &str, destination: &str, paused: bool) -> Result<(), StoreError>;
     async fn paused(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Cancels the pending deliveries of a destination the API removed (`None`: of every
+    /// destination of a deleted tenant) created up to `created_to`: those committed by
+    /// requests still routing as before the removal, after it had cancelled the others.
+    /// Returns how many.
+    async fn cancel_left_behind(
+        &self,
+        tenant: &str,
+        destination: Option<&str>,
+        created_to: i64,
+    ) -> Result<u64, StoreError>;
     /// Deletes up to `batch` deliveries delivered before `delivered_before` or dead before
     /// `dead_before`, with their attempts, then events left with no deliveries that arrived
     /// before `delivered_before`, and expired dedupe keys. Returns how many rows went.

@@ -523,6 +523,120 @@ async fn a_change_on_one_node_serves_on_every_node_of_the_shared_store() {
     eprintln!("propagation to the other node: created in {created:?}, deleted in {deleted:?}");
 }
 
+/// A destination removed on one node: the other routes with its old tables until it follows
+/// the catalog, and a callback it takes meanwhile commits a delivery after the removal has
+/// cancelled the pending ones. Once that node has followed and its requests are done, that
+/// delivery is cancelled too, not left pending with no worker to send it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_committed_on_another_node_during_a_removal_is_cancelled_too() {
+    let Some(url) = database().await else { return };
+    let receiver = Receiver::start().await;
+    // The helpdesk fails and waits an hour before trying again: its deliveries stay pending.
+    receiver.reply_with(|r, _| if r.path() == "/helpdesk" { Reply::status(503) } else { Reply::status(200) });
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "", &format!("url = \"{url}\"\npool_size = 4\n{}", admin_section()), &[]);
+    let (a, b) = (Serve::start_env(&config, &ENV).await, Serve::start_env(&config, &ENV).await);
+    let http = client();
+    let tenant = format!("t{}", uuid::Uuid::now_v7().simple());
+    let path = format!("/v1/tenants/{tenant}");
+    assert_eq!(call(&http, &a, Method::PUT, &path, TOKEN, Some(tenant_doc(&receiver)), None).await.0, 201);
+    let helpdesk = format!("{path}/destinations/helpdesk");
+    // Whether node b routes to the destination `id` of the tenant, once it says `expected`.
+    let on_b = |id: &'static str, expected: bool| {
+        let (http, b, path) = (&http, &b, format!("/v1/destinations?tenant={tenant}"));
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                let listed = call(http, b, Method::GET, &path, TOKEN, None, None).await.1;
+                if listed.to_string().contains(&format!("/{id}\"")) == expected {
+                    return started.elapsed();
+                }
+                assert!(started.elapsed() < Duration::from_secs(5), "node b never followed: {listed}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+
+    on_b("crm", true).await;
+
+    // Node b takes callbacks, one after another, for the whole test.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sender = {
+        let (http, stop, b, tenant) = (http.clone(), stop.clone(), b.hook(&tenant, "telecmi"), tenant.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.is_cancelled() {
+                let body = String::from_utf8(seed("telecmi.json"))
+                    .unwrap()
+                    .replace("703ee423-e5f8-4120-9c17-5216c679afdd", &format!("{tenant}-{n}"));
+                let sent = http.post(&b).header("content-type", "application/json").body(body).send().await;
+                assert_eq!(sent.unwrap().status(), 200);
+                n += 1;
+            }
+            n
+        })
+    };
+    // Add the helpdesk, let node b fail a few deliveries to it, remove it on node a. The
+    // window between the removal and node b's following it is the catalog's poll interval
+    // at most: a round where no callback fell in it is tried again.
+    let mut windows = Vec::new();
+    for _ in 0..3 {
+        let added = jiff::Timestamp::now();
+        let destination =
+            json!({ "url": receiver.url("/helpdesk"), "retry": { "initial_backoff": "1h", "max_backoff": "1h" } });
+        assert!(matches!(call(&http, &a, Method::PUT, &helpdesk, TOKEN, Some(destination), None).await.0, 200 | 201));
+        on_b("helpdesk", true).await;
+        let before = receiver.requests().iter().filter(|c| c.path() == "/helpdesk").count();
+        receiver
+            .wait_until(Duration::from_secs(10), "node b's helpdesk attempts", |r| {
+                r.iter().filter(|c| c.path() == "/helpdesk").count() >= before + 3
+            })
+            .await;
+        assert_eq!(call(&http, &a, Method::DELETE, &helpdesk, TOKEN, None, None).await.0, 204);
+        let removed = jiff::Timestamp::now();
+        let followed = on_b("helpdesk", false).await;
+        eprintln!("node b followed the removal in {followed:?}");
+        windows.push((added, removed, jiff::Timestamp::now()));
+        if followed > Duration::from_millis(20) {
+            break;
+        }
+    }
+    stop.cancel();
+    let sent = sender.await.unwrap();
+
+    let listed = |state: &'static str| {
+        let path = format!("/v1/deliveries?tenant={tenant}&destination=helpdesk&state={state}&limit=1000");
+        let (http, a) = (&http, &a);
+        async move { call(http, a, Method::GET, &path, TOKEN, None, None).await.1["deliveries"].as_array().unwrap().clone() }
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let pending = listed("pending").await.len();
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{pending} helpdesk deliveries stay pending after the helpdesk was removed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancelled = listed("cancelled").await;
+    assert_eq!(listed("delivered").await, Vec::<Value>::new(), "the helpdesk answers 503 only");
+    assert!(cancelled.len() <= sent, "{} cancelled of {sent} callbacks", cancelled.len());
+    // The case this test is about: deliveries committed after a removal had returned, while
+    // node b still routed to the helpdesk, which that removal's own cancellation missed.
+    let late = cancelled
+        .iter()
+        .filter(|d| {
+            let at = d["created_at"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+            windows.iter().any(|&(_, removed, followed)| removed < at && at <= followed)
+        })
+        .count();
+    assert!(late > 0, "no callback reached node b between a removal and its following it: {windows:?}");
+    eprintln!("{} helpdesk deliveries cancelled ({sent} callbacks), {late} committed after a removal", cancelled.len());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inbound_secret_rotates_with_two_values_valid_at_once() {
     let receiver = Receiver::start().await;

@@ -87,6 +87,7 @@ conformance!(
     a_sequenced_call_waits_for_its_turn_within_the_window,
     the_catalog_versions_every_change_and_keeps_tombstones,
     removing_a_destination_cancels_only_its_pending_deliveries,
+    what_a_removal_left_behind_is_cancelled_up_to_a_time,
     keys_are_found_by_id_and_go_with_their_tenant,
     a_handed_over_delivery_is_committed_leased_and_comes_back_after_its_lease,
 );
@@ -924,6 +925,42 @@ async fn removing_a_destination_cancels_only_its_pending_deliveries(store: Share
     assert!(store.claim(request("helpdesk", Duration::from_secs(60))).await.unwrap().deliveries.is_empty());
     assert_eq!(store.claim(request("crm", Duration::from_secs(60))).await.unwrap().deliveries.len(), 3);
     assert_eq!(store.queue_stats().await.unwrap().cancelled, 2);
+}
+
+/// Deliveries committed for a destination after its removal had cancelled the others (by
+/// requests still routing to it) are cancelled up to a time: one created later (the
+/// destination added back), other destinations and other tenants are left as they are.
+async fn what_a_removal_left_behind_is_cancelled_up_to_a_time(store: Shared) {
+    let now = now_ms();
+    let at =
+        |tenant: &str, destinations: &[&str], received_at: i64| NewEvent { received_at, ..event(tenant, destinations) };
+    store.commit(at("acme", &["crm", "helpdesk"], now - 2_000)).await.unwrap();
+    store.commit(at("acme", &["helpdesk"], now - 1_000)).await.unwrap();
+    store.commit(at("acme", &["helpdesk"], now + 60_000)).await.unwrap();
+    store.commit(at("globex", &["helpdesk"], now - 1_000)).await.unwrap();
+    let pending = store.pending_deliveries();
+    assert_eq!(store.cancel_left_behind("acme", Some("helpdesk"), now).await.unwrap(), 2);
+    assert_eq!(store.pending_deliveries(), pending - 2);
+    let cancelled = |store: Shared| async move {
+        let query = DeliveryQuery {
+            tenant: Some("acme".into()),
+            state: Some(DeliveryState::Cancelled),
+            limit: 10,
+            ..Default::default()
+        };
+        store.deliveries(query).await.unwrap()
+    };
+    let first = cancelled(store.clone()).await;
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|d| d.destination == "helpdesk" && d.created_at <= now));
+    assert!(first.iter().all(|d| d.last_error.as_deref() == Some("cancelled: the destination was removed")));
+    // A deleted tenant: every destination of its own.
+    assert_eq!(store.cancel_left_behind("acme", None, now).await.unwrap(), 1, "the crm delivery");
+    let all = cancelled(store.clone()).await;
+    let crm = all.iter().find(|d| d.destination == "crm").expect("cancelled");
+    assert_eq!(crm.last_error.as_deref(), Some("cancelled: the tenant was deleted"));
+    assert_eq!(store.pending_deliveries(), pending - 3);
+    assert_eq!(store.queue_stats().await.unwrap().pending, 2, "acme's later helpdesk delivery and globex's");
 }
 
 async fn keys_are_found_by_id_and_go_with_their_tenant(store: Shared) {

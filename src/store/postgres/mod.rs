@@ -662,6 +662,29 @@ impl Store for PgStore {
         Ok(stats)
     }
 
+    async fn cancel_left_behind(
+        &self,
+        tenant: &str,
+        destination: Option<&str>,
+        created_to: i64,
+    ) -> Result<u64, StoreError> {
+        let state = DeliveryState::Cancelled.code() as i16;
+        let reason = crate::store::catalog::cancel_reason(destination.is_none());
+        let cancelled = self
+            .execute(
+                "UPDATE deliveries SET state = $1, finished_at = $2, last_error = $3, claimed_by = NULL,
+                     lease_token = NULL
+                 WHERE state = 0 AND tenant = $4 AND ($5::text IS NULL OR destination = $5) AND created_at <= $6",
+                &[&state, &now_ms(), &reason, &tenant, &destination, &created_to],
+            )
+            .await?;
+        if cancelled > 0 {
+            let _ =
+                self.pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(cancelled)));
+        }
+        Ok(cancelled)
+    }
+
     async fn replay(&self, delivery: i64) -> Result<Replay, StoreError> {
         let queued = self.execute(&format!("{REPLAY} WHERE id = $2 AND state <> 0"), &[&now_ms(), &delivery]).await?;
         if queued == 1 {

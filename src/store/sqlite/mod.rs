@@ -338,6 +338,20 @@ impl Store for SqliteStore {
         self.read(queries::paused).await
     }
 
+    async fn cancel_left_behind(
+        &self,
+        tenant: &str,
+        destination: Option<&str>,
+        created_to: i64,
+    ) -> Result<u64, StoreError> {
+        let write = Write::CancelLeftBehind {
+            tenant: tenant.to_string(),
+            destination: destination.map(str::to_string),
+            created_to,
+        };
+        self.call(|reply| Command::Admin { write, reply }).await
+    }
+
     async fn purge(&self, delivered_before: i64, dead_before: i64, batch: usize) -> Result<u64, StoreError> {
         self.call(|reply| Command::Admin { write: Write::Purge { delivered_before, dead_before, batch }, reply }).await
     }

@@ -64,12 +64,23 @@ pub enum Command {
 }
 
 enum Done {
-    Committed { deliveries: u64, leased: Leased },
+    Committed {
+        deliveries: u64,
+        leased: Leased,
+    },
     Duplicate(Uuid),
     Claimed(Claim),
-    Completed { recorded: bool, terminal: bool },
+    Completed {
+        recorded: bool,
+        terminal: bool,
+    },
     Released,
-    Admin { count: u64, replayed: u64 },
+    Admin {
+        count: u64,
+        replayed: u64,
+    },
+    /// Pending deliveries that ended (cancelled) by an admin write.
+    Ended(u64),
     Catalog(Written),
 }
 
@@ -94,6 +105,13 @@ pub enum Write {
         tenant: String,
         key_id: String,
         audit: AuditEntry,
+    },
+    /// Pending deliveries of a removed destination (every one of the tenant's: `None`),
+    /// created up to `created_to`, cancelled.
+    CancelLeftBehind {
+        tenant: String,
+        destination: Option<String>,
+        created_to: i64,
     },
     /// A synchronous responder exchange, recorded as a finished delivery with one attempt.
     Exchange {
@@ -208,7 +226,7 @@ impl Writer {
                 Ok(Done::Admin { replayed, .. }) => added += replayed,
                 Ok(Done::Completed { terminal: true, .. }) => finished += 1,
                 Ok(Done::Claimed(claim)) => finished += claim.ended(),
-                Ok(Done::Catalog(Written::Done { cancelled, .. })) => finished += cancelled,
+                Ok(Done::Catalog(Written::Done { cancelled, .. }) | Done::Ended(cancelled)) => finished += cancelled,
                 _ => {}
             }
         }
@@ -332,7 +350,7 @@ fn reply(command: Command, result: Result<Done, StoreError>) {
         }
         Command::Admin { reply, .. } => {
             let _ = reply.send(result.map(|d| match d {
-                Done::Admin { count, .. } => count,
+                Done::Admin { count, .. } | Done::Ended(count) => count,
                 _ => 0,
             }));
         }
@@ -435,6 +453,17 @@ fn admin(tx: &Connection, write: &Write, now: i64) -> rusqlite::Result<Done> {
             };
             let count = tx.prepare_cached(sql)?.execute(params![tenant, destination])? as u64;
             Ok(Done::Admin { count, replayed: 0 })
+        }
+        Write::CancelLeftBehind { tenant, destination, created_to } => {
+            let reason = crate::store::catalog::cancel_reason(destination.is_none());
+            let cancelled = tx
+                .prepare_cached(
+                    "UPDATE deliveries SET state = ?1, finished_at = ?2, last_error = ?3, claimed_by = NULL,
+                         lease_token = NULL
+                     WHERE state = 0 AND tenant = ?4 AND (?5 IS NULL OR destination = ?5) AND created_at <= ?6",
+                )?
+                .execute(params![DeliveryState::Cancelled.code(), now, reason, tenant, destination, created_to])?;
+            Ok(Done::Ended(cancelled as u64))
         }
         Write::Exchange { event, tenant, destination, attempt, delivered } => {
             let (state, last_error) = if *delivered { (1, None) } else { (2, Some(attempt.summary())) };
