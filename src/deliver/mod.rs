@@ -80,6 +80,9 @@ struct Handle {
     slowdown: slowdown::Slowdown,
     /// Stops this worker alone (its destination was removed or reshaped).
     stop: CancellationToken,
+    /// The handle that replaced this one when its destination was reshaped: what this
+    /// worker gives back to the store, that one claims.
+    successor: std::sync::OnceLock<Arc<Handle>>,
     /// A worker task runs for this destination. An idle worker ends; a wake starts one.
     running: AtomicBool,
     /// The destination's `rate_limit` bucket: it outlives the workers, so one that ends and
@@ -97,6 +100,18 @@ struct Handle {
     /// The store may hold work for this destination that no claim has seen yet (a commit
     /// not handed over, a replay, a resume): the worker claims before it waits again.
     store_work: AtomicBool,
+}
+
+/// Wakes a destination's worker, starting one if none runs; with `store_work`, it claims
+/// before it waits again.
+fn poke(shared: &Arc<Shared>, handle: &Arc<Handle>, store_work: bool) {
+    if store_work {
+        handle.store_work.store(true, Ordering::SeqCst);
+    }
+    handle.wake.notify_one();
+    if !handle.running.swap(true, Ordering::SeqCst) {
+        shared.tracker.spawn(worker::run(shared.clone(), handle.clone()));
+    }
 }
 
 /// How long a claim or a hand-over leases a delivery: well past the attempt's own timeout,
@@ -132,11 +147,30 @@ impl Handle {
 
     /// Gives every handed-over delivery not yet taken back to the store, due now: for a
     /// paused or removed destination, or a worker that stops.
-    async fn release_handed(&self, store: &dyn Store) {
+    /// Gives what was handed over and not taken back to the store; returns how many.
+    async fn release_handed(&self, store: &dyn Store) -> usize {
+        let mut released = 0;
         while let Some(delivery) = self.take_handed() {
+            released += 1;
             if let Err(e) = store.release(delivery.id, delivery.lease).await {
                 tracing::warn!(error = %e, "could not release a handed-over delivery; it resumes when its lease expires");
             }
+        }
+        released
+    }
+
+    /// For a stopped worker: gives back what was handed to it, and wakes the worker that
+    /// replaced it (a reshape) to claim those. A removed destination has none: its
+    /// deliveries wait in the store (cancelled, when the API removed it).
+    async fn give_back(&self, shared: &Arc<Shared>) {
+        if self.release_handed(&*shared.store).await > 0
+            && let Some(mut next) = self.successor.get()
+        {
+            // Reshaped again since: the newest worker claims.
+            while let Some(newer) = next.successor.get() {
+                next = newer;
+            }
+            poke(shared, next, true);
         }
     }
 
@@ -232,6 +266,7 @@ impl Dispatcher {
             breaker: breaker.unwrap_or_default(),
             slowdown: slowdown::Slowdown::default(),
             stop: self.stop.child_token(),
+            successor: std::sync::OnceLock::new(),
             running: AtomicBool::new(false),
             pacer: destination.rate_limit.map(|r| r.limiter()),
             health: health.unwrap_or_default(),
@@ -242,16 +277,8 @@ impl Dispatcher {
         Running { handle, shape: (destination.max_in_flight, destination.rate_limit) }
     }
 
-    /// Wakes a destination's worker, starting one if none runs; with `store_work`, it
-    /// claims before it waits again.
     fn poke(&self, handle: &Arc<Handle>, store_work: bool) {
-        if store_work {
-            handle.store_work.store(true, Ordering::SeqCst);
-        }
-        handle.wake.notify_one();
-        if !handle.running.swap(true, Ordering::SeqCst) {
-            self.shared.tracker.spawn(worker::run(self.shared.clone(), handle.clone()));
-        }
+        poke(&self.shared, handle, store_work);
     }
 
     /// Brings the workers in line with `config`.
@@ -329,12 +356,15 @@ impl Dispatcher {
                 }
                 Some(running) => {
                     // Slots and pacing belong to the worker: start a fresh one. A tripped
-                    // breaker stays tripped: the destination is the same one.
-                    running.handle.stop.cancel();
+                    // breaker stays tripped: the destination is the same one. What the old
+                    // one held goes back to the store, for the new one to claim.
                     applied.updated.push(name);
                     let paused = running.handle.paused.load(Ordering::Relaxed);
                     let kept = (Some(running.handle.breaker.clone()), Some(running.handle.health.clone()));
-                    self.spawn(destination, paused, kept, true)
+                    let next = self.spawn(destination, paused, kept, true);
+                    let _ = running.handle.successor.set(next.handle.clone());
+                    running.handle.stop.cancel();
+                    next
                 }
                 None => {
                     applied.started.push(name);
@@ -378,7 +408,14 @@ impl Dispatcher {
         for ((handle, place), &id) in hand_over.places.into_iter().zip(&leased.ids) {
             let delivery = ClaimedDelivery { id, lease: leased.lease, ..event.clone() };
             handle.handed.lock().unwrap_or_else(|p| p.into_inner()).push_back((delivery, place));
-            self.poke(&handle, false);
+            if handle.stop.is_cancelled() {
+                // Its worker stopped while this was committed (reshaped, removed) and may
+                // have given back what it held already: this one goes back too.
+                let shared = self.shared.clone();
+                self.shared.tracker.spawn(async move { handle.give_back(&shared).await });
+            } else {
+                self.poke(&handle, false);
+            }
         }
         for handle in &hand_over.queued {
             self.poke(handle, true);

@@ -207,7 +207,7 @@ pub async fn run(shared: Arc<Shared>, handle: Arc<Handle>) {
     }
     // Stopped (removed, reshaped, shutting down): what was handed over and not taken goes
     // back to the store for the next worker or node.
-    handle.release_handed(&*shared.store).await;
+    handle.give_back(&shared).await;
 }
 
 /// What a delivery task holds: its slot until the result is recorded, and the semaphore

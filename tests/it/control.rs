@@ -436,6 +436,77 @@ async fn a_replaced_destination_keeps_its_tripped_breaker_and_the_tenant_its_buc
     assert_eq!(plane.callback("acme", "d").await.status(), 429, "a change does not refill the bucket");
 }
 
+/// A destination reshaped (a new `max_in_flight`) while callbacks arrive: a delivery handed
+/// to the worker being replaced, after that worker gave back what it held, goes to the new
+/// worker at once, not after its lease (70 s here) runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_handed_over_while_its_destination_is_reshaped_is_sent_at_once() {
+    let receiver = Receiver::start().await;
+    let plane = Plane::start("", &[]).await;
+    let mut doc = tenant_doc(&receiver);
+    doc["destination"][0]["timeout"] = json!("20s");
+    assert_eq!(plane.put("/v1/tenants/acme", doc.clone()).await.0, 201);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sender = {
+        let (http, stop, hook) = (plane.http.clone(), stop.clone(), plane.node.hook("acme", "telecmi"));
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.is_cancelled() {
+                let body = String::from_utf8(seed("telecmi.json"))
+                    .unwrap()
+                    .replace("703ee423-e5f8-4120-9c17-5216c679afdd", &format!("call-{n}"));
+                let sent = http.post(&hook).header("content-type", "application/json").body(body).send().await;
+                assert_eq!(sent.unwrap().status(), 200);
+                n += 1;
+            }
+            n
+        })
+    };
+    for round in 0..20 {
+        receiver
+            .wait_until(Duration::from_secs(10), "deliveries between reshapes", |r| r.len() >= 3 * (round + 1))
+            .await;
+        doc["destination"][0]["max_in_flight"] = json!(4 + round % 2);
+        assert_eq!(plane.put("/v1/tenants/acme", doc.clone()).await.0, 200);
+    }
+    stop.cancel();
+    let sent = sender.await.unwrap();
+    eprintln!("{sent} callbacks during 20 reshapes");
+    receiver
+        .wait_until(Duration::from_secs(15), "every callback delivered", |r| {
+            r.iter().map(|c| c.path()).collect::<std::collections::HashSet<_>>().len() == sent
+        })
+        .await;
+}
+
+/// A delivery handed over and waiting for the destination's one slot when the destination
+/// is reshaped goes back to the store, and the new worker claims it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_waiting_for_a_slot_when_its_destination_is_reshaped_is_sent_by_the_new_worker() {
+    let receiver = Receiver::start().await;
+    receiver.reply_with(|_, _| Reply::status(200).after(Duration::from_millis(300)));
+    let plane = Plane::start("", &[]).await;
+    let mut doc = tenant_doc(&receiver);
+    doc["destination"][0]["timeout"] = json!("20s");
+    doc["destination"][0]["max_in_flight"] = json!(1);
+    assert_eq!(plane.put("/v1/tenants/acme", doc.clone()).await.0, 201);
+    let got = |call: String| {
+        move |r: &[crate::support::receiver::Captured]| r.iter().any(|c| c.path() == format!("/crm/{call}"))
+    };
+    for round in 0..4 {
+        // The first is sent and holds the slot for 300 ms; the second waits in memory.
+        assert_eq!(plane.callback("acme", &format!("{round}-first")).await.status(), 200);
+        receiver.wait_until(Duration::from_secs(10), "the first delivery", got(format!("{round}-first"))).await;
+        assert_eq!(plane.callback("acme", &format!("{round}-second")).await.status(), 200);
+        doc["destination"][0]["max_in_flight"] = json!(2);
+        assert_eq!(plane.put("/v1/tenants/acme", doc.clone()).await.0, 200);
+        // Its lease is 70 s: only a claim by the new worker sends it within this bound.
+        receiver.wait_until(Duration::from_secs(10), "the waiting delivery", got(format!("{round}-second"))).await;
+        doc["destination"][0]["max_in_flight"] = json!(1);
+        assert_eq!(plane.put("/v1/tenants/acme", doc.clone()).await.0, 200);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_export_to_files_and_import_back() {
     let receiver = Receiver::start().await;
