@@ -411,7 +411,6 @@ fn relative(problems: Vec<Problem>, element: Option<&str>) -> Vec<Problem> {
         .collect()
 }
 
-/// Destinations in `before` that `after` no longer has.
 /// The destinations `fresh` takes away from tenants this node serves (`None`: a tenant
 /// deleted with all of its destinations).
 fn removed_by(current: &crate::config::Config, fresh: &[Update]) -> Vec<(String, Option<String>)> {
@@ -432,6 +431,7 @@ fn removed_by(current: &crate::config::Config, fresh: &[Update]) -> Vec<(String,
     removed
 }
 
+/// Destinations in `before` that `after` no longer has.
 fn removed_destinations(before: Option<&StoredTenant>, after: Option<&Map<String, Value>>) -> Vec<String> {
     let before = before.map(|s| ids_of(&parse_document(s), "destination")).unwrap_or_default();
     let after = after.map(|d| ids_of(d, "destination")).unwrap_or_default();

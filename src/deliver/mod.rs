@@ -146,8 +146,7 @@ impl Handle {
     }
 
     /// Gives every handed-over delivery not yet taken back to the store, due now: for a
-    /// paused or removed destination, or a worker that stops.
-    /// Gives what was handed over and not taken back to the store; returns how many.
+    /// paused or removed destination, or a worker that stops. Returns how many.
     async fn release_handed(&self, store: &dyn Store) -> usize {
         let mut released = 0;
         while let Some(delivery) = self.take_handed() {
