@@ -181,7 +181,8 @@ pub fn build(
     }
     if let Some(signature) = signature {
         let signature = HeaderValue::try_from(signature).expect("base64 signatures are header values");
-        headers.append(HeaderName::from_static("webhook-signature"), signature);
+        // Replaces one the destination's headers set: a receiver reads one signature.
+        headers.insert(HeaderName::from_static("webhook-signature"), signature);
     }
     // What any HTTP client sends unasked, unless the destination's headers say otherwise.
     headers.entry(header::USER_AGENT).or_insert_with(user_agent);

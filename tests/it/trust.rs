@@ -371,6 +371,8 @@ auth = [{{ scheme = "none" }}]
 id = "crm"
 url = "{}"
 signing_secret = "crm_signing"
+# A header of the destination's own by that name: the signature replaces it.
+headers = {{ "webhook-signature" = "v1,forged" }}
 retry = {{ initial_backoff = "1100ms", max_backoff = "2s" }}
 "#,
         receiver.url("/hook")
@@ -380,6 +382,7 @@ retry = {{ initial_backoff = "1100ms", max_backoff = "2s" }}
     let id = gateway.accept("acme", "s", "application/json", body).await;
     let got = receiver.wait_until(Duration::from_secs(15), "two attempts", |r| r.len() == 2).await;
     for request in &got {
+        assert_eq!(request.headers.get_all("webhook-signature").iter().count(), 1, "{:?}", request.headers);
         let headers: serde_json::Map<String, serde_json::Value> =
             ["webhook-id", "webhook-timestamp", "webhook-signature"]
                 .iter()
