@@ -57,30 +57,42 @@ pub async fn upkeep(stop: tokio_util::sync::CancellationToken) {
     }
 }
 
-/// A source's handles for an accepted callback, registered once per tenant version rather
-/// than looked up (with label strings built) on every request.
+/// A source's handles for an accepted callback, registered at its first one and then kept,
+/// rather than looked up (with label strings built) on every request. Not at load: with
+/// ten thousand tenants, series for sources that never took a callback cost memory and
+/// scrape size for nothing.
 pub struct Accepted {
-    requests: metrics::Counter,
-    ack: metrics::Histogram,
+    labels: [(&'static str, String); 3],
+    handles: OnceLock<(metrics::Counter, metrics::Histogram)>,
 }
 
 impl Accepted {
     pub fn new(tenant: &str, source: &str) -> Self {
         let labels = [("tenant", tenant.to_string()), ("source", source.to_string()), ("outcome", "accepted".into())];
-        Self {
-            requests: counter!("switchboard_ingest_requests_total", &labels),
-            ack: histogram!("switchboard_ingest_ack_seconds", "tenant" => tenant.to_string()),
-        }
+        Self { labels, handles: OnceLock::new() }
     }
 
     pub fn record(&self, latency: Duration) {
-        self.requests.increment(1);
-        self.ack.record(latency.as_secs_f64());
+        let (requests, ack) = self.handles.get_or_init(|| {
+            let tenant = self.labels[0].1.clone();
+            (
+                counter!("switchboard_ingest_requests_total", &self.labels),
+                histogram!("switchboard_ingest_ack_seconds", "tenant" => tenant),
+            )
+        });
+        requests.increment(1);
+        ack.record(latency.as_secs_f64());
     }
 }
 
-/// A destination's handles for a delivered attempt, the common case, registered once.
+/// A destination's handles for a delivered attempt, the common case: registered at its
+/// first delivery (not at load, as `Accepted`), then kept.
 pub struct Delivered {
+    labels: [(&'static str, String); 2],
+    handles: OnceLock<DeliveredHandles>,
+}
+
+struct DeliveredHandles {
     success: metrics::Counter,
     attempt: metrics::Histogram,
     since_created: metrics::Histogram,
@@ -88,21 +100,26 @@ pub struct Delivered {
 
 impl Delivered {
     pub fn new(tenant: &str, destination: &str) -> Self {
-        let labels = [("tenant", tenant.to_string()), ("destination", destination.to_string())];
-        let mut with_outcome = labels.to_vec();
-        with_outcome.push(("outcome", "success".to_string()));
         Self {
-            success: counter!("switchboard_delivery_attempts_total", &with_outcome),
-            attempt: histogram!("switchboard_delivery_attempt_seconds", &labels),
-            since_created: histogram!("switchboard_delivery_seconds", &labels),
+            labels: [("tenant", tenant.to_string()), ("destination", destination.to_string())],
+            handles: OnceLock::new(),
         }
     }
 
     /// As `attempt` with outcome "success", then `delivered`.
     pub fn record(&self, latency: Duration, since_created: Duration) {
-        self.success.increment(1);
-        self.attempt.record(latency.as_secs_f64());
-        self.since_created.record(since_created.as_secs_f64());
+        let h = self.handles.get_or_init(|| {
+            let mut with_outcome = self.labels.to_vec();
+            with_outcome.push(("outcome", "success".to_string()));
+            DeliveredHandles {
+                success: counter!("switchboard_delivery_attempts_total", &with_outcome),
+                attempt: histogram!("switchboard_delivery_attempt_seconds", &self.labels),
+                since_created: histogram!("switchboard_delivery_seconds", &self.labels),
+            }
+        });
+        h.success.increment(1);
+        h.attempt.record(latency.as_secs_f64());
+        h.since_created.record(since_created.as_secs_f64());
     }
 }
 
@@ -237,12 +254,18 @@ pub async fn render(config: &Config, store: &dyn Store, figures: &QueueFigures) 
                 gauge!("switchboard_deliveries", "state" => state).set(n as f64);
             }
             let now = now_ms();
+            // Found by name: a linear search per destination was quadratic in a wide backlog.
+            let waiting: std::collections::HashMap<(&str, &str), (u64, i64)> = stats
+                .per_destination
+                .iter()
+                .map(|(t, d, n, created)| ((t.as_str(), d.as_str()), (*n, *created)))
+                .collect();
             // Every configured destination gets a value, so a drained queue reads 0.
             for tenant in config.tenants.values() {
                 for d in &tenant.destinations {
-                    let found = stats.per_destination.iter().find(|(t, id, ..)| *t == tenant.id && *id == d.id);
+                    let found = waiting.get(&(tenant.id.as_str(), d.id.as_str()));
                     let (pending, oldest) =
-                        found.map_or((0, 0.0), |(_, _, n, created)| (*n, (now - created).max(0) as f64 / 1000.0));
+                        found.map_or((0, 0.0), |(n, created)| (*n, (now - created).max(0) as f64 / 1000.0));
                     let labels = [("tenant", tenant.id.clone()), ("destination", d.id.clone())];
                     gauge!("switchboard_pending_deliveries", &labels).set(pending as f64);
                     gauge!("switchboard_oldest_pending_seconds", &labels).set(oldest);
@@ -269,5 +292,35 @@ pub fn attempt_outcome(
         (_, Some(s), _) if s < 500 => "http_4xx",
         (_, Some(_), _) => "http_5xx",
         (_, None, None) => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ten thousand tenants of five destinations made a 164 MB exposition and 200 MB of
+    /// histograms when every source and destination registered its series at load.
+    #[test]
+    fn sources_and_destinations_have_series_once_they_have_traffic_not_before() {
+        let handle = install();
+        let accepted = Accepted::new("quiet-tenant", "quiet-source");
+        let delivered = Delivered::new("quiet-tenant", "quiet-destination");
+        let text = handle.render();
+        assert!(!text.contains("quiet-source") && !text.contains("quiet-destination"), "{text}");
+
+        accepted.record(Duration::from_millis(2));
+        delivered.record(Duration::from_millis(3), Duration::from_millis(5));
+        delivered.record(Duration::from_millis(3), Duration::from_millis(5));
+        let text = handle.render();
+        for line in [
+            r#"switchboard_ingest_requests_total{tenant="quiet-tenant",source="quiet-source",outcome="accepted"} 1"#,
+            r#"switchboard_ingest_ack_seconds_count{tenant="quiet-tenant"} 1"#,
+            r#"switchboard_delivery_attempts_total{tenant="quiet-tenant",destination="quiet-destination",outcome="success"} 2"#,
+            r#"switchboard_delivery_attempt_seconds_count{tenant="quiet-tenant",destination="quiet-destination"} 2"#,
+            r#"switchboard_delivery_seconds_count{tenant="quiet-tenant",destination="quiet-destination"} 2"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
     }
 }

@@ -19,21 +19,18 @@ pub struct Minute {
     pub mean_latency_ms: f64,
 }
 
-#[derive(Debug)]
+/// The ring is made at the destination's first attempt: ten thousand tenants' idle
+/// destinations held 2 KB of zeroed minutes each.
+#[derive(Debug, Default)]
 pub struct Health {
-    ring: Mutex<[Minute; MINUTES]>,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Self { ring: Mutex::new([Minute::default(); MINUTES]) }
-    }
+    ring: Mutex<Option<Box<[Minute; MINUTES]>>>,
 }
 
 impl Health {
     pub fn record(&self, now_ms: i64, succeeded: bool, latency: Duration) {
         let minute = now_ms.div_euclid(60_000);
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let ring = ring.get_or_insert_with(|| Box::new([Minute::default(); MINUTES]));
         let slot = &mut ring[minute.rem_euclid(MINUTES as i64) as usize];
         if slot.minute != minute {
             *slot = Minute { minute, ..Minute::default() };
@@ -49,9 +46,9 @@ impl Health {
         let now = now_ms.div_euclid(60_000);
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         (now - MINUTES as i64 + 1..=now)
-            .map(|minute| {
-                let slot = ring[minute.rem_euclid(MINUTES as i64) as usize];
-                if slot.minute == minute { slot } else { Minute { minute, ..Minute::default() } }
+            .map(|minute| match ring.as_deref().map(|r| r[minute.rem_euclid(MINUTES as i64) as usize]) {
+                Some(slot) if slot.minute == minute => slot,
+                _ => Minute { minute, ..Minute::default() },
             })
             .collect()
     }
@@ -77,5 +74,14 @@ mod tests {
         health.record(at + 3_600_000, true, Duration::from_millis(1));
         let later = health.last_hour(at + 3_600_000);
         assert_eq!(later.iter().map(|m| m.attempts).sum::<u32>(), 2, "{later:?}");
+    }
+
+    #[test]
+    fn a_destination_with_no_attempt_has_an_empty_hour_and_no_ring() {
+        let health = Health::default();
+        let hour = health.last_hour(1_800_000_000_000);
+        assert_eq!(hour.len(), 60);
+        assert!(hour.iter().all(|m| m.attempts == 0) && hour[59].minute == 30_000_000);
+        assert!(health.ring.lock().unwrap().is_none(), "made at the first attempt");
     }
 }
