@@ -241,7 +241,6 @@ statements() {
     FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '$3')
     ORDER BY total_exec_time DESC LIMIT 8" |
     awk 'BEGIN {print "  calls | rows/call | blocks/call | WAL records/call | plans | exec µs/event | statement"} {print "  " $0}'
-  psql -q "$server" -c "SELECT pg_stat_statements_reset()" >/dev/null
 }
 if [ "${NO_PG:-0}" != 1 ]; then
   export SWITCHBOARD_PG_DIR=$work/pg SWITCHBOARD_PG_DURABLE=1 SWITCHBOARD_PG_STATEMENTS=${PG_STATEMENTS:-0}

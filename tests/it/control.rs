@@ -84,8 +84,32 @@ async fn call(
 }
 
 async fn callback(http: &reqwest::Client, node: &Serve, tenant: &str, call: &str) -> reqwest::Response {
+    post_call(http, &node.hook(tenant, "telecmi"), call).await
+}
+
+/// A TeleCMI callback of the call `call` to the hook URL `hook`.
+async fn post_call(http: &reqwest::Client, hook: &str, call: &str) -> reqwest::Response {
     let body = String::from_utf8(seed("telecmi.json")).unwrap().replace("703ee423-e5f8-4120-9c17-5216c679afdd", call);
-    http.post(node.hook(tenant, "telecmi")).header("content-type", "application/json").body(body).send().await.unwrap()
+    http.post(hook).header("content-type", "application/json").body(body).send().await.unwrap()
+}
+
+/// Sends `node` callbacks for `tenant`, one after another, each of a new call, until `stop`;
+/// every one must be accepted. The task gives back how many went.
+fn callbacks_until(
+    http: &reqwest::Client,
+    node: &Serve,
+    tenant: &str,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<usize> {
+    let (http, hook, tenant) = (http.clone(), node.hook(tenant, "telecmi"), tenant.to_string());
+    tokio::spawn(async move {
+        let mut n = 0;
+        while !stop.is_cancelled() {
+            assert_eq!(post_call(&http, &hook, &format!("{tenant}-{n}")).await.status(), 200);
+            n += 1;
+        }
+        n
+    })
 }
 
 /// A tenant document: a TeleCMI source and a CRM destination that carries a secret.
@@ -447,21 +471,7 @@ async fn a_delivery_handed_over_while_its_destination_is_reshaped_is_sent_at_onc
     doc["destination"][0]["timeout"] = json!("20s");
     assert_eq!(plane.put("/v1/tenants/acme", doc.clone()).await.0, 201);
     let stop = tokio_util::sync::CancellationToken::new();
-    let sender = {
-        let (http, stop, hook) = (plane.http.clone(), stop.clone(), plane.node.hook("acme", "telecmi"));
-        tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.is_cancelled() {
-                let body = String::from_utf8(seed("telecmi.json"))
-                    .unwrap()
-                    .replace("703ee423-e5f8-4120-9c17-5216c679afdd", &format!("call-{n}"));
-                let sent = http.post(&hook).header("content-type", "application/json").body(body).send().await;
-                assert_eq!(sent.unwrap().status(), 200);
-                n += 1;
-            }
-            n
-        })
-    };
+    let sender = callbacks_until(&plane.http, &plane.node, "acme", stop.clone());
     for round in 0..20 {
         receiver
             .wait_until(Duration::from_secs(10), "deliveries between reshapes", |r| r.len() >= 3 * (round + 1))
@@ -632,21 +642,7 @@ async fn a_delivery_committed_on_another_node_during_a_removal_is_cancelled_too(
 
     // Node b takes callbacks, one after another, for the whole test.
     let stop = tokio_util::sync::CancellationToken::new();
-    let sender = {
-        let (http, stop, b, tenant) = (http.clone(), stop.clone(), b.hook(&tenant, "telecmi"), tenant.clone());
-        tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.is_cancelled() {
-                let body = String::from_utf8(seed("telecmi.json"))
-                    .unwrap()
-                    .replace("703ee423-e5f8-4120-9c17-5216c679afdd", &format!("{tenant}-{n}"));
-                let sent = http.post(&b).header("content-type", "application/json").body(body).send().await;
-                assert_eq!(sent.unwrap().status(), 200);
-                n += 1;
-            }
-            n
-        })
-    };
+    let sender = callbacks_until(&http, &b, &tenant, stop.clone());
     // Add the helpdesk, let node b fail a few deliveries to it, remove it on node a. The
     // window between the removal and node b's following it is the catalog's poll interval
     // at most: a round where no callback fell in it is tried again.
