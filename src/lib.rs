@@ -141,12 +141,13 @@ impl Gateway {
         let applied = self.dispatcher.apply(&config);
         self.config.store(config.clone());
         let stats = self.store.queue_stats().await.unwrap_or_default();
+        let waiting = stats.waiting();
         let orphaned = applied
             .removed
             .iter()
             .filter_map(|name| {
                 let (tenant, destination) = name.split_once('/')?;
-                let pending = stats.per_destination.iter().find(|(t, d, ..)| t == tenant && d == destination)?.2;
+                let pending = waiting.get(&(tenant, destination))?.0;
                 Some(Orphaned { destination: name.clone(), pending })
             })
             .collect();

@@ -254,12 +254,7 @@ pub async fn render(config: &Config, store: &dyn Store, figures: &QueueFigures) 
                 gauge!("switchboard_deliveries", "state" => state).set(n as f64);
             }
             let now = now_ms();
-            // Found by name: a linear search per destination was quadratic in a wide backlog.
-            let waiting: std::collections::HashMap<(&str, &str), (u64, i64)> = stats
-                .per_destination
-                .iter()
-                .map(|(t, d, n, created)| ((t.as_str(), d.as_str()), (*n, *created)))
-                .collect();
+            let waiting = stats.waiting();
             // Every configured destination gets a value, so a drained queue reads 0.
             for tenant in config.tenants.values() {
                 for d in &tenant.destinations {

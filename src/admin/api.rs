@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::{ApiError, Principal};
 use crate::Gateway;
+use crate::deliver::StatusPage;
 use crate::server::{Body, json_response};
 use crate::store::admin::{DeliveryQuery, EventQuery, Replay, ReplayFilter};
 pub(super) use crate::store::rfc3339;
@@ -296,27 +297,42 @@ async fn replay_bulk(
     Ok(json_response(StatusCode::OK, &json!({ "queued": queued })))
 }
 
-/// Destinations on this node: pause, circuit, queue; `?health=true` adds the last hour.
+/// Destinations on this node, a page at a time in (tenant, id) order: pause, circuit,
+/// queue; `?health=true` adds the last hour. `next_cursor` is the page's last destination.
 async fn destinations(gateway: &Gateway, principal: &Principal, params: &Params) -> Result<Response<Body>, ApiError> {
     let tenant = principal.scope(params.get("tenant"))?;
-    let with_health = params.get("health").is_some_and(|v| v == "true");
-    let mut all = gateway.dispatcher().status_of(tenant.as_deref(), with_health);
-    all.retain(|d| d.destination.split_once('/').is_some_and(|(t, _)| principal.sees(t)));
+    let limit = params.limit()?;
+    let cursor = params.get("cursor");
+    let after = match cursor.as_deref().map(|c| c.split_once('/')) {
+        None => None,
+        Some(Some(after)) => Some(after),
+        Some(None) => return Err(ApiError::BadRequest("cursor must be a next_cursor of this list (tenant/id)".into())),
+    };
+    let sees = |t: &str| principal.sees(t);
+    let (page, more) = gateway.dispatcher().status_page(&StatusPage {
+        tenant: tenant.as_deref(),
+        after,
+        limit,
+        sees: &sees,
+        with_health: params.get("health").is_some_and(|v| v == "true"),
+    });
     // Queue figures as /metrics has them (read from the store at most every few seconds).
-    let queue = gateway.queue_figures.get(gateway.store.as_ref()).await.map(|s| s.per_destination).unwrap_or_default();
+    let stats = gateway.queue_figures.get(gateway.store.as_ref()).await.unwrap_or_default();
+    let waiting = stats.waiting();
     let now = crate::store::now_ms();
-    let items: Vec<Value> = all
+    let items: Vec<Value> = page
         .iter()
         .map(|d| {
             let (t, id) = d.destination.split_once('/').unwrap_or_default();
-            let pending = queue.iter().find(|(qt, qd, ..)| qt == t && qd == id);
+            let pending = waiting.get(&(t, id));
             let mut item = serde_json::to_value(d).unwrap_or_default();
-            item["pending"] = json!(pending.map_or(0, |p| p.2));
-            item["oldest_pending_seconds"] = json!(pending.map(|p| (now - p.3).max(0) / 1000));
+            item["pending"] = json!(pending.map_or(0, |p| p.0));
+            item["oldest_pending_seconds"] = json!(pending.map(|p| (now - p.1).max(0) / 1000));
             item
         })
         .collect();
-    Ok(json_response(StatusCode::OK, &json!({ "destinations": items })))
+    let next = more.then(|| page.last().map(|d| d.destination.clone())).flatten();
+    Ok(json_response(StatusCode::OK, &json!({ "destinations": items, "next_cursor": next })))
 }
 
 async fn pause(

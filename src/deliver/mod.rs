@@ -196,6 +196,18 @@ pub struct Dispatcher {
     workers: RwLock<Workers>,
 }
 
+/// Which destinations `Dispatcher::status_page` lists.
+pub struct StatusPage<'a> {
+    /// One tenant's only.
+    pub tenant: Option<&'a str>,
+    /// Those after this (tenant, id): the last of the previous page.
+    pub after: Option<(&'a str, &'a str)>,
+    pub limit: usize,
+    /// Whether the caller may see a tenant's destinations.
+    pub sees: &'a dyn Fn(&str) -> bool,
+    pub with_health: bool,
+}
+
 /// A destination as this node's worker sees it.
 #[derive(Debug, serde::Serialize)]
 pub struct DestinationStatus {
@@ -440,23 +452,35 @@ impl Dispatcher {
 
     /// Every running destination worker's state on this node, sorted by name.
     /// The destinations of `tenant` (all when `None`), with their last hour when asked.
-    pub fn status_of(&self, tenant: Option<&str>, with_health: bool) -> Vec<DestinationStatus> {
+    /// One page of the destinations on this node, in (tenant, id) order: those after
+    /// `page.after` that `page.sees`, at most `page.limit`, and whether more follow. Only the
+    /// page's own statuses (and health hours) are built, so a platform with 50,000
+    /// destinations pays for the page it asked for.
+    pub fn status_page(&self, page: &StatusPage<'_>) -> (Vec<DestinationStatus>, bool) {
         let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
         let now = crate::store::now_ms();
-        let mut all: Vec<DestinationStatus> = workers
+        let mut chosen: Vec<(&str, &str, &Running)> = workers
             .iter()
-            .filter(|(t, _)| tenant.is_none_or(|want| want == t.as_str()))
-            .flat_map(|(tenant, of_tenant)| {
-                of_tenant.iter().map(move |(id, running)| DestinationStatus {
-                    destination: format!("{tenant}/{id}"),
-                    paused: running.handle.paused.load(Ordering::Relaxed),
-                    circuit: running.handle.breaker.circuit(),
-                    last_hour: with_health.then(|| running.handle.health.last_hour(now)),
-                })
+            .filter(|(t, _)| page.tenant.is_none_or(|want| want == t.as_str()) && (page.sees)(t))
+            .flat_map(|(t, of_tenant)| of_tenant.iter().map(move |(id, running)| (t.as_str(), id.as_str(), running)))
+            .filter(|&(t, id, _)| page.after.is_none_or(|after| (t, id) > after))
+            .collect();
+        let more = chosen.len() > page.limit;
+        if more {
+            chosen.select_nth_unstable_by(page.limit, |a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            chosen.truncate(page.limit);
+        }
+        chosen.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let statuses = chosen
+            .into_iter()
+            .map(|(tenant, id, running)| DestinationStatus {
+                destination: format!("{tenant}/{id}"),
+                paused: running.handle.paused.load(Ordering::Relaxed),
+                circuit: running.handle.breaker.circuit(),
+                last_hour: page.with_health.then(|| running.handle.health.last_hour(now)),
             })
             .collect();
-        all.sort_by(|a, b| a.destination.cmp(&b.destination));
-        all
+        (statuses, more)
     }
 
     /// Pauses or resumes a destination's worker; `false` if there is no such destination.

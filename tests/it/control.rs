@@ -324,6 +324,68 @@ async fn file_tenants_stay_read_only_and_an_id_defined_both_ways_stops_the_start
     assert!(stderr.contains("tenant \"acme\" is defined in") && stderr.contains("clash.toml"), "{stderr}");
 }
 
+/// Every destination a token sees, paged `limit` at a time: (names, each page's size).
+async fn destination_pages(plane: &Plane, token: &str, limit: usize) -> (Vec<String>, Vec<usize>) {
+    let (mut names, mut sizes, mut cursor) = (Vec::new(), Vec::new(), String::new());
+    loop {
+        let path = format!("/v1/destinations?limit={limit}&health=true&cursor={cursor}");
+        let (status, page) = plane.call(Method::GET, &path, token, None).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["destinations"].as_array().unwrap();
+        assert!(items.iter().all(|d| d["last_hour"].is_array() && d["pending"].is_u64()), "{page}");
+        names.extend(items.iter().map(|d| d["destination"].as_str().unwrap().to_string()));
+        sizes.push(items.len());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => return (names, sizes),
+        }
+        assert!(sizes.len() < 20, "the pages never end: {names:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_are_listed_a_page_at_a_time_and_a_key_pages_through_its_own_only() {
+    let receiver = Receiver::start().await;
+    let plane = Plane::start("", &[]).await;
+    // "acme" and "acme-eu": ordered by tenant, then id ("acme-eu/…" sorts before "acme/…" as
+    // text), so a cursor never skips or repeats a tenant whose id another's begins with.
+    for tenant in ["globex", "acme-eu", "acme"] {
+        let mut doc = tenant_doc(&receiver);
+        let crm = doc["destination"][0].clone();
+        doc["destination"] = json!(
+            ["desk", "crm", "bi"]
+                .iter()
+                .map(|id| {
+                    let mut d = crm.clone();
+                    d["id"] = json!(id);
+                    d
+                })
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(plane.put(&format!("/v1/tenants/{tenant}"), doc).await.0, 201);
+    }
+    let expected: Vec<String> =
+        ["acme", "acme-eu", "globex"].iter().flat_map(|t| ["bi", "crm", "desk"].map(|d| format!("{t}/{d}"))).collect();
+    let (names, sizes) = destination_pages(&plane, TOKEN, 4).await;
+    assert_eq!((names, sizes), (expected.clone(), vec![4, 4, 1]));
+    let (names, sizes) = destination_pages(&plane, TOKEN, 9).await;
+    assert_eq!((names, sizes), (expected.clone(), vec![9]), "a last page that is full says so");
+
+    let (status, key) = plane.call(Method::POST, "/v1/tenants/acme/keys", TOKEN, None).await;
+    assert_eq!(status, 201, "{key}");
+    let token = key["token"].as_str().unwrap();
+    let (names, sizes) = destination_pages(&plane, token, 2).await;
+    assert_eq!((names, sizes), (expected[..3].to_vec(), vec![2, 1]), "a key pages through its own tenant only");
+
+    for (query, error) in
+        [("limit=0", "limit must be 1 to"), ("limit=1001", "limit must be 1 to"), ("cursor=acme", "cursor")]
+    {
+        let (status, body) = plane.get(&format!("/v1/destinations?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(error), "{query}: {body}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_key_sees_and_changes_only_what_its_tenant_may() {
     let receiver = Receiver::start().await;

@@ -94,7 +94,7 @@ async function portalSignIn() {
   token = portalToken;
   portalToken = null;
   try {
-    await api("GET", "/v1/destinations");
+    await api("GET", "/v1/destinations?limit=1");
   } catch (e) {
     token = null;
     main.replaceChildren(el("p", { class: "error", role: "alert" }, "This portal link has expired or is not valid."));
@@ -121,7 +121,7 @@ function signIn(message) {
     event.preventDefault();
     token = form.elements.token.value.trim();
     try {
-      await api("GET", "/v1/destinations");
+      await api("GET", "/v1/destinations?limit=1");
     } catch (e) {
       token = null;
       error.textContent = e.status === 401 ? "That token is not valid." : e.message;
@@ -368,13 +368,14 @@ async function destinations(params) {
     event.preventDefault();
     location.hash = `#/destinations${query(Object.fromEntries(new FormData(form)))}`;
   });
-  let list;
+  const cursor = params.get("cursor") || "";
+  let page;
   try {
-    list = (await api("GET", `/v1/destinations${query({ tenant, health: "true" })}`)).destinations;
+    page = await api("GET", `/v1/destinations${query({ tenant, health: "true", limit: "100", cursor })}`);
   } catch (e) {
     return show("Destinations", form, failure(e));
   }
-  const rows = list.map((d) => {
+  const rows = page.destinations.map((d) => {
     const [t, id] = d.destination.split("/");
     const toggle = el("button", { type: "button", class: "secondary" }, d.paused ? "Resume" : "Pause");
     toggle.addEventListener("click", async () => {
@@ -394,7 +395,8 @@ async function destinations(params) {
       el("td", {}, el("a", { href: `#/deliveries${query({ tenant: t, destination: id, state: "pending" })}` }, `${d.pending} pending`), d.oldest_pending_seconds !== null ? ` (oldest ${age(d.oldest_pending_seconds)})` : ""),
       el("td", {}, toggle));
   });
-  show("Destinations", form, table(["Destination", "Delivery", "Circuit", "Success, last hour", "Latency", "Queue", ""], rows, "No destination."));
+  show("Destinations", form, table(["Destination", "Delivery", "Circuit", "Success, last hour", "Latency", "Queue", ""], rows, "No destination."),
+    page.next_cursor ? el("a", { href: `#/destinations${query({ tenant, cursor: page.next_cursor })}` }, "Next page") : null);
 }
 
 // Tenants (admin): the list, and one tenant's sources and destinations edited over the

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Listing destinations at platform scale: 10,000 tenants × 5 destinations (seeded through the
+# API), all on a closed port so every delivery retries and the queue spans most of them.
+# Prints each listing's status, size and time, and the gateway's RSS before and after.
+# Usage: benches/load/destinations.sh   (TENANTS=10000; BIN=switchboard binary; QUERIES="?a ?b")
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --release -q --bin switchboard --example control_scale
+BIN=${BIN:-target/release/switchboard}; SCALE=target/release/examples/control_scale; TENANTS=${TENANTS:-10000}
+work=$(mktemp -d); pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 1 300); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; exit 1; }
+mkdir -p "$work/tenants" "$work/data"
+cat > "$work/switchboard.toml" <<TOML
+[server]
+listen = "127.0.0.1:18192"
+admin_listen = "127.0.0.1:18193"
+allow_private_destinations = true
+max_connections = 10000
+[admin]
+token = { env = "BENCH_ADMIN_TOKEN" }
+secrets_key = { env = "BENCH_SECRETS_KEY" }
+[store]
+url = "sqlite://$work/data/control.db"
+TOML
+export BENCH_ADMIN_TOKEN=bench BENCH_SECRETS_KEY=$(python3 -c "import secrets; print(secrets.token_hex(32))")
+$BIN serve --config "$work/switchboard.toml" 2>"$work/log" & gw=$!; pids+=($gw); wait_port 18193
+# Destinations on a closed port; callbacks to random tenants for 6 s (the churn mode also
+# replaces a tenant every 50 ms).
+$SCALE seed http://127.0.0.1:18193 bench http://127.0.0.1:9 "$TENANTS" >/dev/null
+$SCALE churn http://127.0.0.1:18193 http://127.0.0.1:18192 bench http://127.0.0.1:9 "$TENANTS" 2000 6 >/dev/null
+pending=$(curl -s 127.0.0.1:18193/metrics | awk '/^switchboard_deliveries\{state="pending"\}/ {print $2}')
+echo "pending: $pending; RSS before the listings $(awk "/VmRSS/ {print \$2/1024}" /proc/$gw/status) MB"
+for q in ${QUERIES:-"?" "?health=true" "?limit=1000&health=true" "?tenant=t5"}; do
+  curl -s -o /dev/null -H 'Authorization: Bearer bench' -w "GET /v1/destinations$q: %{http_code} %{size_download} bytes %{time_total} s\n" "127.0.0.1:18193/v1/destinations$q"
+done
+echo "RSS $(awk '/VmRSS/ {print $2/1024}' /proc/$gw/status) MB"
