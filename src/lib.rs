@@ -136,6 +136,9 @@ impl Gateway {
         if !clashes.is_empty() {
             return Err(config::ConfigErrors(clashes));
         }
+        if loaded.metrics_detail != current.metrics_detail {
+            tracing::warn!("[metrics] detail changes at the next start; the series keep their labels until then");
+        }
         let config = Arc::new(loaded.with_tenants(tenants));
         self.ingest.swap(config.clone());
         let applied = self.dispatcher.apply(&config);
@@ -167,6 +170,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     metrics::install();
+    metrics::set_detail(config.metrics_detail);
     let sealer = config.secrets_key.as_ref().map(|k| Arc::new(control::seal::Sealer::new(k)));
     let (config, applied) =
         control::load(store.as_ref(), &config, sealer.as_deref()).await.map_err(RunError::Catalog)?;

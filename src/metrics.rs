@@ -5,16 +5,19 @@
 //! The `metrics` facade has one recorder per process, installed on first use.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::config::Config;
+use crate::config::{Config, MetricsDetail};
 use crate::store::admin::QueueStats;
 use crate::store::{Store, now_ms};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+/// `[metrics] detail`, set once at start (`set_detail`).
+static DETAIL: AtomicU8 = AtomicU8::new(0);
 
 const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -41,6 +44,45 @@ pub fn install() -> &'static PrometheusHandle {
     })
 }
 
+/// How finely series are labelled from now on. Called at start, before anything is
+/// recorded: a change later would leave the old series beside the new.
+pub fn set_detail(detail: MetricsDetail) {
+    DETAIL.store(detail as u8, Ordering::Relaxed);
+}
+
+fn detail() -> MetricsDetail {
+    match DETAIL.load(Ordering::Relaxed) {
+        0 => MetricsDetail::Destination,
+        1 => MetricsDetail::Tenant,
+        _ => MetricsDetail::Gateway,
+    }
+}
+
+/// The labels that say where a series belongs, at `detail`: the tenant, and `part` (the
+/// source or destination) within it.
+fn place_at(detail: MetricsDetail, tenant: &str, part: (&'static str, &str)) -> Vec<(&'static str, String)> {
+    match detail {
+        MetricsDetail::Destination => vec![("tenant", tenant.to_string()), (part.0, part.1.to_string())],
+        MetricsDetail::Tenant => vec![("tenant", tenant.to_string())],
+        MetricsDetail::Gateway => Vec::new(),
+    }
+}
+
+/// `place_at` the configured detail, with `extra` labels after.
+fn place(tenant: &str, part: (&'static str, &str), extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    let mut labels = place_at(detail(), tenant, part);
+    labels.extend(extra.iter().map(|&(k, v)| (k, v.to_string())));
+    labels
+}
+
+/// The tenant's label, unless the detail is the gateway's (series kept per tenant at most).
+fn tenant_only(tenant: &str) -> Vec<(&'static str, String)> {
+    match detail() {
+        MetricsDetail::Gateway => Vec::new(),
+        _ => vec![("tenant", tenant.to_string())],
+    }
+}
+
 /// Histogram samples wait in the recorder until they are folded into their buckets, which
 /// a scrape does — and nothing else, with a recorder built by hand. A gateway nobody scrapes
 /// would keep every sample of every request: the soak suite saw RSS grow ~220 bytes per
@@ -62,22 +104,22 @@ pub async fn upkeep(stop: tokio_util::sync::CancellationToken) {
 /// ten thousand tenants, series for sources that never took a callback cost memory and
 /// scrape size for nothing.
 pub struct Accepted {
-    labels: [(&'static str, String); 3],
+    tenant: String,
+    source: String,
     handles: OnceLock<(metrics::Counter, metrics::Histogram)>,
 }
 
 impl Accepted {
     pub fn new(tenant: &str, source: &str) -> Self {
-        let labels = [("tenant", tenant.to_string()), ("source", source.to_string()), ("outcome", "accepted".into())];
-        Self { labels, handles: OnceLock::new() }
+        Self { tenant: tenant.to_string(), source: source.to_string(), handles: OnceLock::new() }
     }
 
     pub fn record(&self, latency: Duration) {
         let (requests, ack) = self.handles.get_or_init(|| {
-            let tenant = self.labels[0].1.clone();
+            let labels = place(&self.tenant, ("source", &self.source), &[("outcome", "accepted")]);
             (
-                counter!("switchboard_ingest_requests_total", &self.labels),
-                histogram!("switchboard_ingest_ack_seconds", "tenant" => tenant),
+                counter!("switchboard_ingest_requests_total", &labels),
+                histogram!("switchboard_ingest_ack_seconds", &tenant_only(&self.tenant)),
             )
         });
         requests.increment(1);
@@ -88,7 +130,8 @@ impl Accepted {
 /// A destination's handles for a delivered attempt, the common case: registered at its
 /// first delivery (not at load, as `Accepted`), then kept.
 pub struct Delivered {
-    labels: [(&'static str, String); 2],
+    tenant: String,
+    destination: String,
     handles: OnceLock<DeliveredHandles>,
 }
 
@@ -100,21 +143,18 @@ struct DeliveredHandles {
 
 impl Delivered {
     pub fn new(tenant: &str, destination: &str) -> Self {
-        Self {
-            labels: [("tenant", tenant.to_string()), ("destination", destination.to_string())],
-            handles: OnceLock::new(),
-        }
+        Self { tenant: tenant.to_string(), destination: destination.to_string(), handles: OnceLock::new() }
     }
 
     /// As `attempt` with outcome "success", then `delivered`.
     pub fn record(&self, latency: Duration, since_created: Duration) {
         let h = self.handles.get_or_init(|| {
-            let mut with_outcome = self.labels.to_vec();
-            with_outcome.push(("outcome", "success".to_string()));
+            let labels = place(&self.tenant, ("destination", &self.destination), &[]);
+            let with_outcome = place(&self.tenant, ("destination", &self.destination), &[("outcome", "success")]);
             DeliveredHandles {
                 success: counter!("switchboard_delivery_attempts_total", &with_outcome),
-                attempt: histogram!("switchboard_delivery_attempt_seconds", &self.labels),
-                since_created: histogram!("switchboard_delivery_seconds", &self.labels),
+                attempt: histogram!("switchboard_delivery_attempt_seconds", &labels),
+                since_created: histogram!("switchboard_delivery_seconds", &labels),
             }
         });
         h.success.increment(1);
@@ -124,29 +164,25 @@ impl Delivered {
 }
 
 pub fn ingest(tenant: &str, source: &str, outcome: &'static str, latency: Duration) {
-    let labels = [("tenant", tenant.to_string()), ("source", source.to_string()), ("outcome", outcome.to_string())];
-    counter!("switchboard_ingest_requests_total", &labels).increment(1);
+    counter!("switchboard_ingest_requests_total", &place(tenant, ("source", source), &[("outcome", outcome)]))
+        .increment(1);
     if outcome == "accepted" || outcome == "duplicate" {
-        histogram!("switchboard_ingest_ack_seconds", "tenant" => tenant.to_string()).record(latency.as_secs_f64());
+        histogram!("switchboard_ingest_ack_seconds", &tenant_only(tenant)).record(latency.as_secs_f64());
     }
 }
 
 pub fn attempt(tenant: &str, destination: &str, outcome: &'static str, latency: Duration) {
-    let labels = [("tenant", tenant.to_string()), ("destination", destination.to_string())];
-    let mut with_outcome = labels.to_vec();
-    with_outcome.push(("outcome", outcome.to_string()));
-    counter!("switchboard_delivery_attempts_total", &with_outcome).increment(1);
-    histogram!("switchboard_delivery_attempt_seconds", &labels).record(latency.as_secs_f64());
+    let part = ("destination", destination);
+    counter!("switchboard_delivery_attempts_total", &place(tenant, part, &[("outcome", outcome)])).increment(1);
+    histogram!("switchboard_delivery_attempt_seconds", &place(tenant, part, &[])).record(latency.as_secs_f64());
 }
 
 pub fn retry(tenant: &str, destination: &str) {
-    counter!("switchboard_delivery_retries_total", "tenant" => tenant.to_string(), "destination" => destination.to_string())
-        .increment(1);
+    counter!("switchboard_delivery_retries_total", &place(tenant, ("destination", destination), &[])).increment(1);
 }
 
 pub fn dead(tenant: &str, destination: &str) {
-    counter!("switchboard_dead_letters_total", "tenant" => tenant.to_string(), "destination" => destination.to_string())
-        .increment(1);
+    counter!("switchboard_dead_letters_total", &place(tenant, ("destination", destination), &[])).increment(1);
 }
 
 /// Deliveries a claim ended unsent: superseded by a later status of their call, or a live
@@ -154,13 +190,8 @@ pub fn dead(tenant: &str, destination: &str) {
 pub fn unsent(tenant: &str, destination: &str, superseded: u64, expired: u64) {
     for (reason, n) in [("superseded", superseded), ("expired", expired)] {
         if n > 0 {
-            counter!(
-                "switchboard_deliveries_unsent_total",
-                "tenant" => tenant.to_string(),
-                "destination" => destination.to_string(),
-                "reason" => reason
-            )
-            .increment(n);
+            let labels = place(tenant, ("destination", destination), &[("reason", reason)]);
+            counter!("switchboard_deliveries_unsent_total", &labels).increment(n);
         }
     }
 }
@@ -168,33 +199,31 @@ pub fn unsent(tenant: &str, destination: &str, superseded: u64, expired: u64) {
 /// A destination answered in a way that pauses it (410 Gone, or `on_status = "pause"`):
 /// worth an alert, as nothing is delivered to it until someone resumes it.
 pub fn paused_by_answer(tenant: &str, destination: &str) {
-    counter!(
-        "switchboard_destination_paused_total",
-        "tenant" => tenant.to_string(),
-        "destination" => destination.to_string()
-    )
-    .increment(1);
+    counter!("switchboard_destination_paused_total", &place(tenant, ("destination", destination), &[])).increment(1);
 }
 
-/// The spacing a destination's answers set between its requests (0: full speed).
+/// The spacing a destination's answers set between its requests (0: full speed). A state
+/// of one destination: there is no sum of it per tenant, so it is kept per destination or
+/// not at all (the admin API shows it either way).
 pub fn spacing(tenant: &str, destination: &str, spacing: Duration) {
-    gauge!(
-        "switchboard_destination_spacing_seconds",
-        "tenant" => tenant.to_string(),
-        "destination" => destination.to_string()
-    )
-    .set(spacing.as_secs_f64());
+    if detail() == MetricsDetail::Destination {
+        let labels = place(tenant, ("destination", destination), &[]);
+        gauge!("switchboard_destination_spacing_seconds", &labels).set(spacing.as_secs_f64());
+    }
 }
 
 pub fn delivered(tenant: &str, destination: &str, since_created: Duration) {
-    histogram!("switchboard_delivery_seconds", "tenant" => tenant.to_string(), "destination" => destination.to_string())
+    histogram!("switchboard_delivery_seconds", &place(tenant, ("destination", destination), &[]))
         .record(since_created.as_secs_f64());
 }
 
-/// A destination's circuit opened (`true`) or closed again.
+/// A destination's circuit opened (`true`) or closed again. The open gauge is a state of one
+/// destination, kept as `spacing` is; the count of openings adds up at any detail.
 pub fn circuit(tenant: &str, destination: &str, open: bool) {
-    let labels = [("tenant", tenant.to_string()), ("destination", destination.to_string())];
-    gauge!("switchboard_destination_circuit_open", &labels).set(if open { 1.0 } else { 0.0 });
+    let labels = place(tenant, ("destination", destination), &[]);
+    if detail() == MetricsDetail::Destination {
+        gauge!("switchboard_destination_circuit_open", &labels).set(if open { 1.0 } else { 0.0 });
+    }
     if open {
         counter!("switchboard_destination_circuit_opened_total", &labels).increment(1);
     }
@@ -253,23 +282,39 @@ pub async fn render(config: &Config, store: &dyn Store, figures: &QueueFigures) 
             ] {
                 gauge!("switchboard_deliveries", "state" => state).set(n as f64);
             }
-            let now = now_ms();
-            let waiting = stats.waiting();
-            // Every configured destination gets a value, so a drained queue reads 0.
-            for tenant in config.tenants.values() {
-                for d in &tenant.destinations {
-                    let found = waiting.get(&(tenant.id.as_str(), d.id.as_str()));
-                    let (pending, oldest) =
-                        found.map_or((0, 0.0), |(n, created)| (*n, (now - created).max(0) as f64 / 1000.0));
-                    let labels = [("tenant", tenant.id.clone()), ("destination", d.id.clone())];
-                    gauge!("switchboard_pending_deliveries", &labels).set(pending as f64);
-                    gauge!("switchboard_oldest_pending_seconds", &labels).set(oldest);
-                }
+            for (labels, (pending, oldest)) in queue_gauges(detail(), config, &stats, now_ms()) {
+                gauge!("switchboard_pending_deliveries", &labels).set(pending as f64);
+                gauge!("switchboard_oldest_pending_seconds", &labels).set(oldest);
             }
         }
         Err(e) => tracing::warn!(error = %e, "queue figures unavailable for this scrape"),
     }
     handle.render()
+}
+
+/// Pending deliveries and the oldest one's age in seconds, per place at `detail`: summed
+/// (and the oldest taken) over the destinations a place holds. Every configured destination
+/// counts, so a drained queue reads 0 rather than vanishing.
+fn queue_gauges(
+    detail: MetricsDetail,
+    config: &Config,
+    stats: &QueueStats,
+    now: i64,
+) -> std::collections::BTreeMap<Vec<(&'static str, String)>, (u64, f64)> {
+    let waiting = stats.waiting();
+    let mut gauges = std::collections::BTreeMap::new();
+    for tenant in config.tenants.values() {
+        for d in &tenant.destinations {
+            let (pending, oldest) = waiting
+                .get(&(tenant.id.as_str(), d.id.as_str()))
+                .map_or((0, 0.0), |(n, created)| (*n, (now - created).max(0) as f64 / 1000.0));
+            let entry: &mut (u64, f64) =
+                gauges.entry(place_at(detail, &tenant.id, ("destination", &d.id))).or_default();
+            entry.0 += pending;
+            entry.1 = entry.1.max(oldest);
+        }
+    }
+    gauges
 }
 
 /// The outcome label of an attempt.
@@ -293,6 +338,59 @@ pub fn attempt_outcome(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_detail_drops_a_label_of_place() {
+        let part = ("destination", "crm");
+        let at = |detail| place_at(detail, "acme", part);
+        assert_eq!(at(MetricsDetail::Destination), [("tenant", "acme".into()), ("destination", "crm".into())]);
+        assert_eq!(at(MetricsDetail::Tenant), [("tenant", "acme".to_string())]);
+        assert!(at(MetricsDetail::Gateway).is_empty());
+    }
+
+    /// The queue gauges add up per place: a tenant's pending deliveries are the sum over its
+    /// destinations, its oldest the oldest of theirs, and a destination with none counts 0.
+    #[test]
+    fn queue_gauges_add_up_over_the_destinations_a_place_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tenants")).unwrap();
+        let main = dir.path().join("switchboard.toml");
+        std::fs::write(&main, "[server]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+        for (tenant, destinations) in [("acme", ["crm", "desk"]), ("globex", ["crm", "bi"])] {
+            let mut text = format!("id = \"{tenant}\"\n");
+            for d in destinations {
+                text += &format!("[[destination]]\nid = \"{d}\"\nurl = \"http://127.0.0.1:9/{d}\"\n");
+            }
+            std::fs::write(dir.path().join(format!("tenants/{tenant}.toml")), text).unwrap();
+        }
+        let config = crate::config::load(&main).unwrap();
+        let now = 100_000;
+        let stats = QueueStats {
+            per_destination: vec![
+                ("acme".into(), "crm".into(), 3, now - 5_000),
+                ("acme".into(), "desk".into(), 4, now - 9_000),
+                ("globex".into(), "bi".into(), 2, now - 1_000),
+            ],
+            ..QueueStats::default()
+        };
+        let gauges = |detail| queue_gauges(detail, &config, &stats, now).into_iter().collect::<Vec<_>>();
+        let labels =
+            |pairs: &[(&'static str, &str)]| pairs.iter().map(|&(k, v)| (k, v.to_string())).collect::<Vec<_>>();
+        assert_eq!(
+            gauges(MetricsDetail::Destination),
+            [
+                (labels(&[("tenant", "acme"), ("destination", "crm")]), (3, 5.0)),
+                (labels(&[("tenant", "acme"), ("destination", "desk")]), (4, 9.0)),
+                (labels(&[("tenant", "globex"), ("destination", "bi")]), (2, 1.0)),
+                (labels(&[("tenant", "globex"), ("destination", "crm")]), (0, 0.0)),
+            ]
+        );
+        assert_eq!(
+            gauges(MetricsDetail::Tenant),
+            [(labels(&[("tenant", "acme")]), (7, 9.0)), (labels(&[("tenant", "globex")]), (2, 1.0))]
+        );
+        assert_eq!(gauges(MetricsDetail::Gateway), [(labels(&[]), (9, 9.0))]);
+    }
 
     /// Ten thousand tenants of five destinations made a 164 MB exposition and 200 MB of
     /// histograms when every source and destination registered its series at load.

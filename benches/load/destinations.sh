@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Listing destinations at platform scale: 10,000 tenants × 5 destinations (seeded through the
-# API), all on a closed port so every delivery retries and the queue spans most of them.
-# Prints each listing's status, size and time, and the gateway's RSS before and after.
-# Usage: benches/load/destinations.sh   (TENANTS=10000; BIN=switchboard binary; QUERIES="?a ?b")
+# Listing destinations and scraping /metrics at platform scale: 10,000 tenants × 5
+# destinations (seeded through the API), all on a closed port so every delivery retries and
+# the queue spans most of them. Prints each listing's status, size and time, the scrape's
+# size, lines and time, and the gateway's RSS before and after.
+# Usage: benches/load/destinations.sh   (TENANTS=10000; BIN=switchboard binary; QUERIES="?a ?b";
+#   DETAIL=destination|tenant|gateway: [metrics] detail)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release -q --bin switchboard --example control_scale
@@ -23,6 +25,7 @@ token = { env = "BENCH_ADMIN_TOKEN" }
 secrets_key = { env = "BENCH_SECRETS_KEY" }
 [store]
 url = "sqlite://$work/data/control.db"
+$( [ -n "${DETAIL:-}" ] && printf '[metrics]\ndetail = "%s"' "$DETAIL" )
 TOML
 export BENCH_ADMIN_TOKEN=bench BENCH_SECRETS_KEY=$(python3 -c "import secrets; print(secrets.token_hex(32))")
 $BIN serve --config "$work/switchboard.toml" 2>"$work/log" & gw=$!; pids+=($gw); wait_port 18193
@@ -35,4 +38,6 @@ echo "pending: $pending; RSS before the listings $(awk "/VmRSS/ {print \$2/1024}
 for q in ${QUERIES:-"?" "?health=true" "?limit=1000&health=true" "?tenant=t5"}; do
   curl -s -o /dev/null -H 'Authorization: Bearer bench' -w "GET /v1/destinations$q: %{http_code} %{size_download} bytes %{time_total} s\n" "127.0.0.1:18193/v1/destinations$q"
 done
+curl -s -o "$work/metrics" -w "GET /metrics: %{http_code} %{size_download} bytes %{time_total} s" 127.0.0.1:18193/metrics
+echo ", $(wc -l < "$work/metrics") lines"
 echo "RSS $(awk '/VmRSS/ {print $2/1024}' /proc/$gw/status) MB"

@@ -18,9 +18,9 @@ use serde::de::DeserializeOwned;
 
 use super::raw::{self, S};
 use super::{
-    Backend, CallKey, CallRules, CircuitBreaker, Config, Destination, FixedResponse, OnStatus, Origin, Portal,
-    Provider, RateLimit, Responder, RetryPolicy, SecretsKey, SequenceOrder, Server, Source, StatusAction, Store,
-    Synchronous, Tenant,
+    Backend, CallKey, CallRules, CircuitBreaker, Config, Destination, FixedResponse, MetricsDetail, OnStatus, Origin,
+    Portal, Provider, RateLimit, Responder, RetryPolicy, SecretsKey, SequenceOrder, Server, Source, StatusAction,
+    Store, Synchronous, Tenant,
 };
 use crate::auth::{Algorithm, Encoding, Scheme, TokenAt};
 use crate::fanout::When;
@@ -208,6 +208,16 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     let admin_token = main.admin.token.as_ref().and_then(|t| resolve_secret(&mut file, "admin token", t, env));
     let secrets_key = main.admin.secrets_key.as_ref().and_then(|k| secrets_key(&mut file, k, env));
     let portal = portal(&mut file, &main.admin.portal, base);
+    let metrics_detail = match main.metrics.detail.as_ref().map(|d| (d, d.get_ref().as_str())) {
+        None | Some((_, "destination")) => MetricsDetail::Destination,
+        Some((_, "tenant")) => MetricsDetail::Tenant,
+        Some((_, "gateway")) => MetricsDetail::Gateway,
+        Some((d, other)) => {
+            let message = format!("detail must be \"destination\", \"tenant\" or \"gateway\", not {other:?}");
+            file.error(d.span(), message);
+            MetricsDetail::Destination
+        }
+    };
     let tenants_dir = base.join(main.server.tenants_dir.as_ref().map_or("tenants", |d| d.get_ref()));
 
     let mut tenants: HashMap<String, Arc<Tenant>> = HashMap::new();
@@ -232,7 +242,16 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     }
 
     if errors.is_empty() {
-        Ok(Config { path: path.to_path_buf(), server, store, tenants, admin_token, secrets_key, portal })
+        Ok(Config {
+            path: path.to_path_buf(),
+            server,
+            store,
+            tenants,
+            admin_token,
+            secrets_key,
+            portal,
+            metrics_detail,
+        })
     } else {
         Err(ConfigErrors(errors))
     }
@@ -1288,6 +1307,24 @@ mod tests {
         assert_eq!(config.server.max_body_bytes, 262_144);
         let Backend::Sqlite { path } = &config.store.backend else { panic!("sqlite by default") };
         assert_eq!(path, &dir.path().join("data/switchboard.db"));
+    }
+
+    #[test]
+    fn metrics_detail_is_one_of_three_words_and_destination_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tenants")).unwrap();
+        let main = write(dir.path(), "switchboard.toml", MAIN);
+        assert_eq!(load(&main).unwrap().metrics_detail, MetricsDetail::Destination);
+        write(dir.path(), "switchboard.toml", &format!("{MAIN}[metrics]\ndetail = \"tenant\"\n"));
+        assert_eq!(load(&main).unwrap().metrics_detail, MetricsDetail::Tenant);
+        write(dir.path(), "switchboard.toml", &format!("{MAIN}[metrics]\ndetail = \"gateway\"\n"));
+        assert_eq!(load(&main).unwrap().metrics_detail, MetricsDetail::Gateway);
+        write(dir.path(), "switchboard.toml", &format!("{MAIN}[metrics]\ndetail = \"source\"\n"));
+        let errors = load(&main).unwrap_err().to_string();
+        assert!(
+            errors.contains(":4:10: detail must be \"destination\", \"tenant\" or \"gateway\", not \"source\""),
+            "{errors}"
+        );
     }
 
     #[test]

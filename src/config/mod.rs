@@ -28,6 +28,22 @@ pub struct Config {
     /// Seals the secrets of tenants managed by API; without one they cannot have secrets.
     pub secrets_key: Option<SecretsKey>,
     pub portal: Portal,
+    /// How finely metric series are labelled; read at start.
+    pub metrics_detail: MetricsDetail,
+}
+
+/// Which labels say where a metric series belongs (`[metrics] detail`). Each level drops a
+/// label, and with it a factor of series: ten thousand tenants of five destinations made
+/// over a million series at `Destination`, mostly histogram buckets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MetricsDetail {
+    /// The tenant, and the source or destination.
+    #[default]
+    Destination,
+    /// The tenant alone: its sources' and destinations' series add up into one.
+    Tenant,
+    /// Neither: one series per metric and outcome for the whole gateway.
+    Gateway,
 }
 
 /// The embeddable tenant portal: who may frame it, and its look.
@@ -53,6 +69,7 @@ impl Config {
             admin_token: self.admin_token.clone(),
             secrets_key: self.secrets_key.clone(),
             portal: self.portal.clone(),
+            metrics_detail: self.metrics_detail,
         }
     }
 }

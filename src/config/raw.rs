@@ -15,6 +15,14 @@ pub struct Main {
     pub store: Store,
     #[serde(default)]
     pub admin: Admin,
+    #[serde(default)]
+    pub metrics: Metrics,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub detail: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]

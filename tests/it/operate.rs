@@ -429,11 +429,12 @@ fn sample(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-#[tokio::test]
-async fn metrics_parse_as_prometheus_text_and_move() {
+/// Three callbacks to a tenant whose `crm` takes each and whose `down` kills each, and one
+/// to no tenant; then `/metrics`, as Python's prometheus_client parses it.
+async fn scrape_after_traffic(store_extra: &str) -> Vec<Value> {
     let receiver = Receiver::start().await;
     let _healthy = flaky(&receiver);
-    let setup = start(&receiver, "", "").await;
+    let setup = start(&receiver, store_extra, "").await;
     for n in 0..3 {
         setup.callback(n).await;
     }
@@ -452,7 +453,22 @@ async fn metrics_parse_as_prometheus_text_and_move() {
     let text =
         setup.http.get(format!("{}/metrics", setup.gateway.admin_url())).send().await.unwrap().text().await.unwrap();
     let parsed = call(json!({"op": "prometheus-parse", "text": text}));
-    let samples = parsed["samples"].as_array().unwrap();
+    let samples = parsed["samples"].as_array().unwrap().clone();
+    assert!(
+        samples.iter().all(|s| !s["labels"]
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|v| v.as_str().is_some_and(|v| v.contains("://")))),
+        "no URLs in labels"
+    );
+    samples
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_move() {
+    let samples = scrape_after_traffic("").await;
+    let samples = &samples[..];
     let accepted = [("tenant", "acme"), ("source", "telecmi"), ("outcome", "accepted")];
     assert_eq!(sample(samples, "switchboard_ingest_requests_total", &accepted), 3.0);
     assert_eq!(sample(samples, "switchboard_ingest_requests_total", &[("tenant", ""), ("outcome", "not_found")]), 1.0);
@@ -470,14 +486,34 @@ async fn metrics_parse_as_prometheus_text_and_move() {
     assert_eq!(sample(samples, "switchboard_deliveries", &[("state", "delivered")]), 3.0);
     assert_eq!(sample(samples, "switchboard_pending_deliveries", &[("destination", "crm")]), 0.0);
     assert!(sample(samples, "switchboard_store_commit_batch_size_count", &[]) >= 1.0);
-    assert!(
-        samples.iter().all(|s| !s["labels"]
-            .as_object()
-            .unwrap()
-            .values()
-            .any(|v| v.as_str().is_some_and(|v| v.contains("://")))),
-        "no URLs in labels"
-    );
+}
+
+/// With thousands of tenants, `[metrics] detail` keeps the exposition in proportion: each
+/// level drops a label, and the series that are left count the same traffic.
+#[tokio::test]
+async fn metrics_at_tenant_or_gateway_detail_drop_their_labels_and_count_the_same() {
+    for (detail, dropped, place) in [
+        ("tenant", &["source", "destination"][..], &[("tenant", "acme")][..]),
+        ("gateway", &["tenant", "source", "destination"][..], &[][..]),
+    ] {
+        let samples = scrape_after_traffic(&format!("[metrics]\ndetail = \"{detail}\"\n")).await;
+        let samples = &samples[..];
+        let labelled: Vec<&Value> =
+            samples.iter().filter(|s| dropped.iter().any(|label| s["labels"].get(*label).is_some())).collect();
+        assert!(labelled.is_empty(), "{detail}: series still labelled by {dropped:?}: {labelled:?}");
+        let with = |extra: &[(&'static str, &'static str)]| [place, extra].concat();
+        let total = |name: &str, extra: &[(&'static str, &'static str)]| sample(samples, name, &with(extra));
+        assert_eq!(total("switchboard_ingest_requests_total", &[("outcome", "accepted")]), 3.0, "{detail}");
+        assert_eq!(total("switchboard_ingest_ack_seconds_count", &[]), 3.0, "{detail}");
+        assert_eq!(total("switchboard_delivery_attempts_total", &[("outcome", "success")]), 3.0, "{detail}");
+        assert_eq!(total("switchboard_delivery_attempts_total", &[("outcome", "http_5xx")]), 3.0, "{detail}");
+        // One histogram per place, holding both destinations' attempts.
+        assert_eq!(total("switchboard_delivery_attempt_seconds_count", &[]), 6.0, "{detail}");
+        assert_eq!(total("switchboard_dead_letters_total", &[]), 3.0, "{detail}");
+        let pending: Vec<&Value> = samples.iter().filter(|s| s["name"] == "switchboard_pending_deliveries").collect();
+        assert_eq!(pending.len(), 1, "{detail}: one pending gauge for the place: {pending:?}");
+        assert_eq!(pending[0]["value"], 0.0, "{detail}");
+    }
 }
 
 #[tokio::test]
