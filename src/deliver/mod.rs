@@ -450,8 +450,6 @@ impl Dispatcher {
         }
     }
 
-    /// Every running destination worker's state on this node, sorted by name.
-    /// The destinations of `tenant` (all when `None`), with their last hour when asked.
     /// One page of the destinations on this node, in (tenant, id) order: those after
     /// `page.after` that `page.sees`, at most `page.limit`, and whether more follow. Only the
     /// page's own statuses (and health hours) are built, so a platform with 50,000
