@@ -8,27 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release -q --bin switchboard --example control_scale
-BIN=${BIN:-target/release/switchboard}; SCALE=target/release/examples/control_scale; TENANTS=${TENANTS:-10000}
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-wait_port() { for _ in $(seq 1 300); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; exit 1; }
-mkdir -p "$work/tenants" "$work/data"
-cat > "$work/switchboard.toml" <<TOML
-[server]
-listen = "127.0.0.1:18192"
-admin_listen = "127.0.0.1:18193"
-allow_private_destinations = true
-max_connections = 10000
-[admin]
-token = { env = "BENCH_ADMIN_TOKEN" }
-secrets_key = { env = "BENCH_SECRETS_KEY" }
-[store]
-url = "sqlite://$work/data/control.db"
-$( [ -n "${DETAIL:-}" ] && printf '[metrics]\ndetail = "%s"' "$DETAIL" )
-TOML
-export BENCH_ADMIN_TOKEN=bench BENCH_SECRETS_KEY=$(python3 -c "import secrets; print(secrets.token_hex(32))")
-$BIN serve --config "$work/switchboard.toml" 2>"$work/log" & gw=$!; pids+=($gw); wait_port 18193
+BIN=${BIN:-target/release/switchboard}; TENANTS=${TENANTS:-10000}
+CONTROL_EXTRA=$( [ -n "${DETAIL:-}" ] && printf '[metrics]\ndetail = "%s"' "$DETAIL" || true )
+source benches/load/control_gateway.sh
+serve; wait_port 18193
 # Destinations on a closed port; callbacks to random tenants for 6 s (the churn mode also
 # replaces a tenant every 50 ms).
 $SCALE seed http://127.0.0.1:18193 bench http://127.0.0.1:9 "$TENANTS" >/dev/null
